@@ -1,0 +1,57 @@
+"""Entry point of ``pe``: builds the argument parser and dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pe_core.errors import PEError
+
+# (module, register-function) pairs of the core's own sub-commands, imported lazily
+CORE_COMMANDS = (
+    "pe_core.cli.plugins_cmd",
+    "pe_core.cli.encode_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    from pe_core.plugins import get_plugin_manager
+
+    parser = argparse.ArgumentParser(
+        prog="pe", description="Turn a decoder LLM into a text embedder (PromptEmbedder)."
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in CORE_COMMANDS:
+        importlib.import_module(name).register(sub)
+    get_plugin_manager().hook.pe_register_commands(cli=sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from pe_core import __version__
+
+        print(__version__)
+        return 0
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(func(args) or 0)
+    except PEError as exc:
+        print(f"pe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

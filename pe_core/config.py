@@ -1,0 +1,101 @@
+"""The embedder configuration, saved as ``pe_config.json`` next to the weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pe_core.errors import ConfigError, MissingFileError
+
+CONFIG_NAME = "pe_config.json"
+DEFAULT_TEMPLATE = "Instruction: {instruction}\nSoft prompt:"
+PLACEMENTS = ("prefix", "suffix")
+POOLINGS = ("last", "mean")
+
+
+@dataclass
+class EmbedderConfig:
+    """How a PromptEmbedder is put together; every field is JSON.
+
+    Example::
+
+        EmbedderConfig(backbone="llama", model_id="meta-llama/Llama-3.2-1B",
+                       prompting_id="Qwen/Qwen2.5-0.5B", d_P=896, d_B=2048)
+
+    Choices pe makes where the paper is silent:
+        * ``placement="suffix"``: ``[text ; soft]`` with last-token pooling; the text's
+          keys/values need no gradient, which is what makes training cheap.
+        * ``document_instruction``: documents get this generic instruction (so both
+          sides carry a trainable soft prompt); ``None`` encodes them with no prompt.
+        * ``pooling="mean"`` averages the positions that depend on the prompt and the
+          text: the text positions for ``prefix``, the soft positions for ``suffix``.
+    """
+
+    backbone: str
+    d_P: int
+    d_B: int
+    model_id: str | None = None
+    model_revision: str | None = None
+    prompting_id: str | None = None
+    prompting_revision: str | None = None
+    num_soft_tokens: int = 5
+    placement: str = "suffix"
+    pooling: str = "last"
+    template: str = DEFAULT_TEMPLATE
+    document_instruction: str | None = "Represent the text for retrieval"
+    max_length: int = 512
+    training_data_hash: str | None = None
+    eval_results: dict[str, Any] = field(default_factory=dict)
+    pe_version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_soft_tokens, int) or self.num_soft_tokens < 1:
+            raise ConfigError(
+                f"num_soft_tokens (K) must be an integer >= 1, got {self.num_soft_tokens!r}"
+            )
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.d_P < 1 or self.d_B < 1:
+            raise ConfigError(f"d_P and d_B must be positive, got {self.d_P}, {self.d_B}")
+        if "{instruction}" not in self.template:
+            raise ConfigError("template must contain '{instruction}'")
+        if self.max_length < 1:
+            raise ConfigError(f"max_length must be >= 1, got {self.max_length}")
+
+    @property
+    def K(self) -> int:
+        return self.num_soft_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EmbedderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{CONFIG_NAME} has unknown keys {unknown}; it was written by a newer pe "
+                "(upgrade pe-core) or edited by hand"
+            )
+        return cls(**data)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> EmbedderConfig:
+        path = Path(folder) / CONFIG_NAME
+        if not path.is_file():
+            raise MissingFileError(f"{path} not found: is {folder} a pe alignment folder?")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)

@@ -1,0 +1,67 @@
+"""Typed errors. Every failure a user can cause raises a subclass of :class:`PEError`
+whose message says what to do next."""
+
+from __future__ import annotations
+
+
+class PEError(Exception):
+    """Base class of every error pe raises on purpose."""
+
+
+class UnknownBackboneError(PEError, KeyError):
+    """No installed plugin registers the requested backbone name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateBackboneError(PEError, ValueError):
+    """Two plugins register the same backbone name."""
+
+
+class PluginError(PEError, RuntimeError):
+    """A plugin could not be loaded or broke the hook contract."""
+
+
+class ModelTypeMismatchError(PEError, ValueError):
+    """A checkpoint's ``model_type`` is not handled by the chosen backbone plugin."""
+
+
+class DimensionMismatchError(PEError, ValueError):
+    """An alignment's ``d_P``/``d_B`` does not match the models it is used with."""
+
+
+class CorruptFileError(PEError, OSError):
+    """A weights file is truncated, corrupt or fails its hash check."""
+
+
+class MissingFileError(PEError, FileNotFoundError):
+    """A model/artifact folder lacks a file it needs."""
+
+
+class ConfigError(PEError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class DataError(PEError, ValueError):
+    """Training or evaluation data is empty or malformed."""
+
+
+class TrainingDivergedError(PEError, FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RegistryError(PEError, RuntimeError):
+    """An alignment registry operation failed; the registry is left unchanged."""
+
+
+class RevisionNotFoundError(RegistryError, LookupError):
+    """The requested revision of a repository does not exist."""
+
+
+class OfflineError(RegistryError, ConnectionError):
+    """The Hub cannot be reached (offline mode or no network) and nothing is cached."""
+
+
+class ExportError(PEError, RuntimeError):
+    """ONNX export failed or produced a graph that does not match PyTorch."""
