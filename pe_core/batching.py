@@ -1,0 +1,53 @@
+"""Tokenise once, sort by length, batch, and put results back in input order
+(sentence-transformers conventions)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Batch:
+    order: list[int]  # positions of these rows in the caller's input
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+def tokenize_sorted(
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int,
+    max_length: int,
+    padding_side: str = "right",
+) -> Iterator[Batch]:
+    """Yield padded batches, longest first; warn once if any text is truncated."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    longest = max((len(x) for x in ids), default=0)
+    if longest > max_length:
+        n = sum(len(x) > max_length for x in ids)
+        warnings.warn(
+            f"{n} of {len(ids)} texts are longer than max_length={max_length} tokens "
+            f"(longest {longest}) and were truncated",
+            stacklevel=3,
+        )
+    ids = [x[:max_length] for x in ids]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(1, max(len(ids[i]) for i in rows))
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            n = len(ids[i])
+            sl = slice(0, n) if padding_side == "right" else slice(width - n, width)
+            input_ids[r, sl] = torch.tensor(ids[i], dtype=torch.long)
+            mask[r, sl] = 1
+        yield Batch(rows, input_ids, mask)

@@ -1,0 +1,82 @@
+"""``pe encode``: text lines or JSONL in, ``.npy`` or JSONL out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pe_core.errors import DataError
+
+
+def add_model_args(p: argparse.ArgumentParser, alignment: bool = True) -> None:
+    """The arguments every command that loads an embedder takes."""
+    p.add_argument("--backbone", required=True, help="registered backbone name")
+    p.add_argument("--model", help="backbone model: folder or Hub id[@revision]")
+    p.add_argument("--prompting", help="Prompting LLM: folder or Hub id[@revision]")
+    if alignment:
+        p.add_argument("--alignment", help="alignment: registry name, Hub repo or folder")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", help="float32, bfloat16 or float16")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("encode", help="embed text lines or JSONL records")
+    add_model_args(p)
+    p.add_argument("input", help="text file (one text per line) or .jsonl; '-' for stdin")
+    p.add_argument("--output", "-o", required=True, help="output .npy or .jsonl")
+    p.add_argument("--field", default="text", help="JSONL field holding the text")
+    p.add_argument("--instruction", help="task instruction (query side)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int)
+    p.set_defaults(func=run)
+
+
+def read_texts(source: str, field: str) -> list[str]:
+    lines = sys.stdin.read().splitlines() if source == "-" else Path(source).read_text(
+        encoding="utf-8"
+    ).splitlines()
+    is_jsonl = source.endswith(".jsonl")
+    texts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if not is_jsonl:
+            texts.append(line)
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{source}:{n}: not valid JSON ({exc})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise DataError(f"{source}:{n}: record has no string field {field!r}")
+        texts.append(record[field])
+    return texts
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import pe_core
+
+    texts = read_texts(args.input, args.field)
+    model = pe_core.load(
+        backbone=args.backbone, model=args.model, prompting=args.prompting,
+        alignment=args.alignment, device=args.device, dtype=args.dtype,
+    )
+    vectors = model.encode(
+        texts, instruction=args.instruction, batch_size=args.batch_size,
+        max_length=args.max_length, show_progress_bar=len(texts) > 256,
+    )
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, vectors)
+    else:
+        with out.open("w", encoding="utf-8") as fh:
+            for text, vec in zip(texts, vectors):
+                fh.write(json.dumps({"text": text, "embedding": vec.tolist()}) + "\n")
+    print(f"wrote {len(texts)} x {vectors.shape[1]} embeddings to {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,194 @@
+"""PromptEmbedder: Prompting LLM -> alignment -> frozen backbone -> pooled, normalised."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pe_core.alignment import WEIGHTS_NAME, Alignment
+from pe_core.batching import tokenize_sorted
+from pe_core.config import EmbedderConfig
+from pe_core.encoder import BackboneEncoder
+from pe_core.prompting import PromptingLLM
+
+NO_PROMPT = ""  # cache key of "encode without a soft prompt"
+
+
+class PromptEmbedder(nn.Module):
+    """A text embedder: ``encode(texts, instruction=...)`` like sentence-transformers.
+
+    The soft prompt depends only on the instruction, so at inference it is computed
+    once per instruction and cached; the cache is dropped whenever the module is put
+    in training mode.
+
+    Example::
+
+        model = pe_core.load(backbone="llama")
+        vecs = model.encode(["a query"], instruction="Retrieve relevant passages")
+    """
+
+    def __init__(
+        self,
+        prompting: PromptingLLM,
+        alignment: Alignment,
+        backbone: BackboneEncoder,
+        tokenizer: Any,
+        config: EmbedderConfig,
+    ) -> None:
+        super().__init__()
+        self.prompting = prompting
+        self.alignment = alignment
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._prompt_cache: dict[str, torch.Tensor | None] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.alignment.weight.device
+
+    @property
+    def dim(self) -> int:
+        return self.backbone.d
+
+    def train(self, mode: bool = True) -> PromptEmbedder:
+        super().train(mode)
+        self._prompt_cache.clear()
+        return self
+
+    def clear_prompt_cache(self) -> None:
+        self._prompt_cache.clear()
+
+    # -- soft prompts ----------------------------------------------------------------
+    def soft_prompts(
+        self,
+        instructions: Sequence[str],
+        tau: float = 1.0,
+        hard: bool = False,
+        noise_seed: int | None = None,
+    ) -> torch.Tensor:
+        """Aligned soft prompts ``(B, K, d_B)``; the Prompting LLM runs once per unique
+        instruction in the batch."""
+        unique = list(dict.fromkeys(instructions))
+        soft, _ = self.prompting(unique, self.config.K, tau, hard, noise_seed)
+        aligned = self.alignment(soft)
+        index = torch.tensor([unique.index(i) for i in instructions], device=aligned.device)
+        return aligned[index]
+
+    def cached_soft_prompt(self, instruction: str | None) -> torch.Tensor | None:
+        """``(K, d_B)`` soft prompt for one instruction, computed once (no grad)."""
+        key = NO_PROMPT if instruction is None else instruction
+        if key not in self._prompt_cache:
+            if instruction is None:
+                self._prompt_cache[key] = None
+            else:
+                with torch.no_grad():
+                    self._prompt_cache[key] = self.soft_prompts([instruction])[0]
+        return self._prompt_cache[key]
+
+    # -- forward -----------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        soft: torch.Tensor | None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """Embeddings ``(B, d_B)`` for token ids and aligned soft prompts ``(B, K, d_B)``."""
+        pooled = self.backbone(
+            input_ids, attention_mask, soft, self.config.placement, self.config.pooling
+        )
+        return F.normalize(pooled.float(), dim=-1) if normalize else pooled
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        instructions: Sequence[str | None],
+        tau: float = 1.0,
+        hard: bool = False,
+        noise_seed: int | None = None,
+    ) -> torch.Tensor:
+        """Training path: soft prompts with grad, then :meth:`forward`. Rows whose
+        instruction is None get no prompt (only allowed when all rows are None)."""
+        if all(i is None for i in instructions):
+            return self(input_ids, attention_mask, None)
+        if any(i is None for i in instructions):
+            raise ValueError("a batch mixes rows with and without instruction")
+        soft = self.soft_prompts([str(i) for i in instructions], tau, hard, noise_seed)
+        return self(input_ids, attention_mask, soft)
+
+    # -- inference -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        batch_size: int = 32,
+        normalize: bool = True,
+        convert_to: str = "numpy",
+        show_progress_bar: bool | None = None,
+        max_length: int | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed ``texts``; returns ``(len(texts), d_B)`` in input order.
+
+        ``instruction=None`` uses ``config.document_instruction`` (which may itself be
+        None: no soft prompt). Texts longer than ``max_length`` tokens (default
+        ``config.max_length``) are truncated with one warning. Batches are sorted by
+        length; ``show_progress_bar=None`` shows one for more than 8 batches.
+
+        Example::
+
+            model.encode(["what is pe?"], instruction="Retrieve a passage that answers")
+        """
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        if instruction is None:
+            instruction = self.config.document_instruction
+        was_training = self.training
+        self.eval()
+        out = torch.empty((len(items), self.dim), dtype=torch.float32)
+        soft = self.cached_soft_prompt(instruction)
+        batches = tokenize_sorted(
+            self.tokenizer, items, batch_size, max_length or self.config.max_length,
+            self.backbone.spec.padding_side,
+        )
+        n_batches = math.ceil(len(items) / batch_size)
+        show = n_batches > 8 if show_progress_bar is None else show_progress_bar
+        if show:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=n_batches, desc="encode", unit="batch")
+        for batch in batches:
+            ids = batch.input_ids.to(self.device)
+            mask = batch.attention_mask.to(self.device)
+            s = None if soft is None else soft.expand(len(ids), *soft.shape)
+            out[batch.order] = self(ids, mask, s, normalize=normalize).float().cpu()
+        if was_training:
+            self.train()
+        result = out[0] if single else out
+        return result if convert_to == "torch" else result.numpy()
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, folder: str | Path, save_prompting: bool = False) -> Path:
+        """Write ``alignment.safetensors`` + ``pe_config.json`` (and, with
+        ``save_prompting``, the Prompting LLM under ``prompting/``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.alignment.save(folder / WEIGHTS_NAME)
+        if save_prompting:
+            self.prompting.model.save_pretrained(folder / "prompting", safe_serialization=True)
+            self.prompting.tokenizer.save_pretrained(folder / "prompting")
+        self.config.save(folder)
+        return folder

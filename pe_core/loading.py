@@ -1,0 +1,210 @@
+"""``pe_core.load``: backbone name + model refs -> a ready :class:`PromptEmbedder`."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pe_core.alignment import WEIGHTS_NAME, Alignment
+from pe_core.backbones import BackboneSpec
+from pe_core.config import EmbedderConfig
+from pe_core.errors import ConfigError, MissingFileError, ModelTypeMismatchError
+from pe_core.model_refs import DEFAULT_PREFIX, resolve_model
+from pe_core.plugins import get_backbone, get_plugin_manager
+
+logger = logging.getLogger(__name__)
+DEFAULT_PROMPTING = DEFAULT_PREFIX + "prompting"
+
+
+def load(
+    backbone: str,
+    model: str | None = None,
+    prompting: str | None = None,
+    alignment: str | None = None,
+    device: str | None = None,
+    dtype: Any = None,
+    trust_remote_code: bool = False,
+    **overrides: Any,
+) -> Any:
+    """Load a ready embedder.
+
+    Args:
+        backbone: a registered backbone name (``pe backbones`` lists them).
+        model: backbone model: local folder, Hub id (``org/name@revision``), or None for
+            the alignment's model, else the plugin's default.
+        prompting: Prompting LLM; None takes the alignment's, else the embedded default.
+        alignment: registry name, Hub repo or folder; None looks for one matching
+            (prompting, model) through the installed resolvers, else starts from a
+            least-squares alignment (untrained: a warning says so).
+        device, dtype: where and how to place the models (default: CUDA if available).
+        overrides: EmbedderConfig fields (``placement``, ``pooling``, ``num_soft_tokens``...).
+
+    Example::
+
+        model = pe_core.load(backbone="llama", alignment="my-org/pe-align-llama")
+        model.encode(["hello"], instruction="Retrieve a passage that answers the question")
+    """
+    spec = get_backbone(backbone)
+    align_dir = resolve_alignment(alignment) if alignment is not None else None
+    align_cfg = EmbedderConfig.load(align_dir) if align_dir is not None else None
+    model_ref = model or (align_cfg.model_id if align_cfg else None) or spec.default_model
+    if model_ref is None:
+        raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
+    if align_dir is None:
+        align_dir = find_alignment(prompting, model_ref)
+        align_cfg = EmbedderConfig.load(align_dir) if align_dir is not None else None
+    if align_cfg is not None and align_cfg.backbone != spec.name:
+        raise ConfigError(
+            f"alignment {alignment or align_dir} was trained for backbone "
+            f"{align_cfg.backbone!r}, not {spec.name!r}"
+        )
+    prompting_ref = prompting or _alignment_prompting(align_dir, align_cfg) or DEFAULT_PROMPTING
+    return assemble(
+        spec,
+        backbone_dir=resolve_model(model_ref),
+        prompting_dir=resolve_model(prompting_ref),
+        alignment_dir=align_dir,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        refs={"model_id": str(model_ref), "prompting_id": str(prompting_ref)},
+        **overrides,
+    )
+
+
+def resolve_alignment(ref: str | Path) -> Path:
+    """An alignment reference -> a folder with ``alignment.safetensors``."""
+    for resolver in get_plugin_manager().resolvers():
+        found = resolver.resolve(str(ref))
+        if found is not None:
+            if not (Path(found) / WEIGHTS_NAME).is_file():
+                raise MissingFileError(f"{found} has no {WEIGHTS_NAME}")
+            return Path(found)
+    raise MissingFileError(
+        f"alignment {str(ref)!r} not found: not a folder, and no installed resolver knows "
+        "it (pip install pe-registry for registry names and Hub repos)"
+    )
+
+
+def find_alignment(prompting: str | None, model: str) -> Path | None:
+    for resolver in get_plugin_manager().resolvers():
+        if resolver.find is None:
+            continue
+        found = resolver.find(prompting or DEFAULT_PROMPTING, model)
+        if found is not None:
+            logger.info("using alignment %s found by resolver %s", found, resolver.name)
+            return Path(found)
+    return None
+
+
+def _alignment_prompting(align_dir: Path | None, cfg: EmbedderConfig | None) -> str | None:
+    if align_dir is not None and (align_dir / "prompting" / "config.json").is_file():
+        return str(align_dir / "prompting")
+    return cfg.prompting_id if cfg else None
+
+
+def check_model_type(spec: BackboneSpec, folder: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if config.model_type not in spec.model_types:
+        owner = get_plugin_manager().backbones().for_model_type(config.model_type)
+        hint = f"use backbone={owner.name!r}" if owner else "no installed plugin handles it"
+        raise ModelTypeMismatchError(
+            f"{folder} is a {config.model_type!r} checkpoint, but backbone {spec.name!r} "
+            f"handles {list(spec.model_types)}: {hint}"
+        )
+    return config
+
+
+def assemble(
+    spec: BackboneSpec,
+    backbone_dir: Path,
+    prompting_dir: Path,
+    alignment_dir: Path | None = None,
+    device: str | None = None,
+    dtype: Any = None,
+    trust_remote_code: bool = False,
+    refs: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Any:
+    """Build a :class:`PromptEmbedder` from local folders."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    check_model_type(spec, backbone_dir, trust_remote_code)
+    torch_dtype = _dtype(dtype)
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if torch_dtype is not None:
+        kw["dtype"] = torch_dtype
+    backbone_model = AutoModel.from_pretrained(
+        backbone_dir, attn_implementation=spec.attn_implementation, **kw
+    )
+    prompting_model = AutoModelForCausalLM.from_pretrained(prompting_dir, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir, trust_remote_code=trust_remote_code)
+    p_tokenizer = AutoTokenizer.from_pretrained(prompting_dir, trust_remote_code=trust_remote_code)
+    config = EmbedderConfig.load(alignment_dir) if alignment_dir is not None else None
+    embedder = build_embedder(
+        spec, backbone_model, tokenizer, prompting_model, p_tokenizer,
+        config=config, alignment_path=alignment_dir / WEIGHTS_NAME if alignment_dir else None,
+        **{**(refs or {}), **overrides} if config is None else overrides,
+    )
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return embedder.to(device)
+
+
+def build_embedder(
+    spec: BackboneSpec,
+    backbone_model: Any,
+    tokenizer: Any,
+    prompting_model: Any,
+    prompting_tokenizer: Any,
+    config: EmbedderConfig | None = None,
+    alignment_path: Path | None = None,
+    **config_kwargs: Any,
+) -> Any:
+    """Put loaded models together. Without ``alignment_path`` the alignment starts from
+    the least-squares fit over shared tokens (and a warning says it is untrained)."""
+    from pe_core.embedder import PromptEmbedder
+    from pe_core.encoder import BackboneEncoder
+    from pe_core.prompting import PromptingLLM
+
+    encoder = BackboneEncoder(backbone_model, spec)
+    d_B = encoder.d
+    d_P = int(prompting_model.get_input_embeddings().weight.shape[1])
+    if config is None:
+        config_kwargs.setdefault("pooling", spec.pooling)
+        config = EmbedderConfig(backbone=spec.name, d_P=d_P, d_B=d_B, **config_kwargs)
+    elif config_kwargs:
+        config = replace(config, **config_kwargs)
+    prompting = PromptingLLM(prompting_model, prompting_tokenizer, config.template)
+    if alignment_path is not None:
+        align = Alignment.load(alignment_path, d_P=d_P, d_B=d_B)
+    else:
+        warnings.warn(
+            f"no trained alignment for backbone {spec.name!r}: starting from the "
+            "least-squares fit over shared tokens (train one with `pe train`/`pe align`)",
+            stacklevel=2,
+        )
+        align = Alignment.least_squares(
+            prompting.embedding_table, encoder.embedding_table,
+            prompting_tokenizer.get_vocab(), tokenizer.get_vocab(),
+        )
+    align = align.to(device=encoder.embedding_table.device)
+    config.d_P, config.d_B = d_P, d_B
+    return PromptEmbedder(prompting, align, encoder, tokenizer, config)
+
+
+def _dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None

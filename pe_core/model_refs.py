@@ -1,0 +1,88 @@
+"""Model references -> local folders: a folder, an embedded default (``pe-default:NAME``),
+a name a plugin resolver knows (e.g. the local registry), or a Hub id (``org/name`` or
+``org/name@revision``). Folders are checked before transformers reads them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pe_core.errors import MissingFileError, OfflineError, RevisionNotFoundError
+from pe_core.safe_io import check_safetensors
+
+DEFAULT_PREFIX = "pe-default:"
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "README.md"]
+
+
+def split_revision(ref: str) -> tuple[str, str | None]:
+    """``"org/name@rev"`` -> ``("org/name", "rev")``."""
+    name, sep, rev = ref.partition("@")
+    return name, (rev if sep else None)
+
+
+def resolve_model(ref: str | os.PathLike[str]) -> Path:
+    """A local folder holding ``ref``'s config, tokenizer and safetensors weights."""
+    ref = str(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return check_model_folder(path)
+    if ref.startswith(DEFAULT_PREFIX):
+        from pe_core.defaults import ensure_default
+
+        return check_model_folder(ensure_default(ref[len(DEFAULT_PREFIX) :]))
+    from pe_core.plugins import get_plugin_manager
+
+    for resolver in get_plugin_manager().resolvers():
+        if resolver.name == "folder":
+            continue
+        found = resolver.resolve(ref)
+        if found is not None:
+            return check_model_folder(found)
+    if path.is_absolute() or ref.startswith((".", "~")) or ref.count("/") > 1:
+        raise MissingFileError(f"model folder {ref} does not exist")
+    return check_model_folder(download(ref))
+
+
+def download(ref: str) -> Path:
+    """Fetch a Hub model (pinned revision if given) into the Hugging Face cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+    from huggingface_hub.errors import RevisionNotFoundError as HubRevisionNotFound
+
+    repo_id, revision = split_revision(ref)
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+    except HubRevisionNotFound as exc:
+        raise RevisionNotFoundError(f"{repo_id} has no revision {revision!r}") from exc
+    except RepositoryNotFoundError as exc:
+        raise MissingFileError(
+            f"{repo_id!r} is neither a local folder nor a Hub repository you can access"
+        ) from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as exc:
+        raise OfflineError(
+            f"cannot download {ref!r}: the Hub is unreachable or HF_HUB_OFFLINE=1, and it "
+            "is not in the local cache. Pass a local folder, or run once with network."
+        ) from exc
+
+
+def check_model_folder(path: Path) -> Path:
+    """Raise a typed error if a model folder lacks its config, weights or tokenizer, or
+    if a weights file is truncated."""
+    if not (path / "config.json").is_file():
+        raise MissingFileError(f"{path} has no config.json: not a transformers model folder")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        extra = " (only pickle .bin weights, which pe refuses to load)" if list(
+            path.glob("*.bin")
+        ) else ""
+        raise MissingFileError(f"{path} has no *.safetensors weights{extra}")
+    for file in weights:
+        check_safetensors(file)
+    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+    if not any((path / f).is_file() for f in tokenizer_files):
+        raise MissingFileError(f"{path} has no tokenizer files (tokenizer.json or similar)")
+    return path

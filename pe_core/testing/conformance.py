@@ -1,0 +1,218 @@
+"""The conformance suite every backbone plugin runs on itself.
+
+Subclass it in the plugin's tests with the plugin's backbone name; every test runs for
+every ``model_type`` the plugin registers, on tiny random models built from its
+``tiny_configs``::
+
+    from pe_core.testing.conformance import BackboneConformance
+
+    class TestConformance(BackboneConformance):
+        backbone = "phi3"
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+
+TOL = 1e-5
+TEXTS = [
+    "Return the sum of the numbers.",
+    "Open a file",
+    "Soft prompts steer a frozen language model toward the task at hand.",
+    "fox",
+]
+INSTRUCTION = "Retrieve a passage that answers the question"
+
+
+@functools.lru_cache(maxsize=None)
+def _embedder(backbone: str, model_type: str, placement: str, pooling: str) -> Any:
+    from pe_core.plugins import get_backbone
+    from pe_core.testing.tiny import tiny_embedder
+
+    spec = get_backbone(backbone)
+    return tiny_embedder(spec, model_type, placement=placement, pooling=pooling)
+
+
+def _realistic_soft(embedder: Any, batch: int) -> Any:
+    """Soft vectors at the scale of real token embeddings. A random Prompting LLM gives
+    near-uniform distributions whose soft tokens average to ~0, where RMSNorm is
+    dominated by its epsilon and gradients are rounding noise."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    table = embedder.backbone.embedding_table.detach()
+    shape = (batch, embedder.config.K, table.shape[1])
+    return torch.randn(shape, generator=gen) * table.std()
+
+
+def _batch(embedder: Any, texts: list[str], side: str) -> tuple[Any, Any]:
+    tok = embedder.tokenizer
+    tok.padding_side = side
+    enc = tok(texts, return_tensors="pt", padding=True)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+class BackboneConformance:
+    """Tests a registered backbone against pe's contract. Set ``backbone``."""
+
+    backbone: str = ""
+    placements = ("prefix", "suffix")
+
+    def pytest_generate_tests(self, metafunc: Any) -> None:
+        from pe_core.plugins import get_backbone
+
+        if "model_type" in metafunc.fixturenames:
+            metafunc.parametrize("model_type", list(get_backbone(self.backbone).model_types))
+        if "placement" in metafunc.fixturenames:
+            metafunc.parametrize("placement", list(self.placements))
+
+    def embedder(self, model_type: str, placement: str = "suffix", pooling: str = "last") -> Any:
+        return _embedder(self.backbone, model_type, placement, pooling)
+
+    # -- the registration itself -------------------------------------------------------
+    def test_registered(self) -> None:
+        from pe_core.plugins import get_backbone
+
+        spec = get_backbone(self.backbone)
+        assert spec.model_types and spec.distribution != "unknown"
+        for model_type in spec.model_types:
+            assert model_type in spec.tiny_configs, f"no tiny config for {model_type}"
+
+    # -- forward -------------------------------------------------------------------------
+    def test_forward(self, model_type: str, placement: str) -> None:
+        import numpy as np
+
+        for pooling in ("last", "mean"):
+            m = self.embedder(model_type, placement, pooling)
+            out = m.encode(TEXTS, instruction=INSTRUCTION)
+            assert out.shape == (len(TEXTS), m.dim)
+            assert np.isfinite(out).all()
+            np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+            plain = m.encode(TEXTS[:1], instruction=None)
+            assert plain.shape == (1, m.dim)
+
+    def test_embedding_hook_matches_input_ids(self, model_type: str) -> None:
+        """Raw embedding rows through the plugin's hook read exactly like input_ids:
+        the scale (e.g. Gemma's sqrt(d)) is right on the installed transformers."""
+        import torch
+
+        m = self.embedder(model_type)
+        ids, mask = _batch(m, TEXTS[:2], "right")
+        model, spec = m.backbone.model, m.backbone.spec
+        raw = model.get_input_embeddings().weight[ids]
+        with torch.no_grad():
+            ref = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            via_hook = model(
+                inputs_embeds=spec.soft_prompt_hook(model, raw), attention_mask=mask
+            ).last_hidden_state
+            via_tokens = model(
+                inputs_embeds=spec.token_embeddings(model, ids), attention_mask=mask
+            ).last_hidden_state
+        torch.testing.assert_close(via_hook, ref, atol=TOL, rtol=0)
+        torch.testing.assert_close(via_tokens, ref, atol=TOL, rtol=0)
+
+    # -- gradients -----------------------------------------------------------------------
+    def test_gradients_reach_prompting_and_alignment_only(
+        self, model_type: str, placement: str
+    ) -> None:
+        m = self.embedder(model_type, placement)
+        m.train()
+        m.zero_grad(set_to_none=True)
+        ids, mask = _batch(m, TEXTS, "right")
+        out = m.embed(ids, mask, [INSTRUCTION] * len(TEXTS), noise_seed=0)
+        (out @ out.detach().T).sum().backward()
+        assert m.alignment.weight.grad is not None
+        assert m.alignment.weight.grad.abs().sum() > 0
+        p_grads = [p.grad for p in m.prompting.parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in p_grads)
+        assert all(p.grad is None for p in m.backbone.parameters())
+        assert all(not p.requires_grad for p in m.backbone.parameters())
+        m.zero_grad(set_to_none=True)
+        m.eval()
+
+    # -- invariances ---------------------------------------------------------------------
+    def test_padding_side_invariance(self, model_type: str, placement: str) -> None:
+        import torch
+
+        for pooling in ("last", "mean"):
+            m = self.embedder(model_type, placement, pooling)
+            soft = m.cached_soft_prompt(INSTRUCTION).expand(len(TEXTS), -1, -1)
+            with torch.no_grad():
+                right = m(*_batch(m, TEXTS, "right"), soft)
+                left = m(*_batch(m, TEXTS, "left"), soft)
+            torch.testing.assert_close(left, right, atol=TOL, rtol=0)
+
+    def test_batch_invariance(self, model_type: str, placement: str) -> None:
+        import numpy as np
+
+        m = self.embedder(model_type, placement)
+        together = m.encode(TEXTS, instruction=INSTRUCTION, batch_size=len(TEXTS))
+        alone = np.stack([m.encode([t], instruction=INSTRUCTION)[0] for t in TEXTS])
+        np.testing.assert_allclose(together, alone, atol=TOL, rtol=0)
+
+    def test_matches_reference_without_cache(self, model_type: str, placement: str) -> None:
+        import torch
+
+        for pooling in ("last", "mean"):
+            m = self.embedder(model_type, placement, pooling)
+            ids, mask = _batch(m, TEXTS, "right")
+            soft = _realistic_soft(m, len(TEXTS))
+            with torch.no_grad():
+                fast = m.backbone(ids, mask, soft, placement, pooling)
+                ref = m.backbone.reference(ids, mask, soft, placement, pooling)
+            torch.testing.assert_close(fast, ref, atol=TOL, rtol=0)
+
+    def test_suffix_gradient_matches_reference(self, model_type: str) -> None:
+        import torch
+
+        m = self.embedder(model_type, "suffix")
+        ids, mask = _batch(m, TEXTS, "right")
+        soft = _realistic_soft(m, len(TEXTS))
+        # a random linear read-out: |pooled|^2 is constant after a final RMSNorm
+        probe = torch.randn(m.dim, generator=torch.Generator().manual_seed(1))
+        grads = []
+        for fn in (m.backbone.forward, m.backbone.reference):
+            s = soft.clone().requires_grad_(True)
+            (fn(ids, mask, s, "suffix", "last") @ probe).sum().backward()
+            grads.append(s.grad)
+        rel = (grads[0] - grads[1]).norm() / grads[1].norm()
+        assert rel < 1e-4, f"suffix gradient differs from the full pass by {rel:.2e}"
+
+    # -- persistence and determinism ----------------------------------------------------
+    def test_save_load_roundtrip(self, model_type: str, tmp_path: Any) -> None:
+        import numpy as np
+
+        import pe_core
+        from pe_core.testing.tiny import save_tiny_folders
+
+        m = self.embedder(model_type)
+        folders = save_tiny_folders(m.backbone.spec, tmp_path, model_type)
+        # save_tiny_folders rebuilds the same seeded models as the cached embedder
+        m.save(tmp_path / "align")
+        again = pe_core.load(
+            backbone=self.backbone, model=str(folders["model"]),
+            prompting=str(folders["prompting"]), alignment=str(tmp_path / "align"),
+            device="cpu",
+        )
+        assert again.config == m.config.__class__(**{
+            **m.config.to_dict(), "model_id": again.config.model_id,
+            "prompting_id": again.config.prompting_id,
+        })
+        a = m.encode(TEXTS, instruction=INSTRUCTION)
+        b = again.encode(TEXTS, instruction=INSTRUCTION)
+        np.testing.assert_array_equal(a, b)
+
+    def test_deterministic(self, model_type: str) -> None:
+        import numpy as np
+
+        m = self.embedder(model_type)
+        a = m.encode(TEXTS, instruction=INSTRUCTION)
+        m.clear_prompt_cache()
+        b = m.encode(TEXTS, instruction=INSTRUCTION)
+        np.testing.assert_array_equal(a, b)
+
+
+__all__ = ["BackboneConformance", "pytest"]

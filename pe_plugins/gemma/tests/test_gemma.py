@@ -1,0 +1,5 @@
+from pe_core.testing.conformance import BackboneConformance
+
+
+class TestConformanceGemma(BackboneConformance):
+    backbone = "gemma"

@@ -1,0 +1,5 @@
+from pe_core.testing.conformance import BackboneConformance
+
+
+class TestConformanceLlama(BackboneConformance):
+    backbone = "llama"
