@@ -1,0 +1,475 @@
+"""The local registry: a folder of immutable, hash-checked artifact versions.
+
+Layout (``$PE_REGISTRY``, default ``<user cache dir>/pe/registry``)::
+
+    artifacts/<name>/<version>/      pushed here: files + pe_manifest.json
+    hub/<org>/<repo>/<commit>/       verified copies of Hub commits (pulled or pushed)
+    hub/<org>/<repo>/index.json      revision -> commit seen at the last pull, for offline use
+    .staging/                        work folders; same file system, so publishing is a rename
+    .lock                            one file lock serialises every change
+
+Why it is safe: an artifact is written completely in ``.staging`` and then renamed into
+place, so readers never see half an artifact; versions never change once written; the lock
+makes "pick the next version, rename" one step across processes; reads take no lock and
+re-hash what they read against the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pe_core.config import CONFIG_NAME, EmbedderConfig
+from pe_core.errors import CorruptFileError, PEError, RegistryError
+
+from pe_registry.artifact import (
+    ALIGNMENT,
+    PROMPTING,
+    link_prompting,
+    read_source,
+    run_prompting,
+    stage_alignment,
+    stage_prompting,
+    summarize,
+)
+from pe_registry.atomic import move_dir, remove_dir, write_json_atomic
+from pe_registry.manifest import Manifest, verify
+from pe_registry.refs import COMMIT_RE, VERSION_RE, check_name, check_repo_id, parse_ref
+
+ENV_VAR = "PE_REGISTRY"
+STALE_STAGING_S = 24 * 3600
+PROMPTING_SUFFIX = "-prompting"
+
+
+def default_root() -> Path:
+    """``$PE_REGISTRY`` if set, else ``<user cache dir>/pe/registry``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("pe")) / "registry"
+
+
+def default_name(source: str | Path) -> str:
+    """A registry name from a folder name (``runs/llama`` -> ``llama``)."""
+    raw = Path(source).resolve().name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-._")[:96] or "artifact"
+
+
+@dataclass
+class Entry:
+    """One artifact version in the registry.
+
+    ``ref`` is what resolves to it again: ``llama@2`` or ``org/repo@<commit>``.
+    """
+
+    ref: str
+    path: Path
+    manifest: Manifest
+    prompting: Entry | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def name(self) -> str:
+        return self.ref.partition("@")[0]
+
+    @property
+    def version(self) -> str:
+        return self.ref.partition("@")[2]
+
+    def row(self) -> dict[str, Any]:
+        """What ``pe list`` shows; config files are hash-checked as they are read."""
+        return {"ref": self.ref, "name": self.name, "version": self.version,
+                **summarize(self.path, self.manifest), "path": str(self.path)}
+
+
+class LocalRegistry:
+    """A registry folder.
+
+    Example::
+
+        reg = LocalRegistry()                      # $PE_REGISTRY or the user cache dir
+        entry = reg.push("runs/llama")             # -> llama@1 (+ llama-prompting@1)
+        folder = reg.get("llama").path             # hash-checked, latest version
+        reg.remove("llama@1")
+    """
+
+    def __init__(self, root: str | Path | None = None, lock_timeout: float = 300.0) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.lock_timeout = lock_timeout
+
+    # -- paths --------------------------------------------------------------------------
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def hub_dir(self) -> Path:
+        return self.root / "hub"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.root / ".staging"
+
+    # -- concurrency --------------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the registry's lock (across processes) for one change."""
+        from filelock import FileLock, Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(self.root / ".lock"), timeout=self.lock_timeout):
+                yield
+        except Timeout as exc:
+            raise RegistryError(
+                f"the registry {self.root} stayed locked for {self.lock_timeout:.0f}s; another "
+                f"pe process is writing to it (or one died holding {self.root / '.lock'})"
+            ) from exc
+
+    @contextmanager
+    def staging(self, prefix: str = "op-") -> Iterator[Path]:
+        """A fresh work folder on the registry's file system, deleted afterwards whatever
+        happens, so a failed operation leaves nothing behind."""
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep_staging()
+        path = Path(tempfile.mkdtemp(dir=self.staging_dir, prefix=prefix))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _sweep_staging(self) -> None:
+        # work folders of processes that were killed; a day is far longer than any pull
+        cutoff = time.time() - STALE_STAGING_S
+        for path in self.staging_dir.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+    # -- local names --------------------------------------------------------------------
+    def versions(self, name: str) -> list[str]:
+        """Versions of ``name``, oldest first."""
+        folder = self.artifacts_dir / check_name(name)
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.iterdir():
+            if path.is_dir() and VERSION_RE.match(path.name):
+                try:
+                    created = Manifest.load(path).created
+                except PEError:
+                    created = ""
+                found.append((created, _numeric(path.name), path.name))
+        return [v for *_, v in sorted(found)]
+
+    def entry(self, name: str, version: str | None = None, check: bool = True) -> Entry | None:
+        """The entry ``name@version`` (latest when None), hash-checked when ``check``;
+        None when there is no such entry."""
+        check_name(name)
+        if version is None:
+            versions = self.versions(name)
+            if not versions:
+                return None
+            version = versions[-1]
+        elif not VERSION_RE.match(version):
+            return None
+        path = self.artifacts_dir / name / version
+        if not path.is_dir():
+            return None
+        manifest = verify(path) if check else Manifest.load(path)
+        return Entry(f"{name}@{version}", path, manifest)
+
+    def get(self, ref: str) -> Entry:
+        """The hash-checked entry for a local ``name[@version]`` or a pulled
+        ``org/repo[@revision]``; :class:`RegistryError` when it is not here."""
+        parsed = parse_ref(ref)
+        if parsed.is_hub:
+            commit = self.hub_commit_for(parsed.name, parsed.version)
+            found = self.hub_entry(parsed.name, commit) if commit else None
+        else:
+            found = self.entry(parsed.name, parsed.version)
+        if found is None:
+            known = ", ".join(self.versions(parsed.name)) if not parsed.is_hub else ""
+            hint = f" (versions: {known})" if known else ""
+            raise RegistryError(f"{ref!r} is not in the registry {self.root}{hint}; see `pe list`")
+        return found
+
+    def push(self, source: str | Path, name: str | None = None, version: str | None = None) -> Entry:
+        """Publish the artifact (or training run) in ``source`` as ``name@version``.
+
+        ``version`` defaults to the next integer. Pushing content identical to an existing
+        version returns that version. A run's ``prompting/`` folder is published too, as
+        ``<name>-prompting``, and the alignment's ``prompting_id``/``prompting_revision``
+        point at it. Raises :class:`DimensionMismatchError` (and the like) before anything
+        is written.
+        """
+        source = Path(source)
+        kind, meta = read_source(source)
+        name = check_name(name or default_name(source))
+        if version is not None and not VERSION_RE.match(version):
+            raise RegistryError(f"{version!r} is not a valid version (letters, digits, . _ -)")
+        prompting = run_prompting(source, meta) if kind == ALIGNMENT else None
+        with self.staging("push-") as tmp:
+            if kind == PROMPTING:
+                stage_prompting(source, tmp / "a", name, meta)
+                with self.lock():
+                    return self._commit(tmp / "a", name, version, PROMPTING)
+            if prompting is None:
+                stage_alignment(meta, source, tmp / "a", name)
+                with self.lock():
+                    return self._commit(tmp / "a", name, version, ALIGNMENT)
+            p_name = check_name(name[: 96 - len(PROMPTING_SUFFIX)] + PROMPTING_SUFFIX)
+            stage_prompting(prompting[0], tmp / "p", p_name, prompting[1])
+            with self.lock():
+                # both or neither: check the alignment can be written before the prompting is
+                self._check_writable(name, ALIGNMENT)
+                self._check_writable(p_name, PROMPTING)
+                p_entry = self._commit(tmp / "p", p_name, None, PROMPTING)
+                cfg = link_prompting(meta, p_name, p_entry.version)
+                stage_alignment(cfg, source, tmp / "a", name)
+                entry = self._commit(tmp / "a", name, version, ALIGNMENT)
+            entry.prompting = p_entry
+            return entry
+
+    def _check_writable(self, name: str, kind: str) -> None:
+        # one name, one kind: "llama" must not be an alignment in v1 and a prompting in v2
+        versions = self.versions(name)
+        if versions:
+            other = Manifest.load(self.artifacts_dir / name / versions[0]).kind
+            if other != kind:
+                raise RegistryError(
+                    f"{name!r} already names a {other} artifact; pick another name for this {kind}"
+                )
+
+    def _commit(self, staged: Path, name: str, version: str | None, kind: str) -> Entry:
+        """Rename a staged artifact into place; the caller holds the lock."""
+        self._check_writable(name, kind)
+        manifest = Manifest.load(staged)
+        digest = manifest.digest()
+        existing = self.versions(name)
+        for v in reversed(existing):
+            if version not in (None, v):
+                continue
+            path = self.artifacts_dir / name / v
+            old = Manifest.load(path)
+            if old.digest() == digest:
+                return Entry(f"{name}@{v}", path, verify(path, old))
+            if version == v:
+                raise RegistryError(
+                    f"{name}@{v} already exists with other content; versions never change: "
+                    "push without a version to get the next one"
+                )
+        if version is None:
+            version = str(max((n for n in map(_numeric, existing) if n >= 0), default=0) + 1)
+        dest = move_dir(staged, self.artifacts_dir / name / version)
+        return Entry(f"{name}@{version}", dest, manifest)
+
+    # -- Hub copies ---------------------------------------------------------------------
+    def hub_path(self, repo_id: str, commit: str) -> Path:
+        check_repo_id(repo_id)
+        if not COMMIT_RE.match(commit):
+            raise RegistryError(f"{commit!r} is not a full commit sha")
+        return self.hub_dir / repo_id / commit
+
+    def hub_index(self, repo_id: str) -> dict[str, Any]:
+        import json
+
+        path = self.hub_dir / check_repo_id(repo_id) / "index.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"refs": {}, "pulled": {}}
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CorruptFileError(f"{path} is not valid JSON ({exc}); delete it") from exc
+        return {"refs": dict(data.get("refs", {})), "pulled": dict(data.get("pulled", {}))}
+
+    def hub_commits(self, repo_id: str) -> list[str]:
+        folder = self.hub_dir / check_repo_id(repo_id)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and COMMIT_RE.match(p.name))
+
+    def hub_commit_for(self, repo_id: str, revision: str | None) -> str | None:
+        """The commit a Hub revision pointed at when it was last pulled (offline use)."""
+        commits = self.hub_commits(repo_id)
+        if not commits:
+            return None
+        index = self.hub_index(repo_id)
+        if revision is None:
+            revision = "main"
+            if revision not in index["refs"]:
+                # pulled only by commit: take the most recently pulled one
+                pulled = index["pulled"]
+                return max(commits, key=lambda c: (pulled.get(c, ""), c))
+        if revision in commits:
+            return revision
+        commit = index["refs"].get(revision)
+        if commit in commits:
+            return commit
+        if re.fullmatch(r"[0-9a-f]{7,39}", revision):
+            matches = [c for c in commits if c.startswith(revision)]
+            if len(matches) == 1:
+                return matches[0]
+        return None
+
+    def hub_entry(self, repo_id: str, commit: str, check: bool = True) -> Entry | None:
+        path = self.hub_path(repo_id, commit)
+        if not path.is_dir():
+            return None
+        manifest = verify(path) if check else Manifest.load(path)
+        return Entry(f"{repo_id}@{commit}", path, manifest)
+
+    def add_hub_snapshot(
+        self, staged: Path, repo_id: str, commit: str, revisions: list[str]
+    ) -> Entry:
+        """Rename a verified download of ``repo_id@commit`` into place and remember which
+        revisions pointed at it."""
+        dest = self.hub_path(repo_id, commit)
+        with self.lock():
+            if not dest.exists():
+                move_dir(staged, dest)
+            self._record_refs(repo_id, commit, revisions)
+        return self.hub_entry(repo_id, commit)  # type: ignore[return-value]
+
+    def record_hub_refs(self, repo_id: str, commit: str, revisions: list[str]) -> None:
+        with self.lock():
+            self._record_refs(repo_id, commit, revisions)
+
+    def _record_refs(self, repo_id: str, commit: str, revisions: list[str]) -> None:
+        from pe_registry.manifest import utc_now
+
+        index = self.hub_index(repo_id)
+        for rev in revisions:
+            if rev and rev != commit:
+                index["refs"][rev] = commit
+        index["pulled"][commit] = utc_now()
+        write_json_atomic(self.hub_dir / repo_id / "index.json", index)
+
+    # -- listing and removal --------------------------------------------------------------
+    def entries(self) -> list[Entry]:
+        """Every entry, local names first; manifests are read, files are not hashed."""
+        out = []
+        if self.artifacts_dir.is_dir():
+            for name_dir in sorted(self.artifacts_dir.iterdir()):
+                if name_dir.is_dir() and not name_dir.name.startswith("."):
+                    for v in self.versions(name_dir.name):
+                        out.append(self._entry_or_broken(name_dir / v, f"{name_dir.name}@{v}"))
+        if self.hub_dir.is_dir():
+            for org in sorted(p for p in self.hub_dir.iterdir() if p.is_dir()):
+                for repo in sorted(p for p in org.iterdir() if p.is_dir()):
+                    for commit in self.hub_commits(f"{org.name}/{repo.name}"):
+                        ref = f"{org.name}/{repo.name}@{commit}"
+                        out.append(self._entry_or_broken(repo / commit, ref))
+        return out
+
+    @staticmethod
+    def _entry_or_broken(path: Path, ref: str) -> Entry:
+        try:
+            return Entry(ref, path, Manifest.load(path))
+        except PEError:
+            # listed as broken (row() will raise) so `pe list` can say which one
+            return Entry(ref, path, Manifest(kind="broken", files={}))
+
+    def remove(self, ref: str, force: bool = False) -> list[str]:
+        """Delete ``name@version`` (or every version of ``name``), or the local copies of a
+        Hub repo (one revision, or all). A Prompting LLM that a registered alignment uses
+        is kept unless ``force``. Returns the refs removed.
+
+        Example::
+
+            LocalRegistry().remove("llama@1")
+        """
+        parsed = parse_ref(ref)
+        trash = self.staging_dir
+        with self.lock():
+            if parsed.is_hub:
+                commits = self.hub_commits(parsed.name)
+                if parsed.version is not None:
+                    one = self.hub_commit_for(parsed.name, parsed.version)
+                    commits = [one] if one else []
+                if not commits:
+                    raise RegistryError(f"{ref!r} is not in the registry {self.root}")
+                for c in commits:
+                    remove_dir(self.hub_path(parsed.name, c), trash)
+                index = self.hub_index(parsed.name)
+                index["refs"] = {r: c for r, c in index["refs"].items() if c not in commits}
+                index["pulled"] = {c: t for c, t in index["pulled"].items() if c not in commits}
+                repo_dir = self.hub_dir / parsed.name
+                if self.hub_commits(parsed.name):
+                    write_json_atomic(repo_dir / "index.json", index)
+                else:
+                    shutil.rmtree(repo_dir, ignore_errors=True)
+                return [f"{parsed.name}@{c}" for c in commits]
+            versions = self.versions(parsed.name)
+            if parsed.version is not None:
+                versions = [parsed.version] if parsed.version in versions else []
+            if not versions:
+                raise RegistryError(f"{ref!r} is not in the registry {self.root}; see `pe list`")
+            if not force:
+                self._check_unused(parsed.name, versions)
+            for v in versions:
+                remove_dir(self.artifacts_dir / parsed.name / v, trash)
+            try:
+                (self.artifacts_dir / parsed.name).rmdir()
+            except OSError:
+                pass  # other versions remain
+            return [f"{parsed.name}@{v}" for v in versions]
+
+    def _check_unused(self, name: str, versions: list[str]) -> None:
+        for entry in self.entries():
+            if entry.kind != ALIGNMENT or entry.name == name:
+                continue
+            try:
+                cfg = EmbedderConfig.load(entry.path)
+            except (PEError, OSError):
+                continue
+            if cfg.prompting_id == name and (cfg.prompting_revision in versions or cfg.prompting_revision is None):
+                raise RegistryError(
+                    f"{entry.ref} uses {name}@{cfg.prompting_revision} as its Prompting LLM; "
+                    f"remove {entry.ref} first, or pass force=True (--force)"
+                )
+
+    def find_alignment(self, prompting_id: str, model_id: str) -> Entry | None:
+        """The best registered alignment for (prompting model, backbone model): highest
+        score, then newest; hash-checked. None when there is none."""
+        best: tuple[Any, ...] | None = None
+        chosen = None
+        for entry in self.entries():
+            if entry.kind != ALIGNMENT:
+                continue
+            try:
+                row = entry.row()
+            except (PEError, OSError):
+                continue  # a broken entry is skipped here; `pe list` shows it
+            if row["prompting_id"] != prompting_id or row["model_id"] != model_id:
+                continue
+            key = (row["score"] is not None, row["score"] or 0.0, row["created"])
+            if best is None or key > best:
+                best, chosen = key, entry
+        if chosen is None:
+            return None
+        verify(chosen.path, chosen.manifest)
+        return chosen
+
+    def read_config(self, entry: Entry) -> EmbedderConfig:
+        verify(entry.path, entry.manifest, only=[CONFIG_NAME])
+        return EmbedderConfig.load(entry.path)
+
+
+def _numeric(version: str) -> int:
+    return int(version) if version.isdigit() else -1

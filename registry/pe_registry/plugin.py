@@ -1,0 +1,68 @@
+"""The pe-core plugin: registry names and Hub repos as alignment references, and the
+``pe push | pull | list | remove`` commands.
+
+Loaded through the ``pe_core`` entry point; pe-core never imports this package. Imports
+stay inside the hooks so ``pe --help`` does not pay for ``huggingface_hub``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pe_core.hookspecs import hookimpl
+
+# the local registry first (no network), then the Hub
+LOCAL_PRIORITY = 10
+HUB_PRIORITY = 20
+
+
+def resolve_local(ref: str) -> Path | None:
+    """``name`` / ``name@version`` -> the hash-checked registry folder, or None."""
+    from pe_registry.local import LocalRegistry
+    from pe_registry.refs import try_parse_ref
+
+    parsed = try_parse_ref(ref)
+    if parsed is None or parsed.is_hub:
+        return None
+    entry = LocalRegistry().entry(parsed.name, parsed.version)
+    return entry.path if entry is not None else None
+
+
+def find_local(prompting_id: str, model_id: str) -> Path | None:
+    """Best alignment for the pair among registry entries (including pulled Hub ones)."""
+    from pe_registry.local import LocalRegistry
+
+    entry = LocalRegistry().find_alignment(prompting_id, model_id)
+    return entry.path if entry is not None else None
+
+
+def resolve_hub(ref: str) -> Path | None:
+    """``org/name[@revision]`` that is a pe artifact -> its pulled, hash-checked folder."""
+    from pe_registry.hub import HubClient
+    from pe_registry.local import LocalRegistry
+    from pe_registry.remote import resolve_hub as _resolve
+
+    return _resolve(ref, LocalRegistry(), HubClient())
+
+
+def find_hub(prompting_id: str, model_id: str) -> Path | None:
+    """Newest alignment on the Hub tagged for the pair, pulled into the registry."""
+    from pe_registry.hub import HubClient
+    from pe_registry.local import LocalRegistry
+    from pe_registry.remote import find_on_hub
+
+    return find_on_hub(prompting_id, model_id, LocalRegistry(), HubClient())
+
+
+@hookimpl
+def pe_register_resolvers(registry: Any) -> None:
+    registry.register("registry", resolve_local, find_local, priority=LOCAL_PRIORITY)
+    registry.register("hub", resolve_hub, find_hub, priority=HUB_PRIORITY)
+
+
+@hookimpl
+def pe_register_commands(cli: Any) -> None:
+    from pe_registry.cli import register
+
+    register(cli)
