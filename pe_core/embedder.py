@@ -62,7 +62,8 @@ class PromptEmbedder(nn.Module):
 
     def train(self, mode: bool = True) -> PromptEmbedder:
         super().train(mode)
-        self._prompt_cache.clear()
+        if mode:  # parameters may change: cached prompts would go stale
+            self._prompt_cache.clear()
         return self
 
     def clear_prompt_cache(self) -> None:
@@ -154,6 +155,9 @@ class PromptEmbedder(nn.Module):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
+        if not items:
+            empty = torch.zeros((0, self.dim), dtype=torch.float32)
+            return empty if convert_to == "torch" else empty.numpy()
         if instruction is None:
             instruction = self.config.document_instruction
         was_training = self.training

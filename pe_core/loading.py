@@ -195,7 +195,7 @@ def build_embedder(
         )
     align = align.to(device=encoder.embedding_table.device)
     config.d_P, config.d_B = d_P, d_B
-    return PromptEmbedder(prompting, align, encoder, tokenizer, config)
+    return PromptEmbedder(prompting, align, encoder, tokenizer, config).eval()
 
 
 def _dtype(dtype: Any) -> Any:

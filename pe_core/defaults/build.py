@@ -1,0 +1,218 @@
+"""Build the embedded default models from local text, once per machine, safely.
+
+``python -m pe_core.defaults.build [--tiny] [--force] [NAME ...]`` builds them all (or the
+named ones) and prints the size/perplexity table. Library code calls :func:`ensure_default`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pe_core.data import cache_dir, corpus_fingerprint, load_corpus
+from pe_core.defaults.pretrain import perplexity, pretrain, tokenize_stream
+from pe_core.defaults.recipes import DEFAULT_NAMES, RECIPE_VERSION, ModelRecipe, recipe
+from pe_core.defaults.tokenizer import train_tokenizer
+from pe_core.errors import ConfigError
+
+META_NAME = "pe_default.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _tiny_from_env(tiny: bool | None) -> bool:
+    if tiny is not None:
+        return tiny
+    return os.environ.get("PE_DEFAULTS_TINY", "").lower() in ("1", "true", "yes")
+
+
+def defaults_root(tiny: bool | None = None) -> Path:
+    """``<cache>/defaults/v1/`` (or ``v1-tiny/``): one folder per default model."""
+    suffix = "-tiny" if _tiny_from_env(tiny) else ""
+    return cache_dir() / "defaults" / f"{RECIPE_VERSION}{suffix}"
+
+
+def _texts(split: str, limit: int | None) -> list[str]:
+    pairs = [p for p in load_corpus() if p.split == split]
+    texts = [f"{p.query}\n{p.document}" for p in pairs]
+    return texts[:limit] if limit else texts
+
+
+def build_model(r: ModelRecipe, out_dir: Path) -> dict[str, Any]:
+    """Train the tokenizer and the model of recipe ``r`` and save both into ``out_dir``.
+
+    Returns the metadata also written to ``out_dir/pe_default.json``.
+
+    Example::
+
+        >>> meta = build_model(recipe("gemma", tiny=True), Path("/tmp/gemma"))  # doctest: +SKIP
+        >>> meta["dev_perplexity"]  # doctest: +SKIP
+        212.4
+    """
+    import tokenizers
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    started = time.perf_counter()
+    corpus = load_corpus()
+    train_texts = _texts("train", r.text_pairs)
+    dev_texts = _texts("dev", r.text_pairs)
+
+    tokenizer = train_tokenizer(train_texts, r.vocab_size, r.specials)
+    config = AutoConfig.for_model(
+        r.model_type,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **r.config,
+    )
+    torch.manual_seed(r.seed)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+
+    train_stream = tokenize_stream(tokenizer, train_texts)
+    dev_stream = tokenize_stream(tokenizer, dev_texts)
+    losses = pretrain(
+        model,
+        train_stream,
+        steps=r.steps,
+        batch_size=r.batch_size,
+        seq_len=r.seq_len,
+        lr=r.lr,
+        warmup_frac=r.warmup_frac,
+        weight_decay=r.weight_decay,
+        seed=r.seed,
+        desc=f"pretrain {r.name}",
+    )
+    dev = perplexity(model, dev_stream, r.seq_len, r.eval_blocks)
+    train = perplexity(model, train_stream, r.seq_len, r.eval_blocks)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    weights = out_dir / WEIGHTS_NAME
+    meta = {
+        "name": r.name,
+        "recipe_version": RECIPE_VERSION,
+        "tiny": r.tiny,
+        "model_type": r.model_type,
+        "config_class": type(config).__name__,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "vocab_size": len(tokenizer),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "size_bytes": weights.stat().st_size,
+        "seed": r.seed,
+        "steps": r.steps,
+        "batch_size": r.batch_size,
+        "seq_len": r.seq_len,
+        "train_tokens": len(train_stream.ids),
+        "first_loss": losses[0],
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "train_perplexity": train.ppl,
+        "dev_perplexity": dev.ppl,
+        "dev_bits_per_byte": dev.bits_per_byte,
+        "dev_tokens_evaluated": dev.tokens,
+        "corpus_fingerprint": corpus_fingerprint(corpus),
+        "build_seconds": round(time.perf_counter() - started, 2),
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+        "recipe": r.to_json(),
+    }
+    (out_dir / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+def is_built(folder: Path) -> bool:
+    """A folder holds a finished default model (the metadata file is written last)."""
+    return (folder / META_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+
+
+def ensure_default(name: str, *, tiny: bool | None = None, rebuild: bool = False) -> Path:
+    """The folder of default model ``name``, building it first if this machine has none.
+
+    ``name`` is one of ``"prompting"``, ``"llama"``, ``"mistral"``, ``"qwen"``, ``"gemma"``.
+    The folder loads with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``.
+    ``tiny`` (default: env ``PE_DEFAULTS_TINY``) selects the seconds-to-build test variants.
+    A file lock makes concurrent callers wait for one build; the build goes to a temporary
+    folder renamed into place, so a crash never leaves a half-written model behind.
+
+    Example::
+
+        >>> from transformers import AutoModelForCausalLM
+        >>> path = ensure_default("qwen")
+        >>> model = AutoModelForCausalLM.from_pretrained(path)
+    """
+    from filelock import FileLock
+
+    r = recipe(name, tiny=_tiny_from_env(tiny))
+    root = defaults_root(r.tiny)
+    final = root / name
+    if is_built(final) and not rebuild:
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{name}.lock")):
+        if is_built(final) and not rebuild:
+            return final  # another process built it while we waited
+        for stale in root.glob(f".{name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed build
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+        try:
+            build_model(r, tmp)
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+                os.replace(final, old / name)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
+def read_meta(name: str, *, tiny: bool | None = None) -> dict[str, Any] | None:
+    """The ``pe_default.json`` of a built default model, or None if it is not built."""
+    folder = defaults_root(tiny) / name
+    if not is_built(folder):
+        return None
+    return json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pe_core.defaults.table import default_table, format_table
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pe_core.defaults.build",
+        description="Build pe's default models (tokenizers + small causal LMs) from local text.",
+    )
+    parser.add_argument("names", nargs="*", help=f"models to build (default: all of {DEFAULT_NAMES})")
+    parser.add_argument("--tiny", action="store_true", help="the seconds-to-build test variants")
+    parser.add_argument("--force", action="store_true", help="rebuild even if already built")
+    args = parser.parse_args(argv)
+    names = args.names or list(DEFAULT_NAMES)
+    unknown = [n for n in names if n not in DEFAULT_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown default model(s) {unknown}; choose from {DEFAULT_NAMES}")
+    started = time.perf_counter()
+    load_corpus()
+    for name in names:
+        path = ensure_default(name, tiny=args.tiny, rebuild=args.force)
+        print(f"{name}: {path}", file=sys.stderr)
+    print(format_table(default_table(tiny=args.tiny, names=names)))
+    print(f"\ntotal {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch):
+    """A plugin manager built anew for the test (and forgotten after it)."""
+    from pe_core import plugins
+
+    plugins.reset_plugin_manager()
+    yield plugins
+    plugins.reset_plugin_manager()
+
+
+@pytest.fixture(scope="session")
+def llama_spec():
+    from pe_core.plugins import get_backbone
+
+    return get_backbone("llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(tmp_path_factory, llama_spec):
+    from pe_core.testing.tiny import save_tiny_folders
+
+    return save_tiny_folders(llama_spec, tmp_path_factory.mktemp("tiny"))
