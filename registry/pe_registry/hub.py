@@ -143,6 +143,16 @@ class HubClient:
         shutil.rmtree(dest / ".cache", ignore_errors=True)  # huggingface_hub's local_dir metadata
         return manifest
 
+    def manifest(self, repo_id: str, commit: str, work: Path) -> Manifest | None:
+        """The manifest of ``repo_id@commit`` (None if it has none), via ``work``."""
+        from huggingface_hub import hf_hub_download
+
+        what = f"read {MANIFEST_NAME} of {repo_id}@{commit[:12]}"
+        with hub_errors(what, self.endpoint, connection_means_offline=False):
+            hf_hub_download(repo_id, MANIFEST_NAME, revision=commit, local_dir=work,
+                            cache_dir=work / "hf-cache", token=self.token)
+        return Manifest.load(work)
+
     def search(self, tags: list[str], author: str | None = None, limit: int = 100) -> list[RemoteInfo]:
         """Repos carrying all ``tags``, most recently modified first."""
         what = f"search the Hub for {tags}"

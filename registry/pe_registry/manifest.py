@@ -6,7 +6,7 @@ missing, extra, or whose hash differs makes the artifact corrupt.
 
 Layout::
 
-    {"format": "pe-manifest/1", "kind": "alignment", "created": "2025-01-01T00:00:00Z",
+    {"format": "pe-manifest/1", "kind": "alignment", "created": "2025-01-01T00:00:00.000000Z",
      "files": {"alignment.safetensors": {"sha256": "...", "size": 1152}, ...}}
 """
 
@@ -89,7 +89,8 @@ class Manifest:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # microseconds: versions pushed within one second must still order by creation
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def safe_relpath(rel: str, where: str = MANIFEST_NAME) -> str:

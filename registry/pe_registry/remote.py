@@ -58,14 +58,30 @@ def push_to_hub(
                 org, name = repo_id.split("/")
                 p_repo = check_repo_id(f"{org}/{name[: 96 - len(PROMPTING_SUFFIX)]}{PROMPTING_SUFFIX}")
                 stage_prompting(prompting[0], tmp / "p", p_repo, prompting[1])
-                p_commit = client.upload(tmp / "p", p_repo, private=private, message=message)
+                p_commit = _upload(client, tmp / "p", p_repo, private, message)
                 p_entry = registry.add_hub_snapshot(tmp / "p", p_repo, p_commit, ["main"])
                 meta = link_prompting(meta, p_repo, p_commit)
             stage_alignment(meta, source, tmp / "a", repo_id)
-        commit = client.upload(tmp / "a", repo_id, private=private, message=message)
+        commit = _upload(client, tmp / "a", repo_id, private, message)
         entry = registry.add_hub_snapshot(tmp / "a", repo_id, commit, ["main"])
     entry.prompting = p_entry
     return entry
+
+
+def _upload(client: HubClient, folder: Path, repo_id: str, private: bool | None, message: str | None) -> str:
+    """Upload unless ``main`` already holds this content: the manifest's timestamp would
+    otherwise make every re-push a new commit."""
+    from pe_registry.manifest import Manifest
+
+    try:
+        head = client.info(repo_id)
+    except MissingFileError:
+        head = None  # new repo
+    if head is not None and head.is_artifact:
+        remote = client.manifest(repo_id, head.commit, folder.parent / f"{folder.name}-head")
+        if remote is not None and remote.digest() == Manifest.load(folder).digest():
+            return head.commit
+    return client.upload(folder, repo_id, private=private, message=message)
 
 
 def pull_from_hub(

@@ -1,0 +1,214 @@
+"""``OnnxEmbedder``: encode with an exported graph through onnxruntime, no torch model.
+
+The folder is what :func:`pe_registry.onnx_export.export_onnx` writes: ``model.onnx``
+(+ ``model.onnx.data``), optionally ``model_int8.onnx``, the backbone's tokenizer files
+and ``pe_config.json`` whose ``"onnx"`` section names the baked instruction.
+
+Example::
+
+    from pe_registry import OnnxEmbedder
+    model = OnnxEmbedder("onnx/")
+    vecs = model.encode(["hello"])                  # (1, d_B), unit length
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pe_core.config import CONFIG_NAME, EmbedderConfig
+from pe_core.errors import ConfigError, MissingFileError
+
+ONNX_KEY = "onnx"  # pe_config.json section written by the exporter
+INPUT_NAMES = ("input_ids", "attention_mask")
+# not "embedding": an internal node of the exported graph already has that name and
+# onnxruntime refuses a graph whose output clashes with it
+OUTPUT_NAME = "sentence_embedding"
+PRECISIONS = ("fp32", "int8")
+
+
+def import_onnxruntime() -> Any:
+    """Import onnxruntime with its telemetry off (it writes under the user cache)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
+def default_providers() -> list[str]:
+    """CUDA first where this onnxruntime build has it, CPU always as the fallback."""
+    available = import_onnxruntime().get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(
+    path: str | Path, providers: Sequence[Any] | None = None, threads: int | None = None
+) -> Any:
+    """An ``InferenceSession`` for ``path`` with all graph optimisations on.
+
+    ``threads`` sets intra-op threads (None: onnxruntime's default, one per core).
+    """
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        str(path), sess_options=options, providers=list(providers or default_providers())
+    )
+
+
+def read_onnx_config(folder: str | Path) -> tuple[EmbedderConfig, dict[str, Any]]:
+    """``pe_config.json`` of an exported folder -> (embedder config, ``"onnx"`` section)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise MissingFileError(f"{path} not found: export a graph with `pe export onnx`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    section = data.pop(ONNX_KEY, None)
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"{path} has no {ONNX_KEY!r} section: {folder} is an alignment folder, not an "
+            "exported ONNX folder (export one with `pe export onnx`)"
+        )
+    return EmbedderConfig.from_dict(data), section
+
+
+class OnnxEmbedder:
+    """Text embedder over an exported graph; ``encode`` mirrors ``PromptEmbedder.encode``.
+
+    Args:
+        folder: an exported folder.
+        providers: onnxruntime execution providers (None: CUDA if available, else CPU).
+        precision: ``"fp32"`` or ``"int8"`` (None: what the export made the default,
+            int8 when it was exported with ``--int8``).
+        threads: intra-op threads (None: onnxruntime's default).
+
+    Example::
+
+        model = OnnxEmbedder("onnx/", precision="fp32")
+        model.encode(["a", "b"], batch_size=16).shape     # (2, d_B)
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        providers: Sequence[Any] | None = None,
+        precision: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
+        self.config, self.export_info = read_onnx_config(self.folder)
+        files = self.export_info.get("files", {})
+        precision = precision or self.export_info.get("default", "fp32")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in files:
+            raise ConfigError(
+                f"{self.folder} has no {precision} graph (it has {sorted(files)}); "
+                "export with --int8 to get one"
+            )
+        model_path = self.folder / files[precision]
+        if not model_path.is_file():
+            raise MissingFileError(f"{model_path} not found: the export is incomplete")
+        self.precision = precision
+        self.instruction: str | None = self.export_info.get("instruction")
+        self.padding_side: str = self.export_info.get("padding_side", "right")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.session = make_session(model_path, providers, threads)
+
+    @property
+    def dim(self) -> int:
+        return int(self.config.d_B)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxEmbedder({str(self.folder)!r}, backbone={self.config.backbone!r}, "
+            f"precision={self.precision!r}, instruction={self.instruction!r}, "
+            f"providers={self.providers})"
+        )
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """One padded batch (int64 ids and mask, any padding side) -> ``(B, d_B)``."""
+        feeds = {
+            INPUT_NAMES[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
+            INPUT_NAMES[1]: np.ascontiguousarray(attention_mask, dtype=np.int64),
+        }
+        return self.session.run([OUTPUT_NAME], feeds)[0]
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        batch_size: int = 32,
+        normalize: bool = True,
+        convert_to: str = "numpy",
+        show_progress_bar: bool | None = None,
+        max_length: int | None = None,
+    ) -> Any:
+        """Embed ``texts``; returns ``(len(texts), d_B)`` float32 in input order.
+
+        ``instruction`` must be None or the instruction baked into the graph: one graph
+        holds one soft prompt. The graph's output is already unit length, so
+        ``normalize`` only exists for signature compatibility with the torch embedder
+        (``normalize=False`` raises rather than silently returning normalised vectors).
+
+        Example::
+
+            model.encode(["what is pe?", "a document"], batch_size=32)
+        """
+        from pe_core.batching import tokenize_sorted
+
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        if instruction is not None and instruction != self.instruction:
+            raise ConfigError(
+                f"this ONNX graph has the instruction {self.instruction!r} baked in, not "
+                f"{instruction!r}: export one graph per instruction "
+                "(pe export onnx --instruction ...)"
+            )
+        if not normalize:
+            raise ConfigError(
+                "the exported graph outputs normalised embeddings; normalize=False needs "
+                "the torch embedder"
+            )
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        batches: Any = tokenize_sorted(
+            self.tokenizer, items, batch_size, max_length or self.config.max_length,
+            self.padding_side,
+        )
+        n_batches = math.ceil(len(items) / batch_size)
+        show = n_batches > 8 if show_progress_bar is None else show_progress_bar
+        if show:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=n_batches, desc="encode", unit="batch")
+        for batch in batches:
+            out[batch.order] = self.run(batch.input_ids.numpy(), batch.attention_mask.numpy())
+        result = out[0] if single else out
+        if convert_to == "torch":
+            import torch
+
+            return torch.from_numpy(result)
+        return result

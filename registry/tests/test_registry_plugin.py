@@ -1,0 +1,90 @@
+"""The pe-core plugin: entry point, both hooks, and how pe-core uses the resolvers."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from pe_core.plugins import get_plugin_manager, reset_plugin_manager
+from registry_testing import write_alignment
+
+import pe_registry
+from pe_registry import artifact
+
+
+@pytest.fixture
+def manager(monkeypatch):
+    monkeypatch.setenv("PE_LOAD_PLUGINS", "registry")
+    reset_plugin_manager()
+    yield get_plugin_manager()
+    reset_plugin_manager()
+
+
+def test_entry_point_is_declared():
+    eps = {ep.name: ep.value for ep in metadata.entry_points(group="pe_core")}
+    assert eps.get("registry") == "pe_registry.plugin"
+
+
+def test_hook_pe_register_resolvers(tmp_path, manager, registry):
+    resolvers = list(manager.resolvers())
+    assert [r.name for r in resolvers] == ["folder", "registry", "hub"]
+    assert all(r.find is not None for r in resolvers[1:])
+    entry = registry.push(write_alignment(tmp_path / "llama"))
+    # pe-core's own lookups go through them
+    from pe_core.loading import find_alignment, resolve_alignment
+
+    assert resolve_alignment("llama@1") == entry.path
+    assert resolve_alignment("llama") == entry.path
+    assert find_alignment("org/p", "org/tiny") == entry.path
+    assert find_alignment("org/p", "org/unknown") is None  # local miss; Hub unreachable
+
+
+def test_hook_pe_register_commands(tmp_path, manager, capsys):
+    parser = argparse.ArgumentParser(prog="pe")
+    sub = parser.add_subparsers(dest="command")
+    manager.hook.pe_register_commands(cli=sub)
+    for argv in (["push", "src"], ["pull", "a/b"], ["list"], ["remove", "x"]):
+        assert callable(parser.parse_args(argv).func)
+    src = write_alignment(tmp_path / "llama")
+    args = parser.parse_args(["push", str(src), "--json"])
+    assert args.func(args) == 0
+    assert '"ref": "llama@1"' in capsys.readouterr().out
+
+
+def test_pe_cli_runs_registry_commands(tmp_path, manager):
+    main = pytest.importorskip("pe_core.cli.main").main
+    src = write_alignment(tmp_path / "llama")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["push", str(src), "llama"]) == 0
+        assert main(["list", "--json"]) == 0
+    assert "pushed llama@1" in out.getvalue() and '"d_B": 16' in out.getvalue()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["pull", "llama@7"]) == 2
+    assert "not in the registry" in err.getvalue()
+
+
+def test_pe_core_never_imports_pe_registry():
+    import pe_core
+
+    root = Path(pe_core.__file__).parent
+    offenders = [str(p) for p in root.rglob("*.py") if "pe_registry" in p.read_text()]
+    assert offenders == []
+
+
+def test_constants_match_pe_core():
+    # repeated in pe_registry.artifact so that checking never imports torch
+    from pe_core import alignment
+
+    assert artifact.WEIGHTS_NAME == alignment.WEIGHTS_NAME
+    assert artifact.ALIGNMENT_FORMAT == alignment.FORMAT
+
+
+def test_public_api_is_exported():
+    for name in pe_registry.__all__:
+        assert callable(getattr(pe_registry, name))
