@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.errors import RegistryError
-
 from pe_registry.hub import HubClient
 from pe_registry.local import Entry, LocalRegistry
 from pe_registry.refs import parse_ref, try_parse_ref
@@ -95,8 +94,16 @@ def list_artifacts(registry: LocalRegistry | None = None) -> list[dict[str, Any]
         try:
             rows.append(entry.row())
         except (RegistryError, OSError, ValueError) as exc:
-            rows.append({"ref": entry.ref, "name": entry.name, "version": entry.version,
-                         "kind": entry.kind, "error": str(exc), "path": str(entry.path)})
+            rows.append(
+                {
+                    "ref": entry.ref,
+                    "name": entry.name,
+                    "version": entry.version,
+                    "kind": entry.kind,
+                    "error": str(exc),
+                    "path": str(entry.path),
+                }
+            )
     return rows
 
 
@@ -116,8 +123,14 @@ def list_hub(
     for info in found:
         backbone = next((t.split(":", 1)[1] for t in info.tags if t.startswith("backbone:")), None)
         model = next((t.split(":", 1)[1] for t in info.tags if t.startswith("pe-model:")), None)
-        rows.append({"ref": info.repo_id, "backbone": backbone, "model_id": model,
-                     "last_modified": info.last_modified})
+        rows.append(
+            {
+                "ref": info.repo_id,
+                "backbone": backbone,
+                "model_id": model,
+                "last_modified": info.last_modified,
+            }
+        )
     return rows
 
 

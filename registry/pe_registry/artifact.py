@@ -29,9 +29,7 @@ from pe_core.errors import (
     CorruptFileError,
     DimensionMismatchError,
     MissingFileError,
-    RegistryError,
 )
-
 from pe_registry import card
 from pe_registry.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
 from pe_registry.prompting import PROMPTING_NAME, PromptingInfo
@@ -127,7 +125,9 @@ def check_alignment(folder: str | Path) -> EmbedderConfig:
         )
     bias = tensors.get("bias")
     if bias is not None and [int(d) for d in bias["shape"]] != [cols]:
-        raise DimensionMismatchError(f"{weights}: bias has shape {bias['shape']}, expected [{cols}]")
+        raise DimensionMismatchError(
+            f"{weights}: bias has shape {bias['shape']}, expected [{cols}]"
+        )
     return cfg
 
 
@@ -171,7 +171,9 @@ def check_artifact(folder: str | Path) -> str:
 
 
 # -- staging -----------------------------------------------------------------------
-def stage_alignment(cfg: EmbedderConfig, source: str | Path, dst: str | Path, name: str) -> Manifest:
+def stage_alignment(
+    cfg: EmbedderConfig, source: str | Path, dst: str | Path, name: str
+) -> Manifest:
     """Write a publishable alignment into the empty folder ``dst``: the weights of
     ``source``, ``cfg`` as ``pe_config.json``, a card for ``name`` and the manifest."""
     dst = Path(dst)
@@ -192,7 +194,9 @@ def finish_alignment(dst: str | Path, name: str) -> Manifest:
     return manifest
 
 
-def stage_prompting(source: str | Path, dst: str | Path, name: str, info: PromptingInfo) -> Manifest:
+def stage_prompting(
+    source: str | Path, dst: str | Path, name: str, info: PromptingInfo
+) -> Manifest:
     """Write a publishable Prompting LLM into ``dst``: the model folder ``source`` (pickle
     files and hidden files left out), ``info``, a card and the manifest."""
     source, dst = Path(source), Path(dst)
@@ -250,7 +254,9 @@ def link_prompting(cfg: EmbedderConfig, prompting_id: str, revision: str | None)
     return replace(cfg, prompting_id=prompting_id, prompting_revision=revision)
 
 
-def relink_prompting(folder: str | Path, name: str, prompting_id: str, revision: str | None) -> Manifest:
+def relink_prompting(
+    folder: str | Path, name: str, prompting_id: str, revision: str | None
+) -> Manifest:
     """Point a staged alignment at a published Prompting LLM; rewrite card and manifest."""
     cfg = link_prompting(EmbedderConfig.load(folder), prompting_id, revision)
     cfg.save(folder)
@@ -266,7 +272,9 @@ def score(eval_results: dict[str, Any]) -> float | None:
         if not isinstance(metrics, dict):
             continue
         numeric = {
-            k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            k: v
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         if numeric:
             values.append(float(numeric.get("main_score", next(iter(numeric.values())))))

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from pe_core.config import EmbedderConfig
-
 from pe_registry.prompting import PromptingInfo
 
 LIBRARY = "pe"

@@ -90,8 +90,12 @@ def run_list(args: argparse.Namespace) -> int:
     elif args.hub:
         print(_table(rows, ["ref", "backbone", "model_id", "last_modified"]))
     else:
-        print(_table([_display(r) for r in rows],
-                     ["name", "kind", "backbone", "model", "d_P→d_B", "K", "score", "created"]))
+        print(
+            _table(
+                [_display(r) for r in rows],
+                ["name", "kind", "backbone", "model", "d_P→d_B", "K", "score", "created"],
+            )
+        )
     return 0
 
 
@@ -128,8 +132,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
         return "(nothing)"
     cells = [[str(r.get(c, "") if r.get(c) is not None else "-") for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 

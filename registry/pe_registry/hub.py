@@ -33,7 +33,6 @@ from pe_core.errors import (
     RegistryError,
     RevisionNotFoundError,
 )
-
 from pe_registry.manifest import MANIFEST_NAME, Manifest
 
 CONNECT_TIMEOUT_ENV = "PE_HUB_CONNECT_TIMEOUT"
@@ -130,8 +129,12 @@ class HubClient:
         self.ensure_online(what)
         cache = work / "hf-cache"
         common = dict(
-            repo_id=repo_id, revision=commit, local_dir=dest, cache_dir=cache,
-            endpoint=self.endpoint, token=self.token,
+            repo_id=repo_id,
+            revision=commit,
+            local_dir=dest,
+            cache_dir=cache,
+            endpoint=self.endpoint,
+            token=self.token,
         )
         with hub_errors(what, self.endpoint, connection_means_offline=False):
             hf_hub_download(filename=MANIFEST_NAME, **common)  # type: ignore[arg-type]
@@ -143,17 +146,25 @@ class HubClient:
         shutil.rmtree(dest / ".cache", ignore_errors=True)  # huggingface_hub's local_dir metadata
         return manifest
 
-    def manifest(self, repo_id: str, commit: str, work: Path) -> Manifest | None:
-        """The manifest of ``repo_id@commit`` (None if it has none), via ``work``."""
+    def manifest(self, repo_id: str, commit: str, work: Path) -> Manifest:
+        """The manifest of ``repo_id@commit``, downloaded into ``work``."""
         from huggingface_hub import hf_hub_download
 
         what = f"read {MANIFEST_NAME} of {repo_id}@{commit[:12]}"
         with hub_errors(what, self.endpoint, connection_means_offline=False):
-            hf_hub_download(repo_id, MANIFEST_NAME, revision=commit, local_dir=work,
-                            cache_dir=work / "hf-cache", token=self.token)
+            hf_hub_download(
+                repo_id,
+                MANIFEST_NAME,
+                revision=commit,
+                local_dir=work,
+                cache_dir=work / "hf-cache",
+                token=self.token,
+            )
         return Manifest.load(work)
 
-    def search(self, tags: list[str], author: str | None = None, limit: int = 100) -> list[RemoteInfo]:
+    def search(
+        self, tags: list[str], author: str | None = None, limit: int = 100
+    ) -> list[RemoteInfo]:
         """Repos carrying all ``tags``, most recently modified first."""
         what = f"search the Hub for {tags}"
         self.ensure_online(what)
@@ -264,13 +275,20 @@ def hub_errors(what: str, url: str, connection_means_offline: bool) -> Iterator[
                 "`hf auth login` with a token that has write access"
             ) from exc
         raise RegistryError(
-            f"cannot {what}: {url} answered HTTP {status}; nothing was changed, retry later"
+            f"cannot {what}: {url} answered HTTP {status} ({exc.server_message or exc}); "
+            "nothing was changed, retry later"
         ) from exc
     except OSError as exc:  # requests' errors, consistency checks, dropped connections
         if connection_means_offline and _is_connection_error(exc):
             raise OfflineError(
                 f"cannot {what}: {url} cannot be reached ({type(exc).__name__}); check the "
                 "network, or set HF_HUB_OFFLINE=1 to use what is already pulled"
+            ) from exc
+        if what.startswith("push"):
+            raise RegistryError(
+                f"cannot {what}: the upload was interrupted ({type(exc).__name__}: {exc}). A "
+                "Hub commit is all or nothing and the local registry is unchanged: push again "
+                "(if the commit did land, identical content makes no second one)"
             ) from exc
         raise RegistryError(
             f"cannot {what}: the transfer was interrupted ({type(exc).__name__}: {exc}); "

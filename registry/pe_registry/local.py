@@ -29,7 +29,6 @@ from typing import Any
 
 from pe_core.config import CONFIG_NAME, EmbedderConfig
 from pe_core.errors import CorruptFileError, PEError, RegistryError
-
 from pe_registry.artifact import (
     ALIGNMENT,
     PROMPTING,
@@ -41,7 +40,7 @@ from pe_registry.artifact import (
     summarize,
 )
 from pe_registry.atomic import move_dir, remove_dir, write_json_atomic
-from pe_registry.manifest import Manifest, verify
+from pe_registry.manifest import Manifest, utc_now, verify
 from pe_registry.refs import COMMIT_RE, VERSION_RE, check_name, check_repo_id, parse_ref
 
 ENV_VAR = "PE_REGISTRY"
@@ -91,8 +90,13 @@ class Entry:
 
     def row(self) -> dict[str, Any]:
         """What ``pe list`` shows; config files are hash-checked as they are read."""
-        return {"ref": self.ref, "name": self.name, "version": self.version,
-                **summarize(self.path, self.manifest), "path": str(self.path)}
+        return {
+            "ref": self.ref,
+            "name": self.name,
+            "version": self.version,
+            **summarize(self.path, self.manifest),
+            "path": str(self.path),
+        }
 
 
 class LocalRegistry:
@@ -209,7 +213,9 @@ class LocalRegistry:
             raise RegistryError(f"{ref!r} is not in the registry {self.root}{hint}; see `pe list`")
         return found
 
-    def push(self, source: str | Path, name: str | None = None, version: str | None = None) -> Entry:
+    def push(
+        self, source: str | Path, name: str | None = None, version: str | None = None
+    ) -> Entry:
         """Publish the artifact (or training run) in ``source`` as ``name@version``.
 
         ``version`` defaults to the next integer. Pushing content identical to an existing
@@ -276,6 +282,9 @@ class LocalRegistry:
                 )
         if version is None:
             version = str(max((n for n in map(_numeric, existing) if n >= 0), default=0) + 1)
+        # stamped under the lock, so creation order is version order across processes
+        manifest.created = utc_now()
+        manifest.save(staged)
         dest = move_dir(staged, self.artifacts_dir / name / version)
         return Entry(f"{name}@{version}", dest, manifest)
 
@@ -351,8 +360,6 @@ class LocalRegistry:
             self._record_refs(repo_id, commit, revisions)
 
     def _record_refs(self, repo_id: str, commit: str, revisions: list[str]) -> None:
-        from pe_registry.manifest import utc_now
-
         index = self.hub_index(repo_id)
         for rev in revisions:
             if rev and rev != commit:
@@ -438,7 +445,9 @@ class LocalRegistry:
                 cfg = EmbedderConfig.load(entry.path)
             except (PEError, OSError):
                 continue
-            if cfg.prompting_id == name and (cfg.prompting_revision in versions or cfg.prompting_revision is None):
+            if cfg.prompting_id == name and (
+                cfg.prompting_revision in versions or cfg.prompting_revision is None
+            ):
                 raise RegistryError(
                     f"{entry.ref} uses {name}@{cfg.prompting_revision} as its Prompting LLM; "
                     f"remove {entry.ref} first, or pass force=True (--force)"

@@ -22,7 +22,6 @@ from typing import Any
 
 from pe_core.errors import CorruptFileError, MissingFileError
 from pe_core.safe_io import sha256_file
-
 from pe_registry.atomic import write_json_atomic
 
 MANIFEST_NAME = "pe_manifest.json"

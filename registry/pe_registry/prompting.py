@@ -15,7 +15,6 @@ from typing import Any
 
 from pe_core.config import EmbedderConfig
 from pe_core.errors import ConfigError, MissingFileError
-
 from pe_registry.atomic import write_json_atomic
 
 PROMPTING_NAME = "pe_prompting.json"

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 from pe_core.errors import MissingFileError, OfflineError, RegistryError
-
 from pe_registry.artifact import (
     ALIGNMENT,
     PROMPTING,
@@ -56,7 +55,9 @@ def push_to_hub(
         else:
             if prompting is not None:
                 org, name = repo_id.split("/")
-                p_repo = check_repo_id(f"{org}/{name[: 96 - len(PROMPTING_SUFFIX)]}{PROMPTING_SUFFIX}")
+                p_repo = check_repo_id(
+                    f"{org}/{name[: 96 - len(PROMPTING_SUFFIX)]}{PROMPTING_SUFFIX}"
+                )
                 stage_prompting(prompting[0], tmp / "p", p_repo, prompting[1])
                 p_commit = _upload(client, tmp / "p", p_repo, private, message)
                 p_entry = registry.add_hub_snapshot(tmp / "p", p_repo, p_commit, ["main"])
@@ -68,7 +69,9 @@ def push_to_hub(
     return entry
 
 
-def _upload(client: HubClient, folder: Path, repo_id: str, private: bool | None, message: str | None) -> str:
+def _upload(
+    client: HubClient, folder: Path, repo_id: str, private: bool | None, message: str | None
+) -> str:
     """Upload unless ``main`` already holds this content: the manifest's timestamp would
     otherwise make every re-push a new commit."""
     from pe_registry.manifest import Manifest
@@ -79,7 +82,7 @@ def _upload(client: HubClient, folder: Path, repo_id: str, private: bool | None,
         head = None  # new repo
     if head is not None and head.is_artifact:
         remote = client.manifest(repo_id, head.commit, folder.parent / f"{folder.name}-head")
-        if remote is not None and remote.digest() == Manifest.load(folder).digest():
+        if remote.digest() == Manifest.load(folder).digest():
             return head.commit
     return client.upload(folder, repo_id, private=private, message=message)
 
@@ -112,21 +115,30 @@ def pull_from_hub(
     return entry
 
 
-def _remote_or_cached(parsed: Ref, registry: LocalRegistry, client: HubClient) -> RemoteInfo | Entry:
+def _remote_or_cached(
+    parsed: Ref, registry: LocalRegistry, client: HubClient
+) -> RemoteInfo | Entry:
     try:
         return client.info(parsed.name, parsed.version)
     except OfflineError as exc:
         commit = registry.hub_commit_for(parsed.name, parsed.version)
         if commit is None:
-            raise OfflineError(
-                f"{exc}. {parsed} was never pulled into the registry {registry.root}, so it "
-                "cannot be used offline: pull it once with network"
-            ) from exc
+            raise _never_pulled(parsed, registry, exc) from exc
         logger.info("Hub unreachable; using %s@%s pulled earlier", parsed.name, commit[:12])
         return registry.hub_entry(parsed.name, commit)  # type: ignore[return-value]
 
 
-def _fetch(info: RemoteInfo, revision: str | None, registry: LocalRegistry, client: HubClient) -> Entry:
+def _never_pulled(parsed: Ref, registry: LocalRegistry, exc: OfflineError) -> OfflineError:
+    return OfflineError(
+        f"{exc}. {parsed} was never pulled into the registry {registry.root}, so it cannot "
+        "be used offline: pull it once with network (`pe pull "
+        f"{parsed}`)"
+    )
+
+
+def _fetch(
+    info: RemoteInfo, revision: str | None, registry: LocalRegistry, client: HubClient
+) -> Entry:
     revisions = [revision or "main"]
     entry = registry.hub_entry(info.repo_id, info.commit)
     if entry is not None:
@@ -170,13 +182,13 @@ def resolve_hub(ref: str, registry: LocalRegistry, client: HubClient) -> Path | 
         info = client.info(parsed.name, parsed.version)
     except MissingFileError:
         return None
-    except OfflineError:
+    except OfflineError as exc:
         commit = registry.hub_commit_for(parsed.name, parsed.version)
         if commit is not None:
             return registry.hub_entry(parsed.name, commit).path  # type: ignore[union-attr]
         if cached_in_hf_cache(parsed.name, parsed.version):
             return None  # a plain model in the Hugging Face cache: pe-core loads it
-        raise
+        raise _never_pulled(parsed, registry, exc) from exc
     if not info.is_artifact:
         return None
     entry = _fetch(info, parsed.version, registry, client)

@@ -47,7 +47,10 @@ import yaml
 LFS_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt")
 LFS_SIZE = 10 * 1024 * 1024
 MAX_BODY = 64 * 1024 * 1024
-GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.onnx filter=lfs diff=lfs merge=lfs -text\n"
+GITATTRIBUTES = (
+    b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.onnx filter=lfs diff=lfs merge=lfs -text\n"
+)
 _REPO = r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)"
 
 
@@ -181,7 +184,9 @@ class FakeHub:
                         self.lfs_blobs[sha256(data)] = data
             return self._new_commit(repo, "main", files, lfs, message)
 
-    def _new_commit(self, repo: Repo, branch: str, files: dict[str, bytes], lfs: set[str], message: str) -> str:
+    def _new_commit(
+        self, repo: Repo, branch: str, files: dict[str, bytes], lfs: set[str], message: str
+    ) -> str:
         self._counter += 1
         parent = repo.branches.get(branch)
         listing = json.dumps({p: sha256(d) for p, d in sorted(files.items())})
@@ -195,9 +200,13 @@ class FakeHub:
         with self.lock:
             now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
             repo = self.repos[repo_id] = Repo(repo_id, private, now)
-            self._new_commit(repo, "main", {".gitattributes": GITATTRIBUTES}, set(), "initial commit")
+            self._new_commit(
+                repo, "main", {".gitattributes": GITATTRIBUTES}, set(), "initial commit"
+            )
 
-    def model_json(self, repo: Repo, commit: Commit, blobs: bool = False, full: bool = True) -> dict[str, Any]:
+    def model_json(
+        self, repo: Repo, commit: Commit, blobs: bool = False, full: bool = True
+    ) -> dict[str, Any]:
         meta = front_matter(commit.files.get("README.md"))
         tags = [t for t in meta.get("tags") or [] if isinstance(t, str)]
         out: dict[str, Any] = {
@@ -242,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         self.query = parse_qs(parts.query)
         with self.hub.lock:
-            self.hub.log.append((method, parts.path))
+            self.hub.log.append((method, self.path))
         for pattern, verb, name in ROUTES:
             if verb != method:
                 continue
@@ -287,8 +296,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _json_body(self) -> Any:
         return json.loads(self._body() or b"{}")
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -308,14 +322,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, {"error": message}, headers)
 
     def _authorised(self) -> bool:
-        if self.hub.require_token and not self.headers.get("Authorization", "").startswith("Bearer "):
+        if self.hub.require_token and not self.headers.get("Authorization", "").startswith(
+            "Bearer "
+        ):
             self._error(401, "Invalid username or password.", None)
             return False
         return True
 
     def _repo(self, repo_id: str) -> Repo | None:
         repo = self.hub.repos.get(repo_id)
-        hidden = repo is not None and repo.private and self.hub.require_token and not self.headers.get("Authorization")
+        hidden = (
+            repo is not None
+            and repo.private
+            and self.hub.require_token
+            and not self.headers.get("Authorization")
+        )
         if repo is None or hidden:
             self._error(404, "Repository not found", "RepoNotFound")
             return None
@@ -339,7 +360,13 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{org}/{name}"
         with self.hub.lock:
             if repo_id in self.hub.repos:
-                self._json(409, {"error": "You already created this model repo", "url": f"{self.hub.url}/{repo_id}"})
+                self._json(
+                    409,
+                    {
+                        "error": "You already created this model repo",
+                        "url": f"{self.hub.url}/{repo_id}",
+                    },
+                )
                 return
             self.hub.create(repo_id, bool(body.get("private")))
         self._json(200, {"url": f"{self.hub.url}/{repo_id}", "name": repo_id, "id": repo_id})
@@ -377,8 +404,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if commit is not None and path in commit.files:
                     data = commit.files[path]
                     oid = sha256(data) if lfs else git_sha1(data)
-                files.append({"path": path, "uploadMode": "lfs" if lfs else "regular",
-                              "shouldIgnore": False, "oid": oid})
+                files.append(
+                    {
+                        "path": path,
+                        "uploadMode": "lfs" if lfs else "regular",
+                        "shouldIgnore": False,
+                        "oid": oid,
+                    }
+                )
         self._json(200, {"files": files, "commitOid": commit.sha if commit else None})
 
     def lfs_batch(self, repo: str) -> None:
@@ -396,8 +429,11 @@ class _Handler(BaseHTTPRequestHandler):
                     "verify": {"href": f"{self.hub.url}/__lfs/{oid}/verify"},
                 }
             objects.append(entry)
-        self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
-                   content_type="application/vnd.git-lfs+json")
+        self._send(
+            200,
+            json.dumps({"transfer": "basic", "objects": objects}).encode(),
+            content_type="application/vnd.git-lfs+json",
+        )
 
     def lfs_put(self, oid: str) -> None:
         data = self._body()
@@ -466,8 +502,15 @@ class _Handler(BaseHTTPRequestHandler):
                     self._error(400, f"unknown operation {key!r}", None)
                     return
             sha = self.hub._new_commit(r, rev, files, lfs, header.get("summary", ""))
-        self._json(200, {"commitUrl": f"{self.hub.url}/{repo}/commit/{sha}", "commitOid": sha,
-                         "success": True, "pullRequestUrl": None})
+        self._json(
+            200,
+            {
+                "commitUrl": f"{self.hub.url}/{repo}/commit/{sha}",
+                "commitOid": sha,
+                "success": True,
+                "pullRequestUrl": None,
+            },
+        )
 
     # -- reads --------------------------------------------------------------------------
     def model_info(self, repo: str, rev: str = "main") -> None:
@@ -492,7 +535,11 @@ class _Handler(BaseHTTPRequestHandler):
         rows = []
         with self.hub.lock:
             for repo in self.hub.repos.values():
-                if repo.private and self.hub.require_token and not self.headers.get("Authorization"):
+                if (
+                    repo.private
+                    and self.hub.require_token
+                    and not self.headers.get("Authorization")
+                ):
                     continue
                 commit = repo.commits[repo.branches["main"]]
                 row = self.hub.model_json(repo, commit, full=full)
@@ -522,9 +569,14 @@ class _Handler(BaseHTTPRequestHandler):
         if is_lfs:
             # like the Hub: metadata here, content from the "CDN" behind a redirect
             oid = sha256(data)
-            headers.update({"X-Linked-Etag": f'"{oid}"', "X-Linked-Size": str(len(data)),
-                            "ETag": f'"{git_sha1(data)}"',
-                            "Location": f"{self.hub.url}/__cdn/{oid}?name={quote(path)}"})
+            headers.update(
+                {
+                    "X-Linked-Etag": f'"{oid}"',
+                    "X-Linked-Size": str(len(data)),
+                    "ETag": f'"{git_sha1(data)}"',
+                    "Location": f"{self.hub.url}/__cdn/{oid}?name={quote(path)}",
+                }
+            )
             self._send(302, b"", headers)
             return
         headers["ETag"] = f'"{git_sha1(data)}"'

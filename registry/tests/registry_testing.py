@@ -33,6 +33,7 @@ def write_alignment(
 ) -> Path:
     """An alignment folder (or training run): random weights + pe_config.json."""
     import torch
+
     from pe_core.alignment import Alignment
     from pe_core.config import EmbedderConfig
 
@@ -41,7 +42,11 @@ def write_alignment(
     Alignment(d_P, d_B).save(folder / "alignment.safetensors")
     cd_P, cd_B = config_dims or (d_P, d_B)
     EmbedderConfig(
-        backbone="llama", d_P=cd_P, d_B=cd_B, model_id=model_id, prompting_id=prompting_id,
+        backbone="llama",
+        d_P=cd_P,
+        d_B=cd_B,
+        model_id=model_id,
+        prompting_id=prompting_id,
         eval_results=eval_results or {},
     ).save(folder)
     return folder
@@ -50,11 +55,14 @@ def write_alignment(
 def write_prompting_model(folder: Path, hidden: int = 8, seed: int = 0) -> Path:
     """A stand-in trained Prompting LLM folder (never loaded as a model here)."""
     import torch
+
     from pe_core.safe_io import save_tensors
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(
-        json.dumps({"model_type": "llama", "hidden_size": hidden, "architectures": ["LlamaForCausalLM"]})
+        json.dumps(
+            {"model_type": "llama", "hidden_size": hidden, "architectures": ["LlamaForCausalLM"]}
+        )
     )
     torch.manual_seed(seed)
     save_tensors({"embed_tokens.weight": torch.randn(4, hidden)}, folder / "model.safetensors", {})
@@ -86,9 +94,14 @@ def snapshot(root: Path) -> dict[str, str]:
     }
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """``python -m pe_registry ARGS`` in a fresh interpreter with the current env."""
     return subprocess.run(
         [sys.executable, "-m", "pe_registry", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )

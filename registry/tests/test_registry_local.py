@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from registry_testing import snapshot, write_alignment, write_prompting_model, write_run
+
+import pe_registry
 from pe_core.config import EmbedderConfig
 from pe_core.errors import (
     CorruptFileError,
@@ -12,9 +15,6 @@ from pe_core.errors import (
     MissingFileError,
     RegistryError,
 )
-from registry_testing import snapshot, write_alignment, write_prompting_model, write_run
-
-import pe_registry
 from pe_registry.local import LocalRegistry, default_root
 from pe_registry.manifest import MANIFEST_NAME, Manifest
 
@@ -28,15 +28,27 @@ def test_default_root_env_and_platformdirs(monkeypatch, tmp_path):
 
 
 def test_push_list_get_remove(tmp_path, registry):
-    src = write_alignment(tmp_path / "runs" / "llama", eval_results={"sts": {"spearman": 0.5}, "ret": {"main_score": 0.7, "ndcg": 0.1}})
+    src = write_alignment(
+        tmp_path / "runs" / "llama",
+        eval_results={"sts": {"spearman": 0.5}, "ret": {"main_score": 0.7, "ndcg": 0.1}},
+    )
     entry = pe_registry.push(src)
     assert entry.ref == "llama@1" and entry.kind == "alignment"
     assert sorted(p.name for p in entry.path.iterdir()) == [
-        "README.md", "alignment.safetensors", "pe_config.json", MANIFEST_NAME
+        "README.md",
+        "alignment.safetensors",
+        "pe_config.json",
+        MANIFEST_NAME,
     ]
     (row,) = pe_registry.list_artifacts()
     assert row["ref"] == "llama@1"
-    assert (row["backbone"], row["model_id"], row["d_P"], row["d_B"], row["K"]) == ("llama", "org/tiny", 8, 16, 5)
+    assert (row["backbone"], row["model_id"], row["d_P"], row["d_B"], row["K"]) == (
+        "llama",
+        "org/tiny",
+        8,
+        16,
+        5,
+    )
     assert row["score"] == pytest.approx(0.6)  # mean of main_score 0.7 and spearman 0.5
     assert row["created"].endswith("Z")
     assert pe_registry.resolve("llama") == entry.path == pe_registry.pull("llama@1")
@@ -73,7 +85,13 @@ def test_run_with_prompting_publishes_both_and_links_them(tmp_path, registry):
     assert (cfg.prompting_id, cfg.prompting_revision) == ("llama-prompting", "1")
     p_files = sorted(p.name for p in entry.prompting.path.iterdir())
     assert "pytorch_model.bin" not in p_files  # pickles are never published
-    assert {"config.json", "model.safetensors", "pe_prompting.json", "README.md", MANIFEST_NAME} <= set(p_files)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "pe_prompting.json",
+        "README.md",
+        MANIFEST_NAME,
+    } <= set(p_files)
     info = json.loads((entry.prompting.path / "pe_prompting.json").read_text())
     assert info["base_model"] == "org/p" and info["d_P"] == 8
     # checkpoints/ and log.jsonl stay out of the artifact
@@ -148,7 +166,11 @@ def test_extra_and_missing_files_are_corruption(tmp_path, registry):
 
 def test_manifest_refuses_unsafe_paths(tmp_path):
     for bad in ("../x", "/etc/passwd", "a/../../b", MANIFEST_NAME):
-        data = {"format": "pe-manifest/1", "kind": "alignment", "files": {bad: {"sha256": "0", "size": 1}}}
+        data = {
+            "format": "pe-manifest/1",
+            "kind": "alignment",
+            "files": {bad: {"sha256": "0", "size": 1}},
+        }
         with pytest.raises(CorruptFileError):
             Manifest.from_dict(data)
 
@@ -165,7 +187,9 @@ def test_find_prefers_best_score_then_newest(tmp_path, registry):
 def test_pull_to_copies_out(tmp_path, registry):
     registry.push(write_alignment(tmp_path / "llama"))
     out = pe_registry.pull("llama", tmp_path / "out" / "copy")
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in registry.get("llama").path.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        p.name for p in registry.get("llama").path.iterdir()
+    )
     with pytest.raises(RegistryError, match="already exists"):
         pe_registry.pull("llama", out)
 

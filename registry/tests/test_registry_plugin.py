@@ -9,10 +9,10 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from pe_core.plugins import get_plugin_manager, reset_plugin_manager
 from registry_testing import write_alignment
 
 import pe_registry
+from pe_core.plugins import get_plugin_manager, reset_plugin_manager
 from pe_registry import artifact
 
 
