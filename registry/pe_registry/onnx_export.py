@@ -98,6 +98,7 @@ def export_onnx(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
+        stage.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
         # traced where the weights are: moving them would move the caller's model too
         graph = EmbeddingGraph.from_embedder(embedder, instruction)
         with torch.no_grad():
@@ -167,8 +168,10 @@ def _export(graph: Any, tokenizer: Any, path: Path, opset: int, device: Any) -> 
     import torch
 
     ids, mask = (torch.from_numpy(a).to(device) for a in example_batch(tokenizer, 3, seed=0))
-    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    dynamic = {name: {0: batch, 1: length} for name in INPUT_NAMES}
+    # DYNAMIC, not named Dims: named ones make torch.export reject the guards transformers'
+    # mask code creates (e.g. min(a + b*seq, ...)) though they hold for every length
+    dyn = torch.export.Dim.DYNAMIC
+    dynamic = {name: {0: dyn, 1: dyn} for name in INPUT_NAMES}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about transformers internals
         try:
@@ -200,10 +203,19 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     big = sum(f.stat().st_size for f in src.parent.glob(src.name + "*")) > _TWO_GB
-    quantize_dynamic(
-        src, dst, weight_type=QuantType.QInt8, use_external_data_format=big,
-    )
+    root = logging.getLogger()
+    quiet = _DropPreprocessAdvice()
+    root.addFilter(quiet)  # it advises quant_pre_process, which fails on these graphs
+    try:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, use_external_data_format=big)
+    finally:
+        root.removeFilter(quiet)
     return dst
+
+
+class _DropPreprocessAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
 
 
 def example_batch(
