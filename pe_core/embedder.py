@@ -154,7 +154,7 @@ class PromptEmbedder(nn.Module):
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
+        items: list[str] = [texts] if isinstance(texts, str) else list(texts)
         if not items:
             empty = torch.zeros((0, self.dim), dtype=torch.float32)
             return empty if convert_to == "torch" else empty.numpy()

@@ -62,7 +62,8 @@ def test_third_party_plugin_installs_discovers_and_conforms(tmp_path):
          "--no-build-isolation", "--no-index", "--target", str(site), str(src)],
         check=True, capture_output=True, text=True,
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
 
     listed = subprocess.run(
         [sys.executable, "-m", "pe_core", "plugins"], env=env, check=True,

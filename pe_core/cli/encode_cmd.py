@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         np.save(out, vectors)
     else:
         with out.open("w", encoding="utf-8") as fh:
-            for text, vec in zip(texts, vectors):
+            for text, vec in zip(texts, vectors, strict=True):
                 fh.write(json.dumps({"text": text, "embedding": vec.tolist()}) + "\n")
     print(f"wrote {len(texts)} x {vectors.shape[1]} embeddings to {out}", file=sys.stderr)
     return 0

@@ -27,7 +27,7 @@ TEXTS = [
 INSTRUCTION = "Retrieve a passage that answers the question"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _embedder(backbone: str, model_type: str, placement: str, pooling: str) -> Any:
     from pe_core.plugins import get_backbone
     from pe_core.testing.tiny import tiny_embedder

@@ -18,7 +18,7 @@ Soft prompts steer a frozen language model. Alignment maps one space into anothe
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tokenizer_json(vocab_size: int) -> str:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
