@@ -42,7 +42,7 @@ def prompting_tag(prompting_id: str) -> str:
 
 
 def alignment_tags(cfg: EmbedderConfig) -> list[str]:
-    tags = ["pe", TAG_ALIGNMENT, f"backbone:{cfg.backbone}", "feature-extraction"]
+    tags = ["pe", TAG_ALIGNMENT, f"backbone:{cfg.backbone}"]
     if cfg.model_id:
         tags.append(model_tag(cfg.model_id))
     if cfg.prompting_id:
@@ -93,6 +93,7 @@ def alignment_card(cfg: EmbedderConfig, name: str) -> Any:
     results = eval_results(cfg.eval_results, name)
     data = ModelCardData(
         library_name=LIBRARY,
+        pipeline_tag="feature-extraction",
         tags=alignment_tags(cfg),
         base_model=bases or None,
         model_name=name if results else None,
