@@ -86,5 +86,6 @@ def test_constants_match_pe_core():
 
 
 def test_public_api_is_exported():
-    for name in pe_registry.__all__:
+    for name in ("find", "list_artifacts", "list_hub", "pull", "push", "remove", "resolve"):
+        assert name in pe_registry.__all__
         assert callable(getattr(pe_registry, name))
