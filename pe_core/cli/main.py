@@ -12,6 +12,7 @@ from pe_core.errors import PEError
 CORE_COMMANDS = (
     "pe_core.cli.plugins_cmd",
     "pe_core.cli.encode_cmd",
+    "pe_core.cli.train_cmd",
 )
 
 

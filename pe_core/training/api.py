@@ -1,0 +1,299 @@
+"""``pe_core.train`` and ``pe_core.align``: the Python face of ``pe train`` / ``pe align``.
+
+Output folders:
+
+* ``train`` (PromptEmbedder): ``alignment.safetensors``, ``pe_config.json`` (with
+  ``training_data_hash``), ``prompting/`` (the trained Prompting LLM), ``log.jsonl``,
+  ``train_settings.json``, ``checkpoints/``. ``pe_core.load(alignment=out)`` reads it.
+* ``align``: ``alignment.safetensors``, ``pe_config.json`` (``prompting_id`` = the source
+  run's ``prompting/``), ``log.jsonl``, ``checkpoints/``.
+* ``train(method="lora")``: the peft adapter (``adapter_model.safetensors`` +
+  ``adapter_config.json``), ``pe_lora_config.json``, log and checkpoints; read it with
+  :meth:`LoraEmbedder.load`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pe_core.errors import ConfigError
+from pe_core.training.settings import TrainSettings, split_kwargs
+
+
+def _settings(base: TrainSettings | None, method: str, overrides: dict[str, Any]) -> TrainSettings:
+    values = base.to_dict() if base is not None else {}
+    values.update(overrides)
+    values["method"] = method
+    return TrainSettings(**values)
+
+
+def _device(device: str | None, local_rank: int) -> Any:
+    import torch
+
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"
+    return torch.device(device)
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool, is_main: bool) -> None:
+    from pe_core.training.checkpoint import latest_checkpoint
+    from pe_core.training.trainer import CHECKPOINTS
+
+    if resume or not is_main:
+        return
+    if latest_checkpoint(out / CHECKPOINTS) is not None:
+        if not overwrite:
+            raise ConfigError(
+                f"{out} already holds a training run: continue it with resume=True "
+                "(--resume), or pass overwrite=True (--overwrite) to start again"
+            )
+        shutil.rmtree(out / CHECKPOINTS)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _data(data: Any, dev_data: Any, settings: TrainSettings) -> tuple[Any, Any]:
+    from pe_core.training.data import read_pairs
+
+    train = read_pairs(data)
+    dev = read_pairs(dev_data) if dev_data is not None else None
+    if dev is None and settings.dev_size > 0:
+        train, dev = train.split_dev(settings.dev_size, settings.seed)
+    return train, dev
+
+
+def train(
+    data: Any,
+    backbone: str,
+    model: str | None = None,
+    prompting: str | None = None,
+    out: str | Path = "runs/pe",
+    *,
+    method: str = "pe",
+    alignment: str | None = None,
+    dev_data: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    dtype: Any = None,
+    settings: TrainSettings | None = None,
+    on_step: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Contrastive training of a PromptEmbedder (``method="pe"``) or of the LoRA
+    baseline (``"lora"``; ``"full"`` fine-tunes every backbone weight).
+
+    Args:
+        data: JSONL path, ``datasets.Dataset`` or list of ``{query, positive,
+            negatives?, instruction?, task?}`` dicts.
+        backbone, model, prompting: as for :func:`pe_core.load`.
+        out: output folder (see the module docstring).
+        alignment: start from this alignment instead of the least-squares fit.
+        dev_data: held-out pairs for the dev score (nDCG@10) in the log.
+        resume: continue from ``out``'s newest checkpoint.
+        kwargs: any :class:`TrainSettings` field (``steps``, ``batch_size``, ``lr``,
+            ``temperature``, ``grad_cache_chunk``, ...) or model option (``placement``,
+            ``pooling``, ``num_soft_tokens``, ``document_instruction``, ``max_length``).
+
+    Returns a :class:`~pe_core.training.trainer.TrainResult` whose ``model`` is the
+    trained embedder.
+
+    Example::
+
+        result = pe_core.train("pairs.jsonl", backbone="llama", model="path/to/llama",
+                               out="runs/llama", steps=500, batch_size=64)
+        result.model.encode(["a query"], instruction="Retrieve the documentation")
+    """
+    import torch
+
+    from pe_core.training import distributed as dist_util
+    from pe_core.training.trainer import Trainer
+
+    settings_kw, config_kw = split_kwargs(kwargs)
+    s = _settings(settings, method, settings_kw)
+    if s.method == "align":
+        raise ConfigError("method 'align' trains through pe_core.align(source, ...)")
+    dist_info = dist_util.setup(device)
+    dev_ = _device(device, dist_info.local_rank)
+    out = Path(out)
+    _prepare_out(out, resume, overwrite, dist_info.is_main)
+    train_data, dev = _data(data, dev_data, s)
+    torch.manual_seed(s.seed)
+    if s.method in ("lora", "full"):
+        if config_kw.keys() - {"max_length"}:
+            raise ConfigError(f"the LoRA baseline takes no model options {sorted(config_kw)}")
+        trained, method_obj, save = _lora(backbone, model, s, config_kw, dev_, dtype, train_data)
+    else:
+        trained, method_obj, save = _prompt_embedder(
+            backbone, model, prompting, alignment, s, config_kw, dev_, dtype, train_data
+        )
+    method_obj.module = dist_util.wrap_ddp(method_obj.module, dev_)
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        s.save(out)
+    trainer = Trainer(method_obj, train_data, s, out, save, dev, dev_, on_step)
+    result = trainer.fit(resume=resume)
+    result.model = trained
+    return result
+
+
+def _prompt_embedder(
+    backbone: str, model: str | None, prompting: str | None, alignment: str | None,
+    s: TrainSettings, config_kw: dict[str, Any], device: Any, dtype: Any, data: Any,
+) -> tuple[Any, Any, Any]:
+    from pe_core.loading import DEFAULT_PROMPTING, assemble, resolve_alignment
+    from pe_core.model_refs import resolve_model
+    from pe_core.plugins import get_backbone
+    from pe_core.training.methods import PromptEmbedderMethod
+
+    spec = get_backbone(backbone)
+    model_ref = model or spec.default_model
+    if model_ref is None:
+        raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
+    prompting_ref = prompting or DEFAULT_PROMPTING
+    with warnings.catch_warnings():  # "untrained alignment": that is what training fixes
+        warnings.simplefilter("ignore", UserWarning)
+        embedder = assemble(
+            spec, resolve_model(model_ref), resolve_model(prompting_ref),
+            alignment_dir=resolve_alignment(alignment) if alignment else None,
+            device=str(device), dtype=dtype,
+            refs={"model_id": str(model_ref), "prompting_id": str(prompting_ref)}, **config_kw,
+        )
+    method = PromptEmbedderMethod(embedder, s)
+
+    def save(folder: Path, dev_scores: dict[str, float]) -> None:
+        if s.prompting_lora:  # a plain transformers folder, loadable without peft
+            merged = embedder.prompting.model.merge_and_unload()
+            embedder.prompting.model = merged
+        embedder.config = replace(
+            embedder.config, training_data_hash=data.data_hash,
+            eval_results={**embedder.config.eval_results, **({"dev": dev_scores} if dev_scores else {})},
+        )
+        embedder.save(folder, save_prompting=True)
+
+    return embedder, method, save
+
+
+def _lora(
+    backbone: str, model: str | None, s: TrainSettings, config_kw: dict[str, Any],
+    device: Any, dtype: Any, data: Any,
+) -> tuple[Any, Any, Any]:
+    from pe_core.loading import _dtype
+    from pe_core.model_refs import resolve_model
+    from pe_core.plugins import get_backbone
+    from pe_core.training.lora_baseline import LoraMethod, build_lora_embedder
+
+    spec = get_backbone(backbone)
+    model_ref = model or spec.default_model
+    if model_ref is None:
+        raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
+    embedder = build_lora_embedder(
+        spec, resolve_model(model_ref), s, model_id=str(model_ref),
+        max_length=config_kw.get("max_length", 512), dtype=_dtype(dtype),
+    ).to(device)
+    method = LoraMethod(embedder, s)
+
+    def save(folder: Path, dev_scores: dict[str, float]) -> None:
+        embedder.meta.update(training_data_hash=data.data_hash,
+                             eval_results={"dev": dev_scores} if dev_scores else {})
+        embedder.save(folder)
+
+    return embedder, method, save
+
+
+def align(
+    source: str | Path,
+    data: Any,
+    backbone: str,
+    model: str | None = None,
+    out: str | Path = "runs/align",
+    *,
+    dev_data: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    dtype: Any = None,
+    settings: TrainSettings | None = None,
+    on_step: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Transfer a trained PromptEmbedder to a new backbone: only a new alignment trains.
+
+    The source run's Prompting LLM is frozen; each instruction's soft tokens are
+    computed once and cached; the alignment starts from the least-squares fit between
+    the Prompting LLM's and the new backbone's token embeddings. ``kwargs`` are
+    :class:`TrainSettings` fields (``alignment_lr`` is the learning rate) or
+    ``placement``/``pooling``/``max_length``/``document_instruction``.
+
+    Example::
+
+        result = pe_core.align("runs/llama", "pairs.jsonl", backbone="gemma",
+                               model="path/to/gemma", out="runs/gemma", steps=200)
+    """
+    import torch
+
+    from pe_core.config import EmbedderConfig
+    from pe_core.loading import assemble
+    from pe_core.model_refs import resolve_model
+    from pe_core.plugins import get_backbone
+    from pe_core.training import distributed as dist_util
+    from pe_core.training.methods import AlignMethod
+    from pe_core.training.trainer import Trainer
+
+    settings_kw, config_kw = split_kwargs(kwargs)
+    fixed = config_kw.keys() & {"num_soft_tokens", "template", "prompting_id", "prompting_revision"}
+    if fixed:
+        raise ConfigError(f"{sorted(fixed)} come from the source run and cannot change in align")
+    s = _settings(settings, "align", settings_kw)
+    source = Path(source)
+    src_cfg = EmbedderConfig.load(source)
+    prompting_dir = source / "prompting"
+    if not (prompting_dir / "config.json").is_file():
+        if src_cfg.prompting_id is None:
+            raise ConfigError(f"{source} has no prompting/ folder and no prompting_id")
+        prompting_dir = resolve_model(src_cfg.prompting_id)
+    dist_info = dist_util.setup(device)
+    dev_ = _device(device, dist_info.local_rank)
+    out = Path(out)
+    _prepare_out(out, resume, overwrite, dist_info.is_main)
+    train_data, dev = _data(data, dev_data, s)
+    torch.manual_seed(s.seed)
+    spec = get_backbone(backbone)
+    model_ref = model or spec.default_model
+    if model_ref is None:
+        raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
+    inherited = {
+        "num_soft_tokens": src_cfg.num_soft_tokens, "template": src_cfg.template,
+        "placement": src_cfg.placement, "pooling": src_cfg.pooling,
+        "document_instruction": src_cfg.document_instruction, "max_length": src_cfg.max_length,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        embedder = assemble(
+            spec, resolve_model(model_ref), prompting_dir, device=str(dev_), dtype=dtype,
+            refs={"model_id": str(model_ref),
+                  "prompting_id": str(prompting_dir.resolve()),
+                  "prompting_revision": src_cfg.prompting_revision},
+            **{**inherited, **config_kw},
+        )
+    method = AlignMethod(embedder, s)
+    method.module = dist_util.wrap_ddp(method.module, dev_)
+
+    def save(folder: Path, dev_scores: dict[str, float]) -> None:
+        embedder.config = replace(
+            embedder.config, training_data_hash=train_data.data_hash,
+            eval_results={"dev": dev_scores} if dev_scores else {},
+        )
+        embedder.save(folder, save_prompting=False)
+
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        s.save(out)
+    result = Trainer(method, train_data, s, out, save, dev, dev_, on_step).fit(resume=resume)
+    result.model = embedder
+    return result

@@ -1,0 +1,205 @@
+"""The suffix fast path for training: the text's keys/values without grad, then only the
+K soft positions with grad (DESIGN §1.3, PITFALLS "Suffix over a KV cache").
+
+Two savings on top of :meth:`BackboneEncoder._suffix`, both exact:
+
+* **Early exit.** Nothing trainable depends on the text positions' outputs of the last
+  layer (the soft positions only read that layer's keys/values), so the text pass stops
+  as soon as the last layer has written its keys/values into the cache: that layer's
+  attention, output projection and MLP over the text are never computed.
+* **A store across epochs.** The backbone is frozen and in eval mode, so a text's
+  keys/values are a pure function of its tokens; :class:`TextKVStore` keeps them (on the
+  CPU, within a byte budget) and later epochs only run the K soft positions.
+
+Both keep the cache the model itself would build. Sliding-window layers (Mistral,
+Gemma 2/3) drop old keys once a text outgrows the window; texts that long are not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from pe_core.encoder import BackboneEncoder, positions
+
+
+class _StopAfterLastKV(Exception):
+    """Raised from the cache once the last layer's keys/values are in."""
+
+
+def _new_cache(model: Any, data: Any = None) -> Any | None:
+    """The DynamicCache the model would build for itself (optionally pre-filled with
+    ``data``: per-layer ``(keys, values)``), or None where its layers are of a kind this
+    module does not know (shared layers, another transformers API)."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+    except ImportError:  # pragma: no cover - transformers without the layered cache
+        return None
+    try:
+        cache = DynamicCache(data, config=model.config)
+    except TypeError:  # pragma: no cover - a different constructor signature
+        return None
+    layers = getattr(cache, "layers", None)
+    n = getattr(model.config.get_text_config(decoder=True), "num_hidden_layers", None)
+    known = (DynamicLayer, DynamicSlidingWindowLayer)
+    if not layers or len(layers) != n or any(type(x) not in known for x in layers):
+        return None
+    return cache
+
+
+def _window(cache: Any) -> int | None:
+    """The smallest sliding window among the cache's layers (None: all full attention)."""
+    sizes = [x.sliding_window for x in cache.layers if hasattr(x, "sliding_window")]
+    return min(sizes) if sizes else None
+
+
+@torch.no_grad()
+def text_cache(backbone: BackboneEncoder, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+    """Keys/values of the text for every layer (no grad), skipping the last layer's
+    work that only the text positions' outputs would need."""
+    model = backbone.model
+    embeds = backbone.spec.token_embeddings(model, ids)
+    pos = positions(mask)
+    cache = _new_cache(model)
+    if cache is None:  # plain path: the model builds its own cache
+        return model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True
+        ).past_key_values
+    last = len(cache.layers) - 1
+    update = cache.update
+
+    def update_then_stop(key: Any, value: Any, layer_idx: int, *args: Any, **kw: Any) -> Any:
+        out = update(key, value, layer_idx, *args, **kw)
+        if layer_idx == last:
+            raise _StopAfterLastKV
+        return out
+
+    cache.update = update_then_stop  # instance attribute: this cache only
+    try:
+        model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+            past_key_values=cache, use_cache=True,
+        )
+    except _StopAfterLastKV:
+        pass
+    finally:
+        del cache.update
+    return cache
+
+
+def soft_pass(
+    backbone: BackboneEncoder,
+    cache: Any,
+    mask: torch.Tensor,
+    soft: torch.Tensor,
+    pooling: str = "last",
+) -> torch.Tensor:
+    """Run the ``K`` aligned soft vectors ``(B, K, d_B)`` after the cached text; pooled
+    (not normalised) ``(B, d_B)``. The cache is extended in place: use it once."""
+    model = backbone.model
+    batch, k = soft.shape[0], soft.shape[1]
+    u = backbone.spec.soft_prompt_hook(model, soft.to(backbone.embedding_table.dtype))
+    full = torch.cat([mask, mask.new_ones(batch, k)], dim=1)
+    # explicit positions: right-padded rows are silently wrong without them (PITFALLS)
+    pos = mask.long().sum(-1, keepdim=True) + torch.arange(k, device=mask.device)
+    hidden = model(
+        inputs_embeds=u, attention_mask=full, position_ids=pos, past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state
+    return hidden.mean(1) if pooling == "mean" else hidden[:, -1]
+
+
+def row_key(ids: torch.Tensor, mask: torch.Tensor) -> bytes:
+    """Identity of one text: its real tokens (padding side and width do not matter)."""
+    real = ids[mask.bool()].to("cpu", torch.int64).numpy().tobytes()
+    return hashlib.blake2b(real, digest_size=16).digest()
+
+
+class TextKVStore:
+    """Per-text keys/values kept across steps and epochs, within ``max_bytes``.
+
+    Example::
+
+        store = TextKVStore(max_bytes=2 << 30)
+        cache = store.cache(backbone, ids, mask)   # computes what it has not seen
+        pooled = soft_pass(backbone, cache, mask, soft)
+    """
+
+    def __init__(self, max_bytes: int, device: str | torch.device = "cpu") -> None:
+        self.max_bytes = int(max_bytes)
+        self.device = torch.device(device)
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._rows: dict[bytes, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.supported: bool | None = None
+        self.window: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def cache(self, backbone: BackboneEncoder, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+        """A cache for the batch, computing (and storing) only the rows not yet stored."""
+        if self.supported is None:
+            probe = _new_cache(backbone.model)
+            self.supported = probe is not None
+            self.window = None if probe is None else _window(probe)
+        too_long = self.window is not None and mask.shape[1] >= self.window - 1
+        if not self.supported or self.max_bytes <= 0 or too_long:
+            return text_cache(backbone, ids, mask)
+        keys = [row_key(ids[i], mask[i]) for i in range(len(ids))]
+        missing = [i for i, key in enumerate(keys) if key not in self._rows]
+        self.hits += len(ids) - len(missing)
+        self.misses += len(missing)
+        fresh: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        if missing:
+            sub_ids, sub_mask = _trim(ids[missing], mask[missing])
+            computed = text_cache(backbone, sub_ids, sub_mask)
+            for j, i in enumerate(missing):
+                rows = _row_kv(computed, j, sub_mask[j])
+                fresh[i] = rows
+                self._maybe_store(keys[i], rows)
+        rows = [fresh[i] if i in fresh else self._rows[keys[i]] for i in range(len(ids))]
+        return self._assemble(backbone, rows, mask)
+
+    def _maybe_store(self, key: bytes, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in rows)
+        if self.bytes + size > self.max_bytes:
+            return
+        # clone: a slice would keep the whole batch's tensor alive
+        self._rows[key] = [(k.to(self.device).clone(), v.to(self.device).clone()) for k, v in rows]
+        self.bytes += size
+
+    def _assemble(self, backbone: BackboneEncoder, rows: list[Any], mask: torch.Tensor) -> Any:
+        width, device = mask.shape[1], mask.device
+        layers = []
+        for layer in range(len(rows[0])):
+            k0, v0 = rows[0][layer]
+            keys = k0.new_zeros((len(rows), k0.shape[0], width, k0.shape[2]), device=device)
+            values = v0.new_zeros((len(rows), v0.shape[0], width, v0.shape[2]), device=device)
+            for b, row in enumerate(rows):
+                # real positions wherever the mask puts them (either padding side);
+                # padded slots stay zero: the attention mask hides them
+                k, v = row[layer]
+                real = mask[b].bool()
+                keys[b][:, real] = k.to(device)
+                values[b][:, real] = v.to(device)
+            layers.append((keys, values))
+        cache = _new_cache(backbone.model, layers)
+        if cache is None:  # pragma: no cover - supported was checked above
+            raise RuntimeError("could not rebuild a key/value cache")
+        return cache
+
+
+def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop columns that are padding in every row of a sub-batch (either side)."""
+    used = mask.bool().any(0)
+    return ids[:, used], mask[:, used]
+
+
+def _row_kv(cache: Any, row: int, row_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Row ``row``'s keys/values for every layer, real positions only."""
+    keep = row_mask.bool()
+    return [(layer.keys[row][:, keep], layer.values[row][:, keep]) for layer in cache.layers]

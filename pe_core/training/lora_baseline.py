@@ -1,0 +1,237 @@
+"""The baseline PromptEmbedder is compared with: peft LoRA on the backbone itself.
+
+The E5-mistral recipe: LoRA r=16 on every linear layer, last-token pooling, the task
+instruction on the query side only (``"Instruct: {instruction}\\nQuery: {text}"``),
+documents as they are. Same data, loss, and evaluation as ``pe train`` (the shared
+contrastive step and :class:`LoraEmbedder.encode`, whose signature is PromptEmbedder's).
+``method="full"`` fine-tunes every backbone weight instead (a benchmark reference).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pe_core.batching import tokenize_sorted
+from pe_core.encoder import last_index, mean_pool
+from pe_core.errors import ConfigError, MissingFileError
+from pe_core.training.data import Example
+from pe_core.training.distributed import active, unwrap
+from pe_core.training.loss import text_keys
+from pe_core.training.methods import Method, Rows, StepInfo, layout, pad_rows
+from pe_core.training.settings import TrainSettings
+
+E5_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
+LORA_CONFIG_NAME = "pe_lora_config.json"
+
+
+class LoraEmbedder(nn.Module):
+    """A backbone (with a peft LoRA adapter, or fully fine-tuned) used as an embedder.
+
+    Example::
+
+        model = LoraEmbedder.load("runs/lora")
+        vecs = model.encode(["a query"], instruction="Retrieve relevant passages")
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, spec: Any, pooling: str = "last",
+        max_length: int = 512, template: str = E5_TEMPLATE, meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.pooling = pooling
+        self.max_length = max_length
+        self.template = template
+        self.meta = dict(meta or {})
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    def format_query(self, text: str, instruction: str | None) -> str:
+        return text if instruction is None else self.template.format(
+            instruction=instruction, text=text
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled (not normalised) last hidden states ``(B, d)``."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "mean":
+            return mean_pool(hidden, attention_mask)
+        return hidden[torch.arange(len(hidden), device=hidden.device), last_index(attention_mask)]
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        batch_size: int = 32,
+        normalize: bool = True,
+        convert_to: str = "numpy",
+        show_progress_bar: bool | None = None,
+        max_length: int | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed ``texts`` (``instruction`` marks them as queries); same conventions as
+        :meth:`PromptEmbedder.encode`."""
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        items = [self.format_query(t, instruction) for t in items]
+        was_training = self.training
+        self.eval()
+        out = torch.empty((len(items), self.dim), dtype=torch.float32)
+        batches = tokenize_sorted(
+            self.tokenizer, items, batch_size, max_length or self.max_length, self.spec.padding_side
+        )
+        n_batches = math.ceil(len(items) / batch_size)
+        show = n_batches > 8 if show_progress_bar is None else show_progress_bar
+        if show:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=n_batches, desc="encode", unit="batch")
+        for batch in batches:
+            pooled = self(batch.input_ids.to(self.device), batch.attention_mask.to(self.device))
+            pooled = pooled.float()
+            out[batch.order] = (F.normalize(pooled, dim=-1) if normalize else pooled).cpu()
+        self.train(was_training)
+        result = out[0] if single else out
+        return result if convert_to == "torch" else result.numpy()
+
+    # -- persistence -----------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """peft adapter (``adapter_model.safetensors`` + ``adapter_config.json``) or, fully
+        fine-tuned, the whole model; plus ``pe_lora_config.json``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder, safe_serialization=True)
+        if self.meta.get("method") == "full":
+            self.tokenizer.save_pretrained(folder)
+        meta = {**self.meta, "backbone": self.spec.name, "pooling": self.pooling,
+                "max_length": self.max_length, "template": self.template}
+        (folder / LORA_CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, model: str | None = None, device: str | None = None) -> Any:
+        """Rebuild from :meth:`save`'s folder; ``model`` overrides the recorded backbone."""
+        from transformers import AutoModel, AutoTokenizer
+
+        from pe_core.model_refs import resolve_model
+        from pe_core.plugins import get_backbone
+
+        folder = Path(folder)
+        path = folder / LORA_CONFIG_NAME
+        if not path.is_file():
+            raise MissingFileError(f"{path} not found: is {folder} a `pe train --method lora` run?")
+        meta = json.loads(path.read_text())
+        spec = get_backbone(meta["backbone"])
+        if meta.get("method") == "full":
+            base = AutoModel.from_pretrained(folder, attn_implementation=spec.attn_implementation)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        else:
+            from peft import PeftModel
+
+            base_dir = resolve_model(model or meta["model_id"])
+            base = AutoModel.from_pretrained(base_dir, attn_implementation=spec.attn_implementation)
+            base = PeftModel.from_pretrained(base, folder)
+            tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        out = cls(base, tokenizer, spec, meta.get("pooling", "last"),
+                  meta.get("max_length", 512), meta.get("template", E5_TEMPLATE), meta)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return out.to(device).eval()
+
+
+def build_lora_embedder(
+    spec: Any, model_dir: Path, settings: TrainSettings, model_id: str | None = None,
+    max_length: int = 512, dtype: Any = None,
+) -> LoraEmbedder:
+    """A backbone with a fresh LoRA adapter (or all weights trainable for ``full``)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from pe_core.loading import check_model_type
+
+    check_model_type(spec, model_dir, False)
+    kw = {"dtype": dtype} if dtype is not None else {}
+    base = AutoModel.from_pretrained(model_dir, attn_implementation=spec.attn_implementation, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if settings.method == "full":
+        base.requires_grad_(True)
+        model = base
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(base, LoraConfig(
+            r=settings.lora_r, lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout, target_modules="all-linear",
+        ))
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    meta = {"method": settings.method, "model_id": model_id or str(model_dir)}
+    return LoraEmbedder(model, tokenizer, spec, "last", max_length, E5_TEMPLATE, meta)
+
+
+class LoraMethod(Method):
+    """The baseline as a training method: the trainable part is inside the encoder, so
+    there is no shared head, and DDP wraps the whole :class:`LoraEmbedder`."""
+
+    def __init__(self, embedder: LoraEmbedder, settings: TrainSettings) -> None:
+        if settings.method not in ("lora", "full"):
+            raise ConfigError(f"LoraMethod trains method 'lora' or 'full', not {settings.method!r}")
+        self.embedder = embedder
+        self.settings = settings
+        self.module = embedder
+
+    def param_groups(self, s: TrainSettings) -> list[dict[str, Any]]:
+        lr = s.lora_lr if s.method == "lora" else s.lr
+        params = [p for p in unwrap(self.module).parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "weight_decay": s.weight_decay}]
+
+    def rows(self, examples: Sequence[Example], n_neg: int) -> Rows:
+        emb = self.embedder
+        texts, _ = layout(examples, n_neg, lambda ex: emb.format_query(ex.query, ex.instruction))
+        enc = emb.tokenizer(texts, add_special_tokens=True, truncation=False)
+        ids = [x[: emb.max_length] for x in enc["input_ids"]]
+        n = len(examples)
+        return Rows(texts, ids, [-1] * len(texts), [], n, n, text_keys(texts[n:]))
+
+    def head(self, rows: Rows, info: StepInfo) -> None:
+        return None
+
+    def encode(self, rows: Rows, index: list[int], head: torch.Tensor | None) -> torch.Tensor:
+        emb = unwrap(self.module)
+        pad_id = emb.tokenizer.pad_token_id or 0
+        grad = torch.is_grad_enabled()
+        # DDP allows one forward per backward: under DDP everything goes in one call;
+        # alone, queries and documents are padded separately (they differ in length)
+        groups = [index]
+        if not active():
+            split = [r for r in index if r < rows.n_queries], [r for r in index if r >= rows.n_queries]
+            groups = [g for g in split if g]
+        parts = []
+        for group in groups:
+            ids, mask = pad_rows([rows.ids[r] for r in group], pad_id, emb.spec.padding_side,
+                                 emb.device)
+            module = self.module if grad else emb
+            parts.append(F.normalize(module(ids, mask).float(), dim=-1))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def evaluator(self) -> Any:
+        return self.embedder

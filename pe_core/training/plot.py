@@ -1,0 +1,48 @@
+"""``pe plot runs/x``: the loss curve (and dev score, when logged) as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pe_core.errors import DataError, MissingFileError
+from pe_core.training.metrics_log import LOG_NAME, read_log
+
+
+def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
+    """Draw ``run/log.jsonl`` to ``output`` (default ``run/loss.png``); returns the path.
+
+    Example::
+
+        plot_run("runs/llama")  # -> runs/llama/loss.png
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    run = Path(run)
+    log = run / LOG_NAME if run.is_dir() else run
+    if not log.is_file():
+        raise MissingFileError(f"{log} not found: is {run} a pe training run?")
+    records = read_log(log)
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "dev_score" in r]
+    if not steps:
+        raise DataError(f"{log} holds no loss records yet")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("InfoNCE loss")
+    ax.grid(alpha=0.3)
+    if evals:
+        dev = ax.twinx()
+        dev.plot([r["step"] for r in evals], [r["dev_score"] for r in evals], "o-",
+                 color="tab:orange", label="dev nDCG@10")
+        dev.set_ylabel("dev nDCG@10")
+        fig.legend(loc="upper right")
+    ax.set_title(run.name if run.is_dir() else log.stem)
+    fig.tight_layout()
+    out = Path(output) if output else (log.parent / "loss.png")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
