@@ -13,11 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["find", "list_artifacts", "list_hub", "pull", "push", "remove", "resolve"]
+__all__ = [
+    "OnnxEmbedder", "find", "list_artifacts", "list_hub", "pull", "push", "remove", "resolve",
+]
 
 
 def __getattr__(name: str) -> Any:
     # lazy: pe-core imports pe_registry.plugin on every `pe` run, which must stay cheap
+    if name == "OnnxEmbedder":  # needs the [onnx] extra: imported only when asked for
+        from pe_registry.onnx_embedder import OnnxEmbedder
+
+        return OnnxEmbedder
     if name in __all__:
         from pe_registry import api
 

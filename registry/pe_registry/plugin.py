@@ -66,3 +66,4 @@ def pe_register_commands(cli: Any) -> None:
     from pe_registry.cli import register
 
     register(cli)
+    __import__("pe_registry.onnx_cli", fromlist=["register"]).register(cli)  # pe export onnx
