@@ -49,7 +49,7 @@ def push_to_hub(
     kind, meta = read_source(source)
     prompting = run_prompting(source, meta) if kind == ALIGNMENT else None
     with registry.staging("hub-push-") as tmp:
-        p_entry = None
+        p_commit = None
         if kind == PROMPTING:
             stage_prompting(source, tmp / "a", repo_id, meta)
         else:
@@ -60,10 +60,13 @@ def push_to_hub(
                 )
                 stage_prompting(prompting[0], tmp / "p", p_repo, prompting[1])
                 p_commit = _upload(client, tmp / "p", p_repo, private, message)
-                p_entry = registry.add_hub_snapshot(tmp / "p", p_repo, p_commit, ["main"])
                 meta = link_prompting(meta, p_repo, p_commit)
             stage_alignment(meta, source, tmp / "a", repo_id)
         commit = _upload(client, tmp / "a", repo_id, private, message)
+        # the registry learns about the commits only once both are on the Hub
+        p_entry = None
+        if p_commit is not None:
+            p_entry = registry.add_hub_snapshot(tmp / "p", p_repo, p_commit, ["main"])
         entry = registry.add_hub_snapshot(tmp / "a", repo_id, commit, ["main"])
     entry.prompting = p_entry
     return entry
