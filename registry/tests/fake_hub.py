@@ -22,7 +22,8 @@ a new repo starts with a commit holding ``.gitattributes``. Not emulated: auth s
 multipart/Xet uploads, pull requests, ``list_repo_tree``, gated repos.
 
 Faults for tests (``hub.faults[...] = ...``): ``drop_download`` (file name: send half of
-it, then close), ``fail_commit`` (HTTP status), ``close_commit`` (close without answer),
+it, then close), ``fail_commit`` (HTTP status; ``fail_commit_to``: only for that repo, with
+500), ``close_commit`` (close without answer),
 ``fail_create`` (HTTP status). ``require_token=True`` answers 401 to writes without one.
 
 The server is bounded: it binds a random loopback port, serves from daemon threads with a
@@ -459,8 +460,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.hub.faults.get("close_commit"):
             self.close_connection = True  # no answer at all: the client sees a dropped connection
             return
-        if "fail_commit" in self.hub.faults:
-            self._error(int(self.hub.faults["fail_commit"]), "commit failed", None)
+        if "fail_commit" in self.hub.faults or self.hub.faults.get("fail_commit_to") == repo:
+            self._error(int(self.hub.faults.get("fail_commit", 500)), "commit failed", None)
             return
         lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
         if not lines or lines[0].get("key") != "header":

@@ -174,6 +174,21 @@ def test_upload_failure_leaves_hub_and_registry_unchanged(tmp_path, hub, registr
     assert snapshot(registry.root) == before
 
 
+def test_second_upload_of_a_run_failing_leaves_the_registry_unchanged(tmp_path, hub, registry):
+    # two repos cannot share one commit: the Prompting LLM may land, the registry must not
+    # record anything until both did
+    hub.faults["fail_commit_to"] = "org/pe-llama"
+    with pytest.raises(RegistryError, match="HTTP 500"):
+        pe_registry.push(write_run(tmp_path / "llama"), "org/pe-llama")
+    assert len(hub.commits("org/pe-llama")) == 1  # only the initial commit
+    assert len(hub.commits("org/pe-llama-prompting")) == 2
+    assert snapshot(registry.root) == {}
+    del hub.faults["fail_commit_to"]
+    entry = pe_registry.push(write_run(tmp_path / "llama"), "org/pe-llama")
+    assert len(hub.commits("org/pe-llama-prompting")) == 2  # unchanged content: no new commit
+    assert entry.prompting.ref.endswith(hub.commits("org/pe-llama-prompting")[-1])
+
+
 def test_missing_token_is_explained(tmp_path, hub, monkeypatch, registry):
     hub.require_token = True
     monkeypatch.delenv("HF_TOKEN")
