@@ -1,0 +1,552 @@
+"""Training (issue #3): data, loss, what trains, GradCache, checkpoints and resume,
+divergence, transfer, the LoRA baseline, CLI and plot. Tiny models, tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pe_core
+from pe_core.errors import ConfigError, DataError, TrainingDivergedError
+from pe_core.training.data import Example, TaskBatches, read_pairs
+
+WORDS = (
+    "alpha beta gamma delta file open read write sum number fox dog python class "
+    "return value parse argument list string socket thread queue"
+).split()
+INSTRUCTIONS = ("Retrieve the documentation", "Find a similar sentence")
+
+
+def pair_records(n: int = 48, seed: int = 0, tasks: int = 2, negatives: int = 1) -> list[dict]:
+    """Query = three words; positive = the same words plus four; random negatives."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = rng.sample(WORDS, 3)
+        row = {
+            "query": " ".join(words),
+            "positive": " ".join(words + rng.sample(WORDS, 4)),
+            "instruction": INSTRUCTIONS[i % tasks],
+        }
+        if negatives:
+            row["negatives"] = [" ".join(rng.sample(WORDS, 6)) for _ in range(negatives)]
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models are dominated by per-op overhead; extra threads only contend
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())
+
+
+@pytest.fixture(scope="module")
+def qwen_folders(tmp_path_factory):
+    from pe_core.plugins import get_backbone
+    from pe_core.testing.tiny import save_tiny_folders
+
+    return save_tiny_folders(get_backbone("qwen"), tmp_path_factory.mktemp("qwen"))
+
+
+def _train(pairs, folders, out, **kw):
+    opts = dict(steps=4, batch_size=8, lr=1e-3, progress=False, save_every=2)
+    opts.update(kw)
+    return pe_core.train(str(pairs), backbone="llama", model=str(folders["model"]),
+                         prompting=str(folders["prompting"]), out=out, **opts)
+
+
+def _method(llama_spec, placement="suffix", **settings):
+    from pe_core.testing.tiny import tiny_embedder
+    from pe_core.training.methods import PromptEmbedderMethod
+    from pe_core.training.settings import TrainSettings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        embedder = tiny_embedder(llama_spec, placement=placement)
+    method = PromptEmbedderMethod(embedder, TrainSettings(**settings))
+    method.train_mode(True)
+    return method
+
+
+def _examples(n=6, negatives=1):
+    return [Example(r["query"], r["positive"], tuple(r.get("negatives", ())), r["instruction"],
+                    r["instruction"]) for r in pair_records(n, tasks=1, negatives=negatives)]
+
+
+# -- data -----------------------------------------------------------------------------
+def test_empty_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(DataError, match="empty"):
+        read_pairs(path)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"query": "q"}, "no 'positive'"),
+    ({"positive": "p"}, "no 'query'"),
+    ({"query": 3, "positive": "p"}, "'query' must be a string"),
+    ({"query": "q", "positive": "p", "negatives": "n"}, "list of strings"),
+    ({"query": "q", "positive": "p", "negatives": [1]}, "list of strings"),
+    ({"query": "q", "positive": "p", "instruction": 5}, "'instruction' must be a string"),
+    ({"query": "q", "positive": "  "}, "empty string"),
+    (["q", "p"], "JSON object"),
+])
+def test_bad_records_name_file_line_and_field(tmp_path, record, message):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"query": "a", "positive": "b"}, record])
+    with pytest.raises(DataError, match=message) as info:
+        read_pairs(path)
+    assert f"{path}:2" in str(info.value)
+
+
+def test_invalid_json_line(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"query": "a", "positive": "b"}\n{"query": \n')
+    with pytest.raises(DataError, match=":2: not valid JSON"):
+        read_pairs(path)
+
+
+def test_each_batch_is_drawn_from_one_task(pairs):
+    data = read_pairs(pairs)
+    assert sorted(data.tasks()) == sorted(INSTRUCTIONS)
+    batches = TaskBatches(data, batch_size=8, seed=3)
+    for epoch in range(3):
+        for batch in batches.epoch(epoch):
+            assert len({data.examples[i].task for i in batch}) == 1
+    assert batches.epoch(1) == TaskBatches(data, 8, seed=3).epoch(1)  # replayable
+    assert batches.epoch(1) != batches.epoch(2)
+
+
+def test_task_field_and_mixed_instruction_presence(tmp_path):
+    rows = [{"query": "a b", "positive": "c d", "task": "t"},
+            {"query": "e f", "positive": "g h", "task": "t", "instruction": "x"}]
+    with pytest.raises(DataError, match="mixes records"):
+        read_pairs(rows)
+
+
+def test_datasets_dataset_and_hash(pairs):
+    datasets = pytest.importorskip("datasets")
+    rows = pair_records()
+    from_ds = read_pairs(datasets.Dataset.from_list(rows))
+    from_list = read_pairs(rows)
+    assert len(from_ds) == len(rows) and from_ds.examples == from_list.examples
+    assert from_ds.data_hash == from_list.data_hash
+    import hashlib
+
+    assert read_pairs(pairs).data_hash == hashlib.sha256(pairs.read_bytes()).hexdigest()
+    with pytest.raises(DataError, match="no training records"):
+        read_pairs([])
+
+
+# -- loss -------------------------------------------------------------------------------
+def test_info_nce_uses_in_batch_and_hard_negatives():
+    from pe_core.training.loss import contrastive_loss, info_nce
+
+    g = torch.Generator().manual_seed(0)
+    q, pos, neg = (torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+                   for _ in range(3))
+    loss = contrastive_loss(q, pos, neg, 0.05)
+    scores = q @ torch.cat([pos, neg]).T / 0.05
+    manual = -(scores.diagonal() - scores.logsumexp(-1)).mean()
+    torch.testing.assert_close(loss, manual)
+    assert info_nce(q, pos, torch.arange(4), 0.05) < loss  # hard negatives make it harder
+    # a duplicate of a query's positive elsewhere in the batch is not its negative
+    docs = torch.cat([pos, pos[:1]])
+    keys = torch.tensor([10, 11, 12, 13, 10])
+    label = torch.tensor([0])
+    masked = info_nce(q[:1], docs, label, 0.05, keys)
+    torch.testing.assert_close(masked, info_nce(q[:1], pos, label, 0.05))
+    assert info_nce(q[:1], docs, label, 0.05) > masked
+
+
+def test_default_temperature_in_range():
+    from pe_core.training.settings import TrainSettings
+
+    assert 0.02 <= TrainSettings().temperature <= 0.05
+    with pytest.raises(ConfigError):
+        TrainSettings(temperature=0)
+    with pytest.raises(ConfigError, match="unknown training option"):
+        pe_core.train("x.jsonl", backbone="llama", bogus=1)
+
+
+def test_instruction_on_query_side_document_side_setting(llama_spec):
+    method = _method(llama_spec)
+    rows = method.rows(_examples(3), 1)
+    doc = method.config.document_instruction
+    assert rows.instructions == [INSTRUCTIONS[0], doc]
+    assert rows.prompt == [0, 0, 0] + [1] * 6  # 3 queries, 3 positives, 3 negatives
+    method.config.document_instruction = None  # documents without a soft prompt
+    rows = method.rows(_examples(3), 1)
+    assert rows.instructions == [INSTRUCTIONS[0]] and rows.prompt == [0, 0, 0] + [-1] * 6
+
+
+# -- what trains ----------------------------------------------------------------------
+def test_backbone_frozen_no_grad_no_optimizer_state(pairs, tiny_folders, tmp_path):
+    from safetensors.torch import load_file
+
+    result = _train(pairs, tiny_folders, tmp_path / "run", steps=2)
+    model = result.model
+    assert all(not p.requires_grad and p.grad is None for p in model.backbone.parameters())
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    names = set(load_file(ckpt / "trainable.safetensors"))
+    opt_names = {k.split("::")[0] for k in load_file(ckpt / "optimizer.safetensors")}
+    assert "alignment.weight" in names and any(n.startswith("prompting.") for n in names)
+    assert opt_names == names  # only trainable parameters carry optimizer state
+    assert not any("backbone" in n for n in names)
+    original = load_file(Path(tiny_folders["model"]) / "model.safetensors")
+    for name, p in model.backbone.model.named_parameters():
+        torch.testing.assert_close(p.detach(), original[name], rtol=0, atol=0)
+    # every checkpoint file is safetensors or JSON: nothing is pickled
+    assert {f.suffix for f in ckpt.iterdir()} == {".safetensors", ".json"}
+
+
+def test_prompting_lora_trains_adapter_and_saves_plain_folder(pairs, tiny_folders, tmp_path):
+    result = _train(pairs, tiny_folders, tmp_path / "run", steps=2, prompting_lora=4)
+    out = tmp_path / "run"
+    assert (out / "prompting" / "config.json").is_file()
+    assert not (out / "prompting" / "adapter_config.json").exists()
+    again = pe_core.load(backbone="llama", model=str(tiny_folders["model"]),
+                         alignment=str(out), device="cpu")
+    a = result.model.encode(["alpha beta"], instruction=INSTRUCTIONS[0])
+    np.testing.assert_allclose(again.encode(["alpha beta"], instruction=INSTRUCTIONS[0]), a,
+                               atol=1e-5)
+
+
+def test_gumbel_annealing_and_straight_through(pairs, tiny_folders, tmp_path):
+    _train(pairs, tiny_folders, tmp_path / "run", steps=3, gumbel_tau_start=2.0,
+           gumbel_tau_end=0.5, straight_through=True)
+    taus = [r["tau"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").open())
+            if "tau" in r]
+    assert taus[0] == pytest.approx(2.0) and taus[0] > taus[1] > taus[2] >= 0.5
+
+
+# -- GradCache --------------------------------------------------------------------------
+@pytest.mark.parametrize("placement", ["suffix", "prefix"])
+def test_grad_cache_equals_uncached_gradient(llama_spec, placement):
+    """Gumbel noise on (tau < 1, a seed): the chunked step reproduces the plain step."""
+    from pe_core.training.gradcache import contrastive_step
+    from pe_core.training.methods import StepInfo
+
+    results = []
+    for chunk in (0, 5):
+        method = _method(llama_spec, placement)
+        rows = method.rows(_examples(6), 1)
+        loss = contrastive_step(method, rows, StepInfo(0, tau=0.7, noise_seed=11), 0.05, chunk)
+        grads = {n: p.grad.clone() for n, p in method.named_trainable().items()}
+        results.append((loss, grads))
+        assert all(p.grad is None for p in method.backbone.parameters())
+    (loss0, g0), (loss1, g1) = results
+    assert loss0 == pytest.approx(loss1, rel=1e-5)
+    for name in g0:
+        scale = g0[name].abs().max().clamp(min=1e-12)
+        assert ((g0[name] - g1[name]).abs().max() / scale) < 1e-4, name
+
+
+def test_grad_cache_lora_baseline(tiny_folders):
+    from pe_core.plugins import get_backbone
+    from pe_core.training.gradcache import contrastive_step
+    from pe_core.training.lora_baseline import LoraMethod, build_lora_embedder
+    from pe_core.training.methods import StepInfo
+    from pe_core.training.settings import TrainSettings
+
+    grads = []
+    for chunk in (0, 4):
+        torch.manual_seed(0)
+        s = TrainSettings(method="lora", lora_dropout=0.0)
+        emb = build_lora_embedder(get_backbone("llama"), Path(tiny_folders["model"]), s)
+        method = LoraMethod(emb, s)
+        rows = method.rows(_examples(5), 1)
+        contrastive_step(method, rows, StepInfo(0), 0.05, chunk)
+        grads.append({n: p.grad.clone() for n, p in method.named_trainable().items()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4)
+
+
+def test_suffix_fast_path_is_exact(llama_spec):
+    """Early exit after the last layer's keys/values, and the store across epochs, give
+    what the encoder's own suffix path gives."""
+    from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache
+
+    method = _method(llama_spec)
+    backbone = method.backbone
+    tok = method.embedder.tokenizer
+    texts = ["alpha beta gamma", "fox", "open a file and read the list of values"]
+    enc = tok(texts, return_tensors="pt", padding=True)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    soft = torch.randn(3, 5, backbone.d) * backbone.embedding_table.std()
+    ref = backbone(ids, mask, soft, "suffix", "last")
+    fast = soft_pass(backbone, text_cache(backbone, ids, mask), mask, soft)
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
+    store = TextKVStore(1 << 26)
+    soft_pass(backbone, store.cache(backbone, ids[:2], mask[:2]), mask[:2], soft[:2])
+    again = soft_pass(backbone, store.cache(backbone, ids, mask), mask, soft)
+    assert (store.hits, store.misses, len(store)) == (2, 3, 3)
+    torch.testing.assert_close(again, ref, atol=1e-5, rtol=0)
+
+
+def test_gradient_checkpointing_prefix_same_gradient(llama_spec):
+    from pe_core.training.gradcache import contrastive_step
+    from pe_core.training.methods import StepInfo
+
+    grads = []
+    for ckpt in (False, True):
+        method = _method(llama_spec, "prefix", gradient_checkpointing=ckpt)
+        contrastive_step(method, method.rows(_examples(4), 1), StepInfo(0, noise_seed=1), 0.05)
+        grads.append(method.embedder.alignment.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_bf16_autocast_step(pairs, tiny_folders, tmp_path):
+    result = _train(pairs, tiny_folders, tmp_path / "run", steps=1, bf16=True)
+    assert np.isfinite(result.loss)
+
+
+# -- checkpoints, resume, divergence ----------------------------------------------------
+def _losses(run: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run / "log.jsonl").open()) if "loss" in r]
+
+
+def test_ctrl_c_then_resume_matches_uninterrupted(pairs, tiny_folders, tmp_path):
+    full = _train(pairs, tiny_folders, tmp_path / "full", steps=8, save_every=3)
+
+    def press_ctrl_c(step, loss):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(pairs, tiny_folders, tmp_path / "cut", steps=8, save_every=3,
+               on_step=press_ctrl_c)
+    ckpts = tmp_path / "cut" / "checkpoints"
+    assert json.loads((ckpts / "latest.json").read_text())["step"] == 4
+    assert not (tmp_path / "cut" / "alignment.safetensors").exists()
+    with pytest.raises(ConfigError, match="resume"):
+        _train(pairs, tiny_folders, tmp_path / "cut", steps=8)
+    resumed = _train(pairs, tiny_folders, tmp_path / "cut", steps=8, save_every=3, resume=True)
+    np.testing.assert_allclose(_losses(tmp_path / "cut"), _losses(tmp_path / "full"),
+                               rtol=1e-5, atol=1e-6)
+    assert len(_losses(tmp_path / "cut")) == 8
+    a = full.model.encode(["alpha beta"], instruction=INSTRUCTIONS[1])
+    b = resumed.model.encode(["alpha beta"], instruction=INSTRUCTIONS[1])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # only the newest checkpoints are kept; no temp folders are left behind
+    names = sorted(p.name for p in ckpts.iterdir())
+    assert names == ["latest.json", "step-00000006", "step-00000008"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(pairs, tiny_folders, tmp_path,
+                                                         monkeypatch):
+    from pe_core.training import trainer
+
+    real = trainer.contrastive_step
+
+    def poisoned(method, rows, info, *args):
+        if info.step == 2:  # the third step: a real NaN through the model
+            with torch.no_grad():
+                method.embedder.alignment.weight.fill_(float("nan"))
+        return real(method, rows, info, *args)
+
+    monkeypatch.setattr(trainer, "contrastive_step", poisoned)
+    with pytest.raises(TrainingDivergedError, match="step 3") as info:
+        _train(pairs, tiny_folders, tmp_path / "run", steps=6, save_every=2)
+    assert "step-00000002" in str(info.value)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert json.loads((ckpts / "latest.json").read_text())["step"] == 2
+    from safetensors.torch import load_file
+
+    good = load_file(ckpts / "step-00000002" / "trainable.safetensors")
+    assert all(torch.isfinite(t).all() for t in good.values())
+    assert not (tmp_path / "run" / "alignment.safetensors").exists()
+
+
+def test_checkpoint_latest_pointer_fallback(tmp_path):
+    from pe_core.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from pe_core.training.schedule import make_scheduler
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([p], lr=0.1)
+    sched = make_scheduler(opt, 1, 10)
+    p.grad = torch.ones(3)
+    opt.step()
+    sched.step()
+    save_checkpoint(tmp_path, 1, {"p": p}, opt, sched)
+    (tmp_path / ".step-00000002.crashed").mkdir()  # an interrupted write
+    (tmp_path / "latest.json").unlink()
+    assert latest_checkpoint(tmp_path).name == "step-00000001"
+    q = torch.nn.Parameter(torch.zeros(3))
+    opt2 = torch.optim.AdamW([q], lr=0.5)
+    sched2 = make_scheduler(opt2, 1, 10)
+    load_checkpoint(tmp_path / "step-00000001", {"p": q}, opt2, sched2)
+    torch.testing.assert_close(q.detach(), p.detach())
+    torch.testing.assert_close(opt2.state[q]["exp_avg"], opt.state[p]["exp_avg"])
+    assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+# -- transfer -------------------------------------------------------------------------
+def test_align_trains_only_new_alignment_from_least_squares(pairs, tiny_folders, qwen_folders,
+                                                            tmp_path):
+    from pe_core.alignment import Alignment
+    from pe_core.training import methods
+
+    _train(pairs, tiny_folders, tmp_path / "src", steps=2)
+    calls = []
+    real = methods.CachedSoftTokenHead.cache
+
+    def counting(self, instructions):
+        before = set(self.soft_tokens)
+        real(self, instructions)
+        calls.extend(set(self.soft_tokens) - before)
+
+    initial = {}
+
+    def on_step(step, loss):
+        initial.setdefault("steps", []).append(step)
+
+    methods.CachedSoftTokenHead.cache = counting
+    try:
+        result = pe_core.align(
+            tmp_path / "src", str(pairs), backbone="qwen", model=str(qwen_folders["model"]),
+            out=tmp_path / "qwen", steps=4, batch_size=8, alignment_lr=1e-2, progress=False,
+            dev_size=8, eval_every=2, on_step=on_step,
+        )
+    finally:
+        methods.CachedSoftTokenHead.cache = real
+    model = result.model
+    # each instruction's soft tokens were computed once (two tasks + the document side)
+    assert sorted(calls) == sorted({*INSTRUCTIONS, model.config.document_instruction})
+    assert all(not p.requires_grad for p in model.prompting.parameters())
+    src = pe_core.load(backbone="llama", model=str(tiny_folders["model"]),
+                       alignment=str(tmp_path / "src"), device="cpu")
+    for a, b in zip(src.prompting.parameters(), model.prompting.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    out = tmp_path / "qwen"
+    cfg = json.loads((out / "pe_config.json").read_text())
+    assert cfg["prompting_id"] == str((tmp_path / "src" / "prompting").resolve())
+    assert cfg["backbone"] == "qwen" and cfg["training_data_hash"]
+    assert not (out / "prompting").exists()
+    # the log has the dev score against steps
+    scores = [r for r in map(json.loads, (out / "log.jsonl").open()) if "dev_score" in r]
+    assert [r["step"] for r in scores] == [2, 4]
+    # the alignment started from the least-squares fit
+    ls = Alignment.least_squares(model.prompting.embedding_table, model.backbone.embedding_table,
+                                 model.prompting.tokenizer.get_vocab(),
+                                 model.tokenizer.get_vocab())
+    from safetensors.torch import load_file
+
+    trained = load_file(out / "alignment.safetensors")["weight"]
+    assert not torch.equal(trained, ls.weight.detach())
+    assert (trained - ls.weight.detach()).norm() < ls.weight.norm()
+    # loadable as an ordinary alignment
+    loaded = pe_core.load(backbone="qwen", model=str(qwen_folders["model"]), alignment=str(out),
+                          device="cpu")
+    np.testing.assert_allclose(loaded.encode(["fox"], instruction=INSTRUCTIONS[0]),
+                               model.encode(["fox"], instruction=INSTRUCTIONS[0]), atol=1e-5)
+
+
+def test_align_least_squares_initial_weights(llama_spec, tiny_folders):
+    from pe_core.alignment import Alignment
+    from pe_core.loading import assemble
+    from pe_core.training.methods import AlignMethod
+    from pe_core.training.settings import TrainSettings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        emb = assemble(llama_spec, Path(tiny_folders["model"]), Path(tiny_folders["prompting"]),
+                       device="cpu")
+    method = AlignMethod(emb, TrainSettings(method="align"))
+    ls = Alignment.least_squares(emb.prompting.embedding_table, emb.backbone.embedding_table,
+                                 emb.prompting.tokenizer.get_vocab(), emb.tokenizer.get_vocab())
+    torch.testing.assert_close(method.named_trainable()["alignment.weight"], ls.weight)
+    assert list(method.named_trainable()) == ["alignment.weight"]
+
+
+# -- LoRA baseline ----------------------------------------------------------------------
+def test_lora_baseline_recipe_output_and_same_eval(pairs, tiny_folders, tmp_path):
+    from pe_core.training.dev_eval import retrieval_scores
+    from pe_core.training.lora_baseline import LoraEmbedder
+
+    result = pe_core.train(str(pairs), backbone="llama", model=str(tiny_folders["model"]),
+                           out=tmp_path / "lora", method="lora", steps=2, batch_size=8,
+                           progress=False, dev_size=8)
+    out = tmp_path / "lora"
+    assert (out / "adapter_model.safetensors").is_file()
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 16
+    targets = {t.rsplit(".", 1)[-1] for t in adapter["target_modules"]}
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= targets
+    meta = json.loads((out / "pe_lora_config.json").read_text())
+    assert meta["pooling"] == "last" and meta["training_data_hash"]
+    model = result.model
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert model.format_query("q", "Do it") == "Instruct: Do it\nQuery: q"
+    again = LoraEmbedder.load(out, device="cpu")
+    texts = ["alpha beta", "fox dog"]
+    np.testing.assert_allclose(again.encode(texts, instruction="x"),
+                               model.encode(texts, instruction="x"), atol=1e-5)
+    dev = read_pairs(pairs).split_dev(8)[1].examples
+    assert result.dev == pytest.approx(retrieval_scores(model, dev))
+
+
+def test_dev_eval_perfect_and_chance():
+    from pe_core.training.dev_eval import retrieval_scores
+
+    class Oracle:
+        def encode(self, texts, instruction=None, **kw):
+            # a query and its positive share the first word; everything else differs
+            return np.stack([np.eye(64)[hash(t.split()[0]) % 64] for t in texts])
+
+    examples = [Example(f"w{i} q", f"w{i} doc", (), "x", "x") for i in range(5)]
+    scores = retrieval_scores(Oracle(), examples)
+    assert scores["recall@1"] == 1.0 and scores["ndcg@10"] == 1.0
+
+
+# -- CLI and plot -----------------------------------------------------------------------
+def test_cli_train_align_plot(pairs, tiny_folders, qwen_folders, tmp_path, capsys):
+    from pe_core.cli.main import main
+
+    run = tmp_path / "cli"
+    common = ["--data", str(pairs), "--steps", "2", "--batch-size", "8", "--no-progress"]
+    assert main(["train", "--backbone", "llama", "--model", str(tiny_folders["model"]),
+                 "--prompting", str(tiny_folders["prompting"]), "--out", str(run),
+                 "--placement", "prefix", "--num-soft-tokens", "3", *common]) == 0
+    cfg = json.loads((run / "pe_config.json").read_text())
+    assert cfg["placement"] == "prefix" and cfg["num_soft_tokens"] == 3
+    assert main(["align", "--from", str(run), "--backbone", "qwen", "--model",
+                 str(qwen_folders["model"]), "--out", str(tmp_path / "q"), *common]) == 0
+    assert main(["plot", str(run)]) == 0
+    png = run / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a typed error becomes exit status 2 with a message, not a traceback
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["train", "--backbone", "llama", "--model", str(tiny_folders["model"]),
+                 "--out", str(tmp_path / "x"), "--data", str(empty)]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_plot_without_log_is_typed_error(tmp_path):
+    from pe_core.errors import MissingFileError
+    from pe_core.training.plot import plot_run
+
+    with pytest.raises(MissingFileError):
+        plot_run(tmp_path)
