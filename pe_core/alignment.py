@@ -10,11 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from pe_core.config import ALIGNMENT_FORMAT
 from pe_core.errors import DimensionMismatchError
 from pe_core.safe_io import load_tensors, save_tensors
 
-WEIGHTS_NAME = "alignment.safetensors"
-FORMAT = "pe-alignment/1"
 logger = logging.getLogger(__name__)
 
 
@@ -78,7 +77,7 @@ class Alignment(nn.Module):
     # -- persistence ---------------------------------------------------------------
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         """Write weights and ``d_P``/``d_B`` (plus ``metadata``) to a safetensors file."""
-        header = {"format": FORMAT, "d_P": str(self.d_P), "d_B": str(self.d_B)}
+        header = {"format": ALIGNMENT_FORMAT, "d_P": str(self.d_P), "d_B": str(self.d_B)}
         header.update(metadata or {})
         tensors = {"weight": self.weight}
         if self.bias is not None:

@@ -10,6 +10,8 @@ from typing import Any
 from pe_core.errors import ConfigError, MissingFileError
 
 CONFIG_NAME = "pe_config.json"
+WEIGHTS_NAME = "alignment.safetensors"  # the alignment's weights, next to CONFIG_NAME
+ALIGNMENT_FORMAT = "pe-alignment/1"  # safetensors header "format" of those weights
 DEFAULT_TEMPLATE = "Instruction: {instruction}\nSoft prompt:"
 PLACEMENTS = ("prefix", "suffix")
 POOLINGS = ("last", "mean")

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.alignment import WEIGHTS_NAME, Alignment
+from pe_core.alignment import Alignment
 from pe_core.batching import tokenize_sorted
-from pe_core.config import EmbedderConfig
+from pe_core.config import WEIGHTS_NAME, EmbedderConfig
 from pe_core.encoder import BackboneEncoder
 from pe_core.prompting import PromptingLLM
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pe_core.alignment import WEIGHTS_NAME, Alignment
+from pe_core.alignment import Alignment
 from pe_core.backbones import BackboneSpec
-from pe_core.config import EmbedderConfig
+from pe_core.config import WEIGHTS_NAME, EmbedderConfig
 from pe_core.errors import ConfigError, MissingFileError, ModelTypeMismatchError
 from pe_core.model_refs import DEFAULT_PREFIX, resolve_model
 from pe_core.plugins import get_backbone, get_plugin_manager
@@ -103,7 +103,11 @@ def find_alignment(prompting: str | None, model: str) -> Path | None:
 def _alignment_prompting(align_dir: Path | None, cfg: EmbedderConfig | None) -> str | None:
     if align_dir is not None and (align_dir / "prompting" / "config.json").is_file():
         return str(align_dir / "prompting")
-    return cfg.prompting_id if cfg else None
+    if cfg is None or cfg.prompting_id is None:
+        return None
+    # pin the revision the alignment was trained with (registry version or Hub commit)
+    rev = cfg.prompting_revision
+    return f"{cfg.prompting_id}@{rev}" if rev and "@" not in cfg.prompting_id else cfg.prompting_id
 
 
 def check_model_type(spec: BackboneSpec, folder: Path, trust_remote_code: bool) -> Any:

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pe_core.config import CONFIG_NAME, EmbedderConfig
+from pe_core.config import ALIGNMENT_FORMAT, CONFIG_NAME, WEIGHTS_NAME, EmbedderConfig
 from pe_core.errors import (
     ConfigError,
     CorruptFileError,
@@ -34,10 +34,6 @@ from pe_registry import card
 from pe_registry.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
 from pe_registry.prompting import PROMPTING_NAME, PromptingInfo
 
-# the same values as pe_core.alignment.WEIGHTS_NAME / FORMAT (a test keeps them equal),
-# repeated because importing pe_core.alignment imports torch, which checking never needs
-WEIGHTS_NAME = "alignment.safetensors"
-ALIGNMENT_FORMAT = "pe-alignment/1"
 ALIGNMENT = "alignment"
 PROMPTING = "prompting"
 KINDS = (ALIGNMENT, PROMPTING)
