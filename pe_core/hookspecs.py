@@ -12,6 +12,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from pe_core.backbones import BackboneRegistry
+    from pe_core.exporters import ExporterRegistry
     from pe_core.resolvers import ResolverRegistry
 
 PROJECT = "pe_core"
@@ -39,7 +40,21 @@ def pe_register_resolvers(registry: ResolverRegistry) -> None:
 
         @pe_core.hookimpl
         def pe_register_resolvers(registry):
-            registry.register("local", resolve_fn, find_fn, priority=10)
+            registry.register("local", resolve_fn, find_fn, priority=10, publish=push_fn)
+    """
+
+
+@hookspec
+def pe_register_exporters(registry: ExporterRegistry) -> None:
+    """Register deployment backends: ``registry.register(name, export, load)`` where
+    ``export(embedder, instruction, out_dir, **options)`` writes a folder and
+    ``load(folder)`` returns an encoder with the torch embedder's ``encode`` signature.
+
+    Example::
+
+        @pe_core.hookimpl
+        def pe_register_exporters(registry):
+            registry.register("onnx", export_onnx, OnnxEmbedder)
     """
 
 

@@ -20,6 +20,7 @@ import pluggy
 from pe_core import hookspecs
 from pe_core.backbones import BackboneRegistry
 from pe_core.errors import PluginError
+from pe_core.exporters import ExporterRegistry
 from pe_core.resolvers import ResolverRegistry, resolve_local
 
 
@@ -53,6 +54,7 @@ class PluginManager:
         self._infos: dict[str, PluginInfo] = {}
         self._backbones: BackboneRegistry | None = None
         self._resolvers: ResolverRegistry | None = None
+        self._exporters: ExporterRegistry | None = None
         if os.environ.get("PE_TRACE_HOOKS"):
             self.pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
             self.pm.enable_tracing()
@@ -86,14 +88,17 @@ class PluginManager:
         self.pm.register(plugin, name=name)
         self._infos[name] = PluginInfo(name, distribution or name, None, [])
         self._check_pending()
-        self._backbones = None
-        self._resolvers = None
+        self._forget_registries()
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
         self._infos.pop(name, None)
+        self._forget_registries()
+
+    def _forget_registries(self) -> None:
         self._backbones = None
         self._resolvers = None
+        self._exporters = None
 
     def _check_pending(self) -> None:
         try:
@@ -131,6 +136,14 @@ class PluginManager:
             self.pm.hook.pe_register_resolvers(registry=registry)
             self._resolvers = registry
         return self._resolvers
+
+    def exporters(self) -> ExporterRegistry:
+        if self._exporters is None:
+            self.load()
+            registry = ExporterRegistry()
+            self.pm.hook.pe_register_exporters(registry=registry)
+            self._exporters = registry
+        return self._exporters
 
     def infos(self) -> list[PluginInfo]:
         self.backbones()

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ResolveFn = Callable[[str], "Path | None"]
 FindFn = Callable[[str, str], "Path | None"]
+PublishFn = Callable[[Path, str], Any]
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Resolver:
     resolve: ResolveFn
     find: FindFn | None
     priority: int
+    publish: PublishFn | None = None
 
 
 class ResolverRegistry:
@@ -30,12 +33,21 @@ class ResolverRegistry:
         self._resolvers: list[Resolver] = []
 
     def register(
-        self, name: str, resolve: ResolveFn, find: FindFn | None = None, priority: int = 50
+        self,
+        name: str,
+        resolve: ResolveFn,
+        find: FindFn | None = None,
+        priority: int = 50,
+        publish: PublishFn | None = None,
     ) -> None:
         """Add a resolver. ``resolve(ref)`` returns a folder or None when ``ref`` is not
-        its kind; ``find(prompting_id, model_id)`` returns a matching artifact or None."""
-        self._resolvers.append(Resolver(name, resolve, find, priority))
+        its kind; ``find(prompting_id, model_id)`` returns a matching artifact or None;
+        ``publish(folder, name)`` stores an artifact there (returns what the store says)."""
+        self._resolvers.append(Resolver(name, resolve, find, priority, publish))
         self._resolvers.sort(key=lambda r: r.priority)
+
+    def get(self, name: str) -> Resolver | None:
+        return next((r for r in self._resolvers if r.name == name), None)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._resolvers)

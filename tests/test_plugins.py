@@ -153,3 +153,36 @@ def test_hook_pe_register_commands(fresh_plugins, capsys):
 
     assert main(["hello"]) == 0
     assert "hello from a plugin" in capsys.readouterr().out
+
+
+def test_hook_pe_register_exporters(fresh_plugins, tmp_path):
+    calls = []
+
+    def export(embedder, instruction, out_dir, **options):
+        calls.append((instruction, options))
+        return out_dir
+
+    plugin = make_plugin(
+        pe_register_exporters=lambda registry: registry.register("toy", export, lambda d: d)
+    )
+    manager = fresh_plugins.get_plugin_manager()
+    manager.register(plugin, name="toy-exporter")
+    exporter = manager.exporters().get("toy")
+    assert exporter.export(None, "instr", tmp_path, int8=True) == tmp_path
+    assert calls == [("instr", {"int8": True})]
+    assert exporter.load(tmp_path) == tmp_path
+    with pytest.raises(pe_core.PEError, match="no exporter 'tflite'"):
+        manager.exporters().get("tflite")
+
+
+def test_resolver_publish_is_optional(fresh_plugins, tmp_path):
+    published = []
+    plugin = make_plugin(
+        pe_register_resolvers=lambda registry: registry.register(
+            "store", lambda ref: None, publish=lambda folder, name: published.append(name)
+        )
+    )
+    manager = fresh_plugins.get_plugin_manager()
+    manager.register(plugin, name="store")
+    manager.resolvers().get("store").publish(tmp_path, "x")
+    assert published == ["x"] and manager.resolvers().get("folder").publish is None
