@@ -55,10 +55,36 @@ def find_hub(prompting_id: str, model_id: str) -> Path | None:
     return find_on_hub(prompting_id, model_id, LocalRegistry(), HubClient())
 
 
+def publish_local(folder: Path, name: str) -> Any:
+    """Push a run or artifact folder into the local registry under ``name``."""
+    from pe_registry.api import push
+
+    return push(folder, name)
+
+
+def export_onnx(embedder: Any, instruction: str | None, out_dir: Any, **options: Any) -> Path:
+    from pe_registry.onnx_export import export_onnx as _export
+
+    return _export(embedder, instruction, out_dir, **options)
+
+
+def load_onnx(folder: Any, **options: Any) -> Any:
+    from pe_registry.onnx_embedder import OnnxEmbedder
+
+    return OnnxEmbedder(folder, **options)
+
+
 @hookimpl
 def pe_register_resolvers(registry: Any) -> None:
-    registry.register("registry", resolve_local, find_local, priority=LOCAL_PRIORITY)
+    registry.register(
+        "registry", resolve_local, find_local, priority=LOCAL_PRIORITY, publish=publish_local
+    )
     registry.register("hub", resolve_hub, find_hub, priority=HUB_PRIORITY)
+
+
+@hookimpl
+def pe_register_exporters(registry: Any) -> None:
+    registry.register("onnx", export_onnx, load_onnx)
 
 
 @hookimpl
