@@ -39,6 +39,10 @@ def register(sub: Any) -> None:
     p.add_argument("--plain", action="store_true", help="no soft prompt: the plain backbone")
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--int8", action="store_true", help="also write a dynamic-int8 graph")
+    p.add_argument(
+        "--optimize", action="store_true",
+        help="fuse attention/RMSNorm/rotary into onnxruntime kernels (kept if parity holds)",
+    )
     p.add_argument("--opset", type=int, help="ONNX opset (default: the backbone plugin's)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument(
@@ -74,6 +78,7 @@ def run_export_onnx(args: argparse.Namespace) -> int:
     out = export_onnx(
         embedder, args.instruction, args.out, int8=args.int8, opset=args.opset,
         plain=args.plain, overwrite=args.overwrite, verify=args.verify,
+        optimize=args.optimize,
     )
     from pe_registry.onnx_embedder import read_onnx_config
 
@@ -83,6 +88,8 @@ def run_export_onnx(args: argparse.Namespace) -> int:
     print(f"instruction: {info['instruction']!r}")
     if "fp32_max_abs_diff" in parity:
         print(f"parity with PyTorch: max |diff| {parity['fp32_max_abs_diff']:.1e}")
+    if info.get("optimized"):
+        print(f"fused for onnxruntime: {info['optimized']}")
     if "int8_min_cosine" in parity:
         print(f"int8 cosine to fp32: >= {parity['int8_min_cosine']:.4f}")
     return 0

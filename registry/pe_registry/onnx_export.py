@@ -57,6 +57,7 @@ def export_onnx(
     plain: bool = False,
     overwrite: bool = False,
     verify: bool = True,
+    optimize: bool = False,
 ) -> Path:
     """Export ``embedder`` with the soft prompt of ``instruction`` baked in.
 
@@ -71,6 +72,9 @@ def export_onnx(
             (a baseline for measuring what the soft prompt costs).
         verify: compare onnxruntime with PyTorch on a fresh random padded batch and
             raise :class:`~pe_core.errors.ExportError` above ``1e-4``.
+        optimize: fuse attention, RMSNorm and rotary embeddings into onnxruntime
+            kernels (:mod:`pe_registry.onnx_optimize`); kept only if it passes the
+            parity check, else the unfused graph is written (with a warning).
 
     Raises:
         DimensionMismatchError: the alignment does not fit the backbone or the
@@ -101,8 +105,16 @@ def export_onnx(
         stage.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
         # traced where the weights are: moving them would move the caller's model too
         graph = EmbeddingGraph.from_embedder(embedder, instruction)
+        raw = stage / "unfused" if optimize else stage
+        raw.mkdir(exist_ok=True)
         with torch.no_grad():
-            _export(graph, embedder.tokenizer, stage / MODEL_NAME, opset, embedder.device)
+            _export(graph, embedder.tokenizer, raw / MODEL_NAME, opset, embedder.device)
+        fused = optimize and _fuse(raw / MODEL_NAME, stage / MODEL_NAME, embedder, instruction)
+        if optimize:
+            if not fused:  # fall back to the exported graph as is
+                for f in raw.iterdir():
+                    os.replace(f, stage / f.name)
+            shutil.rmtree(raw)
         info: dict[str, Any] = {
             "instruction": instruction,
             "plain": instruction is None,
@@ -113,6 +125,7 @@ def export_onnx(
             "opset": opset,
             "padding_side": embedder.backbone.spec.padding_side,
             "num_soft_tokens": 0 if instruction is None else embedder.config.K,
+            "optimized": fused or False,
             "versions": _versions(),
         }
         if int8:
@@ -189,6 +202,22 @@ def _export(graph: Any, tokenizer: Any, path: Path, opset: int, device: Any) -> 
             )
         except Exception as exc:  # the exporter raises many types; ours is typed
             raise ExportError(f"torch.onnx.export failed: {exc}") from exc
+
+
+def _fuse(src: Path, dst: Path, embedder: Any, instruction: str | None) -> dict[str, int]:
+    """Fused graph at ``dst`` and its fusion counts, or {} (nothing written) when the
+    fusion fails or changes the result."""
+    from pe_registry.onnx_optimize import fuse_for_onnxruntime
+
+    try:
+        counts = fuse_for_onnxruntime(src, dst)
+        verify_parity(embedder, instruction, dst.parent, {"fp32": dst.name})
+        return counts
+    except Exception as exc:  # onnxscript's rewriter raises many types
+        for f in (dst, dst.with_name(dst.name + ".data")):
+            f.unlink(missing_ok=True)
+        warnings.warn(f"--optimize: keeping the unfused graph ({exc})", stacklevel=3)
+        return {}
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:

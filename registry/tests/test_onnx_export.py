@@ -25,15 +25,16 @@ TEXTS = [
 ]
 TOL = 1e-4
 
-# (backbone, model_type, placement, pooling): every family, both placements for the
-# families with a quirk each (llama: the default path; gemma: the embedding scale)
+# (backbone, model_type, placement, pooling, optimize): every family, both placements
+# for the families with a quirk each (llama: the default path; gemma: the embedding
+# scale); two graphs fused for onnxruntime (--optimize)
 CASES = {
-    "llama-suffix-last": ("llama", "llama", "suffix", "last"),  # exported through the CLI
-    "llama-prefix-mean": ("llama", "llama", "prefix", "mean"),
-    "mistral-prefix-last": ("mistral", "mistral", "prefix", "last"),
-    "qwen2-suffix-mean": ("qwen", "qwen2", "suffix", "mean"),
-    "gemma-suffix-last": ("gemma", "gemma", "suffix", "last"),
-    "gemma-prefix-last": ("gemma", "gemma", "prefix", "last"),
+    "llama-suffix-last": ("llama", "llama", "suffix", "last", False),  # through the CLI
+    "llama-prefix-mean": ("llama", "llama", "prefix", "mean", False),
+    "mistral-prefix-last": ("mistral", "mistral", "prefix", "last", False),
+    "qwen2-suffix-mean-fused": ("qwen", "qwen2", "suffix", "mean", True),
+    "gemma-suffix-last": ("gemma", "gemma", "suffix", "last", False),
+    "gemma-prefix-last-fused": ("gemma", "gemma", "prefix", "last", True),
 }
 CLI_CASE = "llama-suffix-last"
 
@@ -60,7 +61,7 @@ def tiny(backbone: str, model_type: str, placement: str, pooling: str) -> Any:
     return realistic_scale(tiny_embedder(spec, model_type, placement=placement, pooling=pooling))
 
 
-def export_via_cli(root: Path, case: tuple[str, str, str, str]) -> tuple[Any, Path]:
+def export_via_cli(root: Path, case: tuple[str, str, str, str, bool]) -> tuple[Any, Path]:
     """Save tiny folders + an alignment, run ``pe export onnx --int8``, and load the same
     embedder back through ``pe_core.load`` as the reference."""
     import pe_core
@@ -68,9 +69,9 @@ def export_via_cli(root: Path, case: tuple[str, str, str, str]) -> tuple[Any, Pa
     from pe_core.plugins import get_backbone
     from pe_core.testing.tiny import save_tiny_folders
 
-    backbone, model_type, placement, pooling = case
+    backbone, model_type, placement, pooling, _ = case
     folders = save_tiny_folders(get_backbone(backbone), root / "src", model_type)
-    tiny(*case).save(root / "align")
+    tiny(*case[:4]).save(root / "align")
     out = root / "onnx"
     argv = [
         "export", "onnx", "--alignment", str(root / "align"), "--model", str(folders["model"]),
@@ -97,8 +98,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, P
             if key == CLI_CASE:
                 self[key] = export_via_cli(root / key, CASES[key])
             else:
-                embedder = tiny(*CASES[key])
-                self[key] = (embedder, export_onnx(embedder, INSTRUCTION, root / key))
+                *model, optimize = CASES[key]
+                embedder = tiny(*model)
+                folder = export_onnx(embedder, INSTRUCTION, root / key, optimize=optimize)
+                self[key] = (embedder, folder)
             return self[key]
 
     return Lazy()
@@ -141,7 +144,7 @@ def test_parity_on_random_padded_batches(exported: Any, case: str) -> None:
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["llama-prefix-mean", "gemma-suffix-last"])
+@pytest.mark.parametrize("case", ["llama-prefix-mean", "qwen2-suffix-mean-fused"])
 def test_encode_matches_torch_encode(exported: Any, case: str) -> None:
     from pe_registry import OnnxEmbedder
 
@@ -166,8 +169,18 @@ def test_folder_contents_and_config(exported: Any) -> None:
     cfg, info = read_onnx_config(folder)
     assert cfg.backbone == "mistral" and cfg.placement == "prefix" and cfg.d_B == embedder.dim
     assert info["instruction"] == INSTRUCTION and info["num_soft_tokens"] == cfg.K
-    assert info["parity"]["fp32_max_abs_diff"] <= TOL
+    assert info["parity"]["fp32_max_abs_diff"] <= TOL and info["optimized"] is False
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging
+
+
+@pytest.mark.parametrize("case", ["qwen2-suffix-mean-fused", "gemma-prefix-last-fused"])
+def test_optimize_fuses_attention(exported: Any, case: str) -> None:
+    from pe_registry.onnx_embedder import read_onnx_config
+
+    _, folder = exported[case]
+    _, info = read_onnx_config(folder)
+    assert info["optimized"]["MultiHeadAttention"] > 0, info["optimized"]
+    assert not (folder / "unfused").exists()
 
 
 # -- CLI and int8 -----------------------------------------------------------------------
