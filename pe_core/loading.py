@@ -12,7 +12,7 @@ from pe_core.alignment import Alignment
 from pe_core.backbones import BackboneSpec
 from pe_core.config import WEIGHTS_NAME, EmbedderConfig
 from pe_core.errors import ConfigError, MissingFileError, ModelTypeMismatchError
-from pe_core.model_refs import DEFAULT_PREFIX, resolve_model
+from pe_core.model_refs import DEFAULT_PREFIX, ref_id, resolve_model
 from pe_core.plugins import get_backbone, get_plugin_manager
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ def load(
         prompting: Prompting LLM; None takes the alignment's, else the embedded default.
         alignment: registry name, Hub repo or folder; None looks for one matching
             (prompting, model) through the installed resolvers, else starts from a
-            least-squares alignment (untrained: a warning says so).
+            least-squares alignment (untrained: a warning says so). An alignment found
+            that way is loaded with its own Prompting LLM (``prompting`` itself, or one
+            trained from it).
         device, dtype: where and how to place the models (default: CUDA if available).
         overrides: EmbedderConfig fields (``placement``, ``pooling``, ``num_soft_tokens``...).
 
@@ -53,15 +55,19 @@ def load(
     model_ref = model or (align_cfg.model_id if align_cfg else None) or spec.default_model
     if model_ref is None:
         raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
+    found = False
     if align_dir is None:
         align_dir = find_alignment(prompting, model_ref)
         align_cfg = EmbedderConfig.load(align_dir) if align_dir is not None else None
+        found = align_dir is not None
     if align_cfg is not None and align_cfg.backbone != spec.name:
         raise ConfigError(
             f"alignment {alignment or align_dir} was trained for backbone "
             f"{align_cfg.backbone!r}, not {spec.name!r}"
         )
-    prompting_ref = prompting or _alignment_prompting(align_dir, align_cfg) or DEFAULT_PROMPTING
+    own = _alignment_prompting(align_dir, align_cfg)
+    # a found alignment matched `prompting` or a Prompting LLM trained from it: take its own
+    prompting_ref = (own if found else None) or prompting or own or DEFAULT_PROMPTING
     return assemble(
         spec,
         backbone_dir=resolve_model(model_ref),
@@ -93,7 +99,7 @@ def find_alignment(prompting: str | None, model: str) -> Path | None:
     for resolver in get_plugin_manager().resolvers():
         if resolver.find is None:
             continue
-        found = resolver.find(prompting or DEFAULT_PROMPTING, model)
+        found = resolver.find(ref_id(prompting or DEFAULT_PROMPTING), ref_id(model))
         if found is not None:
             logger.info("using alignment %s found by resolver %s", found, resolver.name)
             return Path(found)
@@ -105,9 +111,10 @@ def _alignment_prompting(align_dir: Path | None, cfg: EmbedderConfig | None) -> 
         return str(align_dir / "prompting")
     if cfg is None or cfg.prompting_id is None:
         return None
-    # pin the revision the alignment was trained with (registry version or Hub commit)
-    rev = cfg.prompting_revision
-    return f"{cfg.prompting_id}@{rev}" if rev and "@" not in cfg.prompting_id else cfg.prompting_id
+    # pin the revision the alignment was trained with (registry version or Hub commit);
+    # a local folder has no revisions
+    rev, pid = cfg.prompting_revision, cfg.prompting_id
+    return f"{pid}@{rev}" if rev and "@" not in pid and not Path(pid).is_dir() else pid
 
 
 def check_model_type(spec: BackboneSpec, folder: Path, trust_remote_code: bool) -> Any:
@@ -151,10 +158,13 @@ def assemble(
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir, trust_remote_code=trust_remote_code)
     p_tokenizer = AutoTokenizer.from_pretrained(prompting_dir, trust_remote_code=trust_remote_code)
     config = EmbedderConfig.load(alignment_dir) if alignment_dir is not None else None
+    # ids as find_alignment looks them up (a local folder: its absolute path)
+    refs = {k: ref_id(v) if k in ("model_id", "prompting_id") and v else v
+            for k, v in (refs or {}).items()}
     embedder = build_embedder(
         spec, backbone_model, tokenizer, prompting_model, p_tokenizer,
         config=config, alignment_path=alignment_dir / WEIGHTS_NAME if alignment_dir else None,
-        **{**(refs or {}), **overrides} if config is None else overrides,
+        **{**refs, **overrides} if config is None else overrides,
     )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return embedder.to(device)

@@ -20,6 +20,16 @@ def split_revision(ref: str) -> tuple[str, str | None]:
     return name, (rev if sep else None)
 
 
+def ref_id(ref: str | os.PathLike[str]) -> str:
+    """The id a model reference is recorded under (``model_id``/``prompting_id``) and
+    looked up by: an existing local folder as its absolute path, so ``m``, ``./m`` and
+    ``Path("m")`` name the same model; anything else (Hub id, registry name,
+    ``pe-default:NAME``) as given."""
+    text = str(ref)
+    path = Path(text).expanduser()
+    return os.path.abspath(path) if path.is_dir() else text
+
+
 def resolve_model(ref: str | os.PathLike[str]) -> Path:
     """A local folder holding ``ref``'s config, tokenizer and safetensors weights."""
     ref = str(ref)
@@ -55,7 +65,12 @@ def download(ref: str) -> Path:
 
     repo_id, revision = split_revision(ref)
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
+                local_files_only=hub_offline(),
+            )
+        )
     except HubRevisionNotFound as exc:
         raise RevisionNotFoundError(f"{repo_id} has no revision {revision!r}") from exc
     except RepositoryNotFoundError as exc:
@@ -67,6 +82,15 @@ def download(ref: str) -> Path:
             f"cannot download {ref!r}: the Hub is unreachable or HF_HUB_OFFLINE=1, and it "
             "is not in the local cache. Pass a local folder, or run once with network."
         ) from exc
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set now or when ``huggingface_hub``
+    was imported: it reads the variable once, at import, into the session it reuses."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def check_model_folder(path: Path) -> Path:

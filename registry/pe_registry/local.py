@@ -41,7 +41,14 @@ from pe_registry.artifact import (
 )
 from pe_registry.atomic import move_dir, remove_dir, write_json_atomic
 from pe_registry.manifest import Manifest, utc_now, verify
-from pe_registry.refs import COMMIT_RE, VERSION_RE, check_name, check_repo_id, parse_ref
+from pe_registry.refs import (
+    COMMIT_RE,
+    VERSION_RE,
+    check_name,
+    check_repo_id,
+    parse_ref,
+    try_parse_ref,
+)
 
 ENV_VAR = "PE_REGISTRY"
 STALE_STAGING_S = 24 * 3600
@@ -455,7 +462,11 @@ class LocalRegistry:
 
     def find_alignment(self, prompting_id: str, model_id: str) -> Entry | None:
         """The best registered alignment for (prompting model, backbone model): highest
-        score, then newest; hash-checked. None when there is none."""
+        score, then newest; hash-checked. None when there is none.
+
+        An alignment published with its trained Prompting LLM points at that artifact
+        (``<name>-prompting``); it matches the model that Prompting LLM was trained from
+        (its ``pe_prompting.json`` ``base_model``), which is what training recorded."""
         best: tuple[Any, ...] | None = None
         chosen = None
         for entry in self.entries():
@@ -465,7 +476,9 @@ class LocalRegistry:
                 row = entry.row()
             except (PEError, OSError):
                 continue  # a broken entry is skipped here; `pe list` shows it
-            if row["prompting_id"] != prompting_id or row["model_id"] != model_id:
+            if row["model_id"] != model_id:
+                continue
+            if row["prompting_id"] != prompting_id and self._trained_from(entry) != prompting_id:
                 continue
             key = (row["score"] is not None, row["score"] or 0.0, row["created"])
             if best is None or key > best:
@@ -474,6 +487,24 @@ class LocalRegistry:
             return None
         verify(chosen.path, chosen.manifest)
         return chosen
+
+    def _trained_from(self, alignment: Entry) -> str | None:
+        """The base model of the Prompting LLM an alignment points at, when that is a
+        prompting artifact here (a registry version or a pulled Hub commit)."""
+        try:
+            cfg = EmbedderConfig.load(alignment.path)  # hash-checked by row() just before
+            ref = try_parse_ref(cfg.prompting_id or "")
+            if ref is None or ref.version is not None or not cfg.prompting_revision:
+                return None
+            if ref.is_hub:
+                linked = self.hub_entry(ref.name, cfg.prompting_revision, check=False)
+            else:
+                linked = self.entry(ref.name, cfg.prompting_revision, check=False)
+            if linked is None or linked.kind != PROMPTING:
+                return None
+            return linked.row()["model_id"]  # pe_prompting.json's base_model, hash-checked
+        except (PEError, OSError):
+            return None
 
     def read_config(self, entry: Entry) -> EmbedderConfig:
         verify(entry.path, entry.manifest, only=[CONFIG_NAME])
