@@ -1,0 +1,372 @@
+"""Inference throughput: torch eager vs ONNX fp32 vs ONNX int8 (and the CUDA provider).
+
+Prints a markdown table of texts/s at batch 1 and 32, the soft prompt's cost against the
+plain backbone, the int8 graph's retrieval score against fp32, and how often the
+Prompting LLM runs per batch (never: its soft prompt is cached / baked in).
+
+The default model is CPU-sized and random (hidden 256, 4 layers, 8 heads / 4 KV heads,
+as in PITFALLS' measurements), so the numbers do not depend on a trained model existing;
+``--model`` / ``--prompting`` / ``--alignment`` measure a real one instead. Retrieval
+uses the local corpus' test pairs (``pe_core.data``): queries get the instruction,
+documents the config's document instruction, one graph each.
+
+On a shared machine wall-clock times swing with other load: ``--threads 1 --clock cpu``
+times process CPU time instead (one thread: no spinning workers), which keeps the ratios
+stable. ``--optimum`` adds optimum's ``ORTOptimizer`` (level 2) applied to the fp32 graph,
+when optimum-onnx is installed.
+
+Example::
+
+    python benchmarks/inference.py                      # ~5 min on 2 CPU cores
+    python benchmarks/inference.py --threads 1 --clock cpu
+    python benchmarks/inference.py --backbone qwen --model Qwen/Qwen2.5-0.5B
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+QUERY_INSTRUCTION = "Retrieve the documentation that matches the summary"
+CPU_MODEL = dict(
+    hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=8,
+    num_key_value_heads=4, max_position_embeddings=1024,
+)
+
+
+def log(msg: str) -> None:
+    print(f"[inference] {msg}", file=sys.stderr, flush=True)
+
+
+# -- the model ---------------------------------------------------------------------------
+def random_embedder(backbone: str, model_type: str | None, seed: int = 0) -> Any:
+    """A CPU-sized random backbone with a tiny Prompting LLM; the alignment is scaled so
+    soft vectors have the spread of real token embeddings (a random Prompting LLM's are
+    near 0, which would make the soft prompt look free)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from pe_core.loading import build_embedder
+    from pe_core.plugins import get_backbone
+    from pe_core.testing.tiny import tiny_prompting, tiny_tokenizer
+
+    spec = get_backbone(backbone)
+    model_type = model_type or spec.model_types[0]
+    tokenizer = tiny_tokenizer(1024)
+    extra = dict(head_dim=32) if backbone == "gemma" else {}
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        **CPU_MODEL, **extra,
+    )
+    if spec.attn_implementation:
+        config._attn_implementation = spec.attn_implementation
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no trained alignment": intended here
+        embedder = build_embedder(
+            spec, model, tokenizer, tiny_prompting(tokenizer, hidden=64), tiny_tokenizer(1024)
+        )
+    soft = embedder.soft_prompts([QUERY_INSTRUCTION])[0].detach()
+    with torch.no_grad():
+        embedder.alignment.weight.mul_(embedder.backbone.embedding_table.std() / soft.std())
+    embedder.clear_prompt_cache()
+    return embedder
+
+
+def load_embedder(args: argparse.Namespace) -> Any:
+    if args.model is None and args.alignment is None:
+        log(f"building a random CPU-sized {args.backbone} ({CPU_MODEL})")
+        return random_embedder(args.backbone, args.model_type)
+    import pe_core
+
+    log(f"loading {args.backbone} model={args.model} alignment={args.alignment}")
+    return pe_core.load(
+        backbone=args.backbone, model=args.model, prompting=args.prompting,
+        alignment=args.alignment, device="cpu", dtype="float32",
+    )
+
+
+# -- data ----------------------------------------------------------------------------------
+def corpus_pairs(limit: int) -> tuple[list[str], list[str]]:
+    """(queries, documents) from the local corpus' test split; synthetic if unavailable."""
+    try:
+        from pe_core.data import load_pairs
+
+        pairs = load_pairs("test")[:limit]
+        if pairs:
+            return [p.query for p in pairs], [p.document for p in pairs]
+    except Exception as exc:  # the corpus is built from this machine's text: may be absent
+        log(f"no local corpus ({exc}); using synthetic pairs")
+    rng = np.random.default_rng(0)
+    words = "file open read write sum number parse argument return value class object".split()
+    docs = [" ".join(rng.choice(words, 40)) for _ in range(limit)]
+    return [" ".join(d.split()[:6]) for d in docs], docs
+
+
+def long_texts(tokenizer: Any, docs: Sequence[str], n: int, seq: int) -> list[str]:
+    """``n`` texts of at least ``seq`` tokens (documents glued together), so every
+    batch is exactly ``seq`` long after truncation: throughput at a known length."""
+    out, i = [], 0
+    while len(out) < n:
+        text = ""
+        while len(tokenizer(text)["input_ids"]) < seq:
+            text += docs[i % len(docs)] + " "
+            i += 1
+        out.append(text)
+    return out
+
+
+# -- timing --------------------------------------------------------------------------------
+def throughput(fn: Callable[[list[str], int], Any], texts: list[str], batch: int,
+               repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Texts/s of ``fn(texts, batch)``: one warm-up run, then the median of ``repeats``."""
+    fn(texts[:batch], batch)
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        fn(texts, batch)
+        times.append(clock() - start)
+    return len(texts) / statistics.median(times)
+
+
+@contextmanager
+def count_calls(module: Any) -> Any:
+    """Count forward calls of ``module`` inside the block: ``with count_calls(m) as n``."""
+    calls = [0]
+    handle = module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+# -- retrieval score -------------------------------------------------------------------------
+def mrr_at_10(queries: np.ndarray, docs: np.ndarray) -> float:
+    """Mean reciprocal rank of the paired document (query i <-> document i), cut at 10."""
+    scores = queries @ docs.T
+    rank = (scores > scores[np.arange(len(scores)), np.arange(len(scores))][:, None]).sum(1)
+    return float(np.where(rank < 10, 1.0 / (rank + 1), 0.0).mean())
+
+
+# -- main ------------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", default="llama")
+    p.add_argument("--model-type", help="transformers model_type of the random model")
+    p.add_argument("--model", help="a real backbone (folder or Hub id) instead of random")
+    p.add_argument("--prompting", help="Prompting LLM for --model")
+    p.add_argument("--alignment", help="alignment for --model")
+    p.add_argument("--seq", type=int, default=128, help="tokens per text")
+    p.add_argument("--texts", type=int, default=256, help="texts per timed run at batch 32")
+    p.add_argument("--texts-b1", type=int, default=48, help="texts per timed run at batch 1")
+    p.add_argument("--pairs", type=int, default=346, help="query/document pairs for the score")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (all)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall clock, or process CPU time (use with --threads 1)")
+    p.add_argument("--optimum", action="store_true",
+                   help="also time optimum's ORTOptimizer on the fp32 graph (if installed)")
+    p.add_argument("--out", help="keep the exported graphs here (default: a temp folder)")
+    return p.parse_args(argv)
+
+
+# (folder, instruction side, export options): one graph per instruction, fused or not
+GRAPHS = (
+    ("query", "query", {"int8": True}),
+    ("query-fused", "query", {"int8": True, "optimize": True}),
+    ("document", "document", {"int8": True}),
+    ("document-fused", "document", {"int8": True, "optimize": True}),
+    ("plain", None, {"plain": True}),
+)
+
+
+def export_graphs(embedder: Any, root: Path) -> dict[str, Path]:
+    from pe_registry.onnx_export import export_onnx
+
+    instructions = {"query": QUERY_INSTRUCTION,
+                    "document": embedder.config.document_instruction, None: None}
+    graphs = {}
+    for name, side, kw in GRAPHS:
+        log(f"exporting the {name} graph to {root / name}")
+        start = time.perf_counter()
+        graphs[name] = export_onnx(
+            embedder, instructions[side], root / name, overwrite=True, **kw
+        )
+        log(f"  {time.perf_counter() - start:.1f} s")
+    return graphs
+
+
+def optimum_graph(embedder: Any, folder: Path, out: Path) -> Path | None:
+    """optimum's ORTOptimizer (level 2) on an exported fp32 graph, as an OnnxEmbedder
+    folder; None when optimum-onnx is not installed."""
+    import json
+    import shutil
+
+    try:
+        from optimum.onnxruntime import ORTOptimizer
+        from optimum.onnxruntime.configuration import OptimizationConfig
+    except ImportError:
+        log("--optimum: optimum-onnx is not installed (pip install 'pe-registry[optimum]')")
+        return None
+    src = out.with_name(out.name + "-src")
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(folder, src)
+    embedder.backbone.model.config.save_pretrained(src)  # ORTOptimizer reads model_type
+    optimizer = ORTOptimizer.from_pretrained(src, file_names=["model.onnx"])
+    optimizer.optimize(save_dir=out, optimization_config=OptimizationConfig(optimization_level=2))
+    config = json.loads((folder / "pe_config.json").read_text())
+    config["onnx"].update(files={"fp32": "model_optimized.onnx"}, default="fp32")
+    (out / "pe_config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+    from pe_registry.onnx_embedder import OnnxEmbedder, import_onnxruntime
+
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*longer than max_length")  # on purpose
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    embedder = load_embedder(args).eval()
+    doc_instruction = embedder.config.document_instruction
+    queries, docs = corpus_pairs(args.pairs)
+    texts = long_texts(embedder.tokenizer, docs, max(args.texts, args.texts_b1), args.seq)
+    root = Path(args.out or tempfile.mkdtemp(prefix="pe-inference-"))
+    graphs = export_graphs(embedder, root)
+
+    def torch_fn(instruction: str | None) -> Callable[[list[str], int], Any]:
+        def run(batch_texts: list[str], b: int) -> Any:
+            return embedder.encode(batch_texts, instruction=instruction, batch_size=b,
+                                   max_length=args.seq, show_progress_bar=False)
+        return run
+
+    def torch_plain(batch_texts: list[str], b: int) -> Any:
+        saved, embedder.config.document_instruction = doc_instruction, None
+        try:
+            return embedder.encode(batch_texts, batch_size=b, max_length=args.seq,
+                                   show_progress_bar=False)
+        finally:
+            embedder.config.document_instruction = saved
+
+    def onnx_fn(folder: Path, precision: str, providers: Sequence[str] = ("CPUExecutionProvider",)
+                ) -> Callable[[list[str], int], Any]:
+        model = OnnxEmbedder(folder, list(providers), precision, args.threads)
+
+        def run(batch_texts: list[str], b: int) -> Any:
+            return model.encode(batch_texts, batch_size=b, max_length=args.seq,
+                                show_progress_bar=False)
+        return run
+
+    runners: dict[str, Callable[[list[str], int], Any]] = {
+        "torch eager": torch_fn(QUERY_INSTRUCTION),
+        "ONNX fp32": onnx_fn(graphs["query"], "fp32"),
+        "ONNX int8": onnx_fn(graphs["query"], "int8"),
+        "ONNX fp32 --optimize": onnx_fn(graphs["query-fused"], "fp32"),
+        "ONNX int8 --optimize": onnx_fn(graphs["query-fused"], "int8"),
+        "torch eager, plain backbone": torch_plain,
+        "ONNX fp32, plain backbone": onnx_fn(graphs["plain"], "fp32"),
+    }
+    if args.optimum:
+        folder = optimum_graph(embedder, graphs["query"], root / "query-optimum")
+        if folder is not None:
+            runners["ONNX fp32, optimum ORTOptimizer O2"] = onnx_fn(folder, "fp32")
+    if "CUDAExecutionProvider" in import_onnxruntime().get_available_providers():
+        runners["ONNX fp32, CUDA EP"] = onnx_fn(graphs["query"], "fp32", ["CUDAExecutionProvider"])
+    if torch.cuda.is_available():
+        log("torch CUDA is available, but this table compares CPU runtimes only")
+
+    results: dict[str, dict[int, float]] = {}
+    with count_calls(embedder.prompting.model) as prompting_calls:
+        embedder.cached_soft_prompt(QUERY_INSTRUCTION)  # the one call, before timing
+        before, n_batches = prompting_calls[0], 0
+        for name, fn in runners.items():
+            results[name] = {}
+            for batch, n in ((1, args.texts_b1), (32, args.texts)):
+                log(f"timing {name} at batch {batch} ({n} texts x {args.seq} tokens)")
+                results[name][batch] = throughput(fn, texts[:n], batch, args.repeats, clock)
+                n_batches += (args.repeats + 1) * -(-n // batch)
+                log(f"  {results[name][batch]:.1f} texts/s")
+        per_batch = (prompting_calls[0] - before) / n_batches
+
+    log(f"scoring retrieval (MRR@10) on {len(queries)} test pairs")
+    scores = {"torch eager": mrr_at_10(
+        embedder.encode(queries, instruction=QUERY_INSTRUCTION, show_progress_bar=False),
+        embedder.encode(docs, instruction=doc_instruction, show_progress_bar=False),
+    )}
+    cosines = {}
+    for suffix in ("", "-fused"):
+        vecs = {}
+        for precision in ("fp32", "int8"):
+            q = OnnxEmbedder(graphs["query" + suffix], None, precision).encode(queries)
+            d = OnnxEmbedder(graphs["document" + suffix], None, precision).encode(docs)
+            vecs[precision] = np.concatenate([q, d])
+            scores[f"ONNX {precision}{' --optimize' if suffix else ''}"] = mrr_at_10(q, d)
+        cosines[suffix] = (vecs["int8"] * vecs["fp32"]).sum(-1)
+
+    print(report(args, results, scores, cosines, per_batch, len(queries)))
+    return 0
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[int, float]],
+           scores: dict[str, float], cosines: dict[str, np.ndarray], per_batch: float,
+           n_pairs: int) -> str:
+    import torch
+    from pe_registry.onnx_embedder import import_onnxruntime
+
+    base = results["torch eager"]
+    model = f"random {CPU_MODEL}" if args.model is None else args.model
+    lines = [
+        f"Inference, {args.backbone} ({model}), {args.seq} tokens per text, "
+        f"{args.threads} CPU thread(s), {args.clock} clock; torch {torch.__version__}, "
+        f"onnxruntime {import_onnxruntime().__version__}",
+        "",
+        "| runtime | texts/s, batch 1 | texts/s, batch 32 | vs torch eager (b1 / b32) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in results.items():
+        lines.append(
+            f"| {name} | {row[1]:.1f} | {row[32]:.1f} | "
+            f"{row[1] / base[1]:.2f}x / {row[32] / base[32]:.2f}x |"
+        )
+    lines += ["", "Soft prompt's cost (throughput with the prompt / plain backbone):", ""]
+    for runtime, plain in (("torch eager", "torch eager, plain backbone"),
+                           ("ONNX fp32", "ONNX fp32, plain backbone")):
+        r, p = results[runtime], results[plain]
+        lines.append(f"- {runtime}: batch 1 {r[1] / p[1]:.2f}, batch 32 {r[32] / p[32]:.2f}")
+    lines += ["", f"Retrieval MRR@10 on {n_pairs} test pairs (queries with the instruction, "
+              "documents with the document instruction):", ""]
+    lines += [f"- {name}: {value:.4f}" for name, value in scores.items()]
+    for suffix, label in (("", ""), (" --optimize", "-fused")):
+        fp32, int8 = scores[f"ONNX fp32{suffix}"], scores[f"ONNX int8{suffix}"]
+        drop = (fp32 - int8) / fp32 if fp32 else float("nan")
+        cos = cosines[label]
+        lines.append(
+            f"- int8{suffix} vs fp32{suffix}: relative drop {100 * drop:.2f} %, cosine mean "
+            f"{cos.mean():.4f}, min {cos.min():.4f}"
+        )
+    lines += [
+        "",
+        f"Prompting-LLM calls per batch at inference: {per_batch:g} (torch: the soft prompt "
+        "is cached per instruction; ONNX: baked in, the graph has no Prompting LLM)",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
