@@ -1,0 +1,133 @@
+"""Make any ``encode(texts, instruction=...)`` model usable by ``mteb.evaluate`` (mteb 2.x).
+
+The wrapped object needs ``name`` and ``encode(texts, instruction=None, batch_size=32,
+normalize=True, show_progress_bar=None) -> np.ndarray`` (a PromptEmbedder has both). The query
+side of a task gets that task's instruction (see :mod:`pe_core.eval.instructions`); the
+document side gets ``instruction=None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pe_core.eval.instructions import instruction_for
+from pe_core.eval.mteb_env import prepare_mteb
+
+prepare_mteb()
+
+import numpy as np  # noqa: E402
+from mteb.models import ModelMeta  # noqa: E402
+from mteb.models.abs_encoder import AbsEncoder  # noqa: E402
+
+
+def _model_name(model: Any) -> str:
+    name = str(getattr(model, "name", None) or type(model).__name__)
+    # ModelMeta insists on "organization/name"
+    return name if "/" in name else f"pe/{name}"
+
+
+def model_meta_for(model: Any, **overrides: Any) -> ModelMeta:
+    """A ``ModelMeta`` describing ``model`` from whatever attributes it has.
+
+    Read if present: ``name``, ``revision``, ``n_parameters``, ``embed_dim`` (or ``dim``),
+    ``max_tokens``. ``overrides`` replace any field.
+
+    Example::
+
+        >>> model_meta_for(my_model).name  # doctest: +SKIP
+        'pe/qwen-default'
+    """
+    embed_dim = getattr(model, "embed_dim", None) or getattr(model, "dim", None)
+    fields: dict[str, Any] = dict(
+        loader=None,
+        name=_model_name(model),
+        revision=getattr(model, "revision", None),
+        release_date=None,
+        languages=["eng-Latn"],
+        n_parameters=getattr(model, "n_parameters", None),
+        memory_usage_mb=None,
+        max_tokens=getattr(model, "max_tokens", None),
+        embed_dim=embed_dim if isinstance(embed_dim, int) else None,
+        license=None,
+        open_weights=True,
+        public_training_code=None,
+        public_training_data=None,
+        framework=["PyTorch"],
+        similarity_fn_name="cosine",
+        use_instructions=True,
+        training_datasets=None,
+    )
+    fields.update(overrides)
+    return ModelMeta(**fields)
+
+
+class MTEBEncoder(AbsEncoder):
+    """mteb 2.x encoder protocol around an ``encode(texts, instruction=...)`` model.
+
+    ``instructions`` maps task names to instructions and takes priority over the defaults;
+    ``instruction_fn(task_metadata, prompt_type)`` replaces the whole lookup.
+
+    Example::
+
+        >>> import mteb
+        >>> from pe_core.eval import MTEBEncoder, get_tasks
+        >>> result = mteb.evaluate(MTEBEncoder(embedder), get_tasks(["PELocalDocstringRetrieval"]),
+        ...                        cache=None)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        instructions: Mapping[str, str] | None = None,
+        instruction_fn: Callable[[Any, Any], str | None] | None = None,
+        batch_size: int = 32,
+        meta: ModelMeta | None = None,
+    ) -> None:
+        if not callable(getattr(model, "encode", None)):
+            raise TypeError(f"{type(model).__name__} has no encode(texts, instruction=...) method")
+        self.model = model
+        self.instructions = dict(instructions or {})
+        self.instruction_fn = instruction_fn
+        self.batch_size = batch_size
+        self.mteb_model_meta = meta or model_meta_for(model)
+        self.calls: list[tuple[str, str | None, int]] = []  # (task, instruction, n) for logs
+
+    def instruction(self, task_metadata: Any, prompt_type: Any = None) -> str | None:
+        """The instruction this wrapper passes for one side of one task."""
+        if self.instruction_fn is not None:
+            return self.instruction_fn(task_metadata, prompt_type)
+        side = getattr(prompt_type, "value", prompt_type)
+        if side != "document" and task_metadata.name in self.instructions:
+            return self.instructions[task_metadata.name]
+        return instruction_for(task_metadata, prompt_type)
+
+    def encode(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        task_metadata: Any,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Encode every batch of ``inputs`` (mteb's DataLoader of ``{"text": [...]}`` dicts)."""
+        texts: list[str] = []
+        for batch in inputs:
+            texts.extend(str(t) for t in batch["text"])
+        instruction = self.instruction(task_metadata, prompt_type)
+        self.calls.append((task_metadata.name, instruction, len(texts)))
+        if not texts:
+            return np.zeros((0, self.mteb_model_meta.embed_dim or 0), dtype=np.float32)
+        vectors = self.model.encode(
+            texts,
+            instruction=instruction,
+            batch_size=int(kwargs.get("batch_size") or self.batch_size),
+            normalize=True,
+            show_progress_bar=kwargs.get("show_progress_bar"),
+        )
+        if hasattr(vectors, "detach"):  # a torch tensor slipped through
+            vectors = vectors.detach().cpu().numpy()
+        return np.asarray(vectors, dtype=np.float32)
