@@ -11,8 +11,11 @@ so a failed export leaves nothing behind):
   ``"onnx"`` section: instruction, files, opset, versions, measured parity).
 
 Which tool does what: ``torch.onnx.export(dynamo=True)`` builds the graph (the legacy
-TorchScript exporter fails on these models), onnxruntime's ``quantize_dynamic``
-(QInt8 weights) makes the int8 graph, and onnxruntime runs it.
+TorchScript exporter fails on these models); with ``optimize=True`` onnxscript's
+onnxruntime fusions rewrite it (:mod:`pe_registry.onnx_optimize`); onnxruntime's
+``quantize_dynamic`` (QInt8 weights) makes the int8 graph; onnxruntime runs it.
+optimum is not used: its exporter needs ``position_ids`` as an input and knows nothing of
+a baked soft prompt, and its ``ORTOptimizer`` changes nothing measurable on these graphs.
 
 Example::
 
@@ -91,6 +94,9 @@ def export_onnx(
     check_dimensions(embedder)
     out_dir = Path(out_dir)
     _check_target(out_dir, overwrite)
+    if plain and instruction is not None:
+        raise ConfigError("plain=True exports the backbone without a soft prompt: drop the "
+                          "instruction (or plain)")
     if plain:
         instruction = None
     elif instruction is None:
@@ -185,6 +191,10 @@ def _export(graph: Any, tokenizer: Any, path: Path, opset: int, device: Any) -> 
     # mask code creates (e.g. min(a + b*seq, ...)) though they hold for every length
     dyn = torch.export.Dim.DYNAMIC
     dynamic = {name: {0: dyn, 1: dyn} for name in INPUT_NAMES}
+    # it logs one warning per torchvision op it cannot register: noise for text models
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about transformers internals
         try:
@@ -202,6 +212,8 @@ def _export(graph: Any, tokenizer: Any, path: Path, opset: int, device: Any) -> 
             )
         except Exception as exc:  # the exporter raises many types; ours is typed
             raise ExportError(f"torch.onnx.export failed: {exc}") from exc
+        finally:
+            registration.setLevel(level)
 
 
 def _fuse(src: Path, dst: Path, embedder: Any, instruction: str | None) -> dict[str, int]:

@@ -183,6 +183,22 @@ def test_optimize_fuses_attention(exported: Any, case: str) -> None:
     assert not (folder / "unfused").exists()
 
 
+def test_plain_export_is_the_backbone_alone(tmp_path: Path) -> None:
+    """``plain=True`` (the benchmark's baseline): no soft prompt, pooled and normalised."""
+    import torch
+
+    from pe_registry import OnnxEmbedder
+    from pe_registry.onnx_export import export_onnx
+
+    embedder = tiny("mistral", "mistral", "suffix", "mean")
+    onnx = OnnxEmbedder(export_onnx(embedder, None, tmp_path / "plain", plain=True))
+    assert onnx.instruction is None and onnx.export_info["num_soft_tokens"] == 0
+    for ids, mask in random_batches(embedder.tokenizer):
+        with torch.no_grad():
+            want = embedder(torch.from_numpy(ids), torch.from_numpy(mask), None).numpy()
+        assert np.abs(onnx.run(ids, mask) - want).max() <= TOL
+
+
 # -- CLI and int8 -----------------------------------------------------------------------
 def test_cli_export_and_int8(exported: Any) -> None:
     from pe_registry import OnnxEmbedder
