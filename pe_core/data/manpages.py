@@ -78,6 +78,7 @@ def parse_roff(source: str) -> tuple[str, str] | None:
     sections: dict[str, list[str]] = {}
     current: list[str] | None = None
     nd = ""  # mdoc pages put the one-line description in .Nd
+    nm = ""  # ...and the page's name in the first .Nm; a bare .Nm repeats it
     for line in source.splitlines():
         if line.startswith(('.\\"', "'\\\"", '.\\#')) or line.strip() in (".", "'"):
             continue
@@ -91,13 +92,19 @@ def parse_roff(source: str) -> tuple[str, str] | None:
                 continue
             if name == "Nd":
                 nd = _unescape(rest)
+            if name == "Nm":
+                if rest.strip() and not nm:
+                    nm = rest.split()[0]
+                rest = rest or nm
             if current is None:
                 continue
             if name in _PARAGRAPH:
                 current.append("")
             if name in _LAYOUT:
                 continue
-            current.append(_unescape(_macro_text(name, rest)))
+            text = _unescape(_macro_text(name, rest))
+            if text.strip():  # an empty piece would read as a paragraph break
+                current.append(text)
         elif current is not None:
             current.append(_unescape(line))
 
