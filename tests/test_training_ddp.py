@@ -9,9 +9,7 @@ import socket
 import warnings
 from pathlib import Path
 
-import pytest
 import torch
-
 from test_training import _examples, pair_records, write_jsonl
 
 WORLD = 2

@@ -30,7 +30,8 @@ def _bool(text: str) -> bool:
 
 
 def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
-    p.add_argument("--data", required=True, help="training JSONL {query, positive, negatives?, instruction?}")
+    p.add_argument("--data", required=True,
+                   help="training JSONL {query, positive, negatives?, instruction?, task?}")
     p.add_argument("--dev-data", help="held-out JSONL pairs for the dev score")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")

@@ -172,7 +172,8 @@ def _prompt_embedder(
             embedder.prompting.model = merged
         embedder.config = replace(
             embedder.config, training_data_hash=data.data_hash,
-            eval_results={**embedder.config.eval_results, **({"dev": dev_scores} if dev_scores else {})},
+            eval_results={**embedder.config.eval_results,
+                          **({"dev": dev_scores} if dev_scores else {})},
         )
         embedder.save(folder, save_prompting=True)
 
@@ -276,9 +277,9 @@ def align(
         warnings.simplefilter("ignore", UserWarning)
         embedder = assemble(
             spec, resolve_model(model_ref), prompting_dir, device=str(dev_), dtype=dtype,
-            refs={"model_id": str(model_ref),
-                  "prompting_id": str(prompting_dir.resolve()),
-                  "prompting_revision": src_cfg.prompting_revision},
+            refs={"model_id": str(model_ref), "prompting_id": str(prompting_dir.resolve()),
+                  **({"prompting_revision": src_cfg.prompting_revision}
+                     if src_cfg.prompting_revision else {})},
             **{**inherited, **config_kw},
         )
     method = AlignMethod(embedder, s)

@@ -183,7 +183,7 @@ def _load_optimizer(
     groups = state["optimizer_groups"]
     if len(groups) != len(optimizer.param_groups):
         raise CorruptFileError(f"{folder}: optimizer groups differ from this run's")
-    for saved, group in zip(groups, optimizer.param_groups):
+    for saved, group in zip(groups, optimizer.param_groups, strict=True):
         for k, v in saved.items():
             if k != "params" and k in group:
                 group[k] = tuple(v) if isinstance(group[k], tuple) else v

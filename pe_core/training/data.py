@@ -71,7 +71,8 @@ class PairData:
         dev = set(order[:size])
         keep = [e for i, e in enumerate(self.examples) if i not in dev]
         held = [e for i, e in enumerate(self.examples) if i in dev]
-        return PairData(keep, self.data_hash, self.source), PairData(held, self.data_hash, self.source)
+        return (PairData(keep, self.data_hash, self.source),
+                PairData(held, self.data_hash, self.source))
 
 
 def read_pairs(source: Any, name: str | None = None) -> PairData:

@@ -59,6 +59,7 @@ def contrastive_step(
     loss = _loss(rows, reps, temperature)
     loss.backward()
     grads = reps.grad
+    assert grads is not None  # the loss depends on every row
     for i, c in enumerate(chunks):
         # with no shared head, the last chunk's backward is the one DDP synchronises
         sync = head is None and i == len(chunks) - 1

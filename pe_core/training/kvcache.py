@@ -158,11 +158,10 @@ class TextKVStore:
             sub_ids, sub_mask = _trim(ids[missing], mask[missing])
             computed = text_cache(backbone, sub_ids, sub_mask)
             for j, i in enumerate(missing):
-                rows = _row_kv(computed, j, sub_mask[j])
-                fresh[i] = rows
-                self._maybe_store(keys[i], rows)
-        rows = [fresh[i] if i in fresh else self._rows[keys[i]] for i in range(len(ids))]
-        return self._assemble(backbone, rows, mask)
+                fresh[i] = _row_kv(computed, j, sub_mask[j])
+                self._maybe_store(keys[i], fresh[i])
+        batch = [fresh[i] if i in fresh else self._rows[keys[i]] for i in range(len(ids))]
+        return self._assemble(backbone, batch, mask)
 
     def _maybe_store(self, key: bytes, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in rows)
@@ -199,7 +198,9 @@ def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return ids[:, used], mask[:, used]
 
 
-def _row_kv(cache: Any, row: int, row_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _row_kv(
+    cache: Any, row: int, row_mask: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Row ``row``'s keys/values for every layer, real positions only."""
     keep = row_mask.bool()
     return [(layer.keys[row][:, keep], layer.values[row][:, keep]) for layer in cache.layers]

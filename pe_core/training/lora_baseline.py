@@ -93,8 +93,8 @@ class LoraEmbedder(nn.Module):
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
-        items = [self.format_query(t, instruction) for t in items]
+        raw: list[str] = [texts] if isinstance(texts, str) else list(texts)
+        items = [self.format_query(t, instruction) for t in raw]
         was_training = self.training
         self.eval()
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
@@ -216,15 +216,16 @@ class LoraMethod(Method):
         return None
 
     def encode(self, rows: Rows, index: list[int], head: torch.Tensor | None) -> torch.Tensor:
-        emb = unwrap(self.module)
+        emb: Any = unwrap(self.module)
         pad_id = emb.tokenizer.pad_token_id or 0
         grad = torch.is_grad_enabled()
         # DDP allows one forward per backward: under DDP everything goes in one call;
         # alone, queries and documents are padded separately (they differ in length)
         groups = [index]
         if not active():
-            split = [r for r in index if r < rows.n_queries], [r for r in index if r >= rows.n_queries]
-            groups = [g for g in split if g]
+            queries = [r for r in index if r < rows.n_queries]
+            docs = [r for r in index if r >= rows.n_queries]
+            groups = [g for g in (queries, docs) if g]
         parts = []
         for group in groups:
             ids, mask = pad_rows([rows.ids[r] for r in group], pad_id, emb.spec.padding_side,

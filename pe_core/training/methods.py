@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pe_core.encoder import BackboneEncoder
+from pe_core.errors import ConfigError
 from pe_core.training.data import Example
 from pe_core.training.distributed import unwrap
 from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache
@@ -110,10 +111,11 @@ class Method:
     @contextlib.contextmanager
     def no_sync(self, sync: bool) -> Iterator[None]:
         """Inside, backward does not all-reduce DDP gradients (unless ``sync``)."""
-        if sync or not hasattr(self.module, "no_sync"):
+        no_sync: Any = getattr(self.module, "no_sync", None)
+        if sync or no_sync is None:
             yield
         else:
-            with self.module.no_sync():
+            with no_sync():
                 yield
 
     def train_mode(self, mode: bool) -> None:
@@ -152,7 +154,7 @@ class CachedSoftTokenHead(nn.Module):
         super().__init__()
         self.alignment = alignment
         self.num_tokens = num_tokens
-        self._prompting = [prompting]  # a list: not a submodule, so DDP never sees it
+        self._prompting: list[Any] = [prompting]  # a list: not a submodule, DDP never sees it
         self.soft_tokens: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
@@ -162,13 +164,13 @@ class CachedSoftTokenHead(nn.Module):
             prompting = self._prompting[0]
             pi = prompting.distributions(todo, self.num_tokens)
             soft = prompting.soft_tokens(pi).float()
-            for i, s in zip(todo, soft):
+            for i, s in zip(todo, soft, strict=True):
                 self.soft_tokens[i] = s
 
     def forward(self, instructions: list[str], *_: Any) -> torch.Tensor:
         self.cache(instructions)
         soft = torch.stack([self.soft_tokens[i] for i in instructions])
-        return self.alignment(soft.to(self.alignment.weight.dtype))
+        return self.alignment(soft.to(next(self.alignment.parameters()).dtype))
 
 
 class PromptEmbedderMethod(Method):
@@ -210,7 +212,7 @@ class PromptEmbedderMethod(Method):
 
     def param_groups(self, s: TrainSettings) -> list[dict[str, Any]]:
         p_lr = s.lora_lr if s.prompting_lora else s.lr
-        base = unwrap(self.module)
+        base: Any = unwrap(self.module)
         decay = [p for n, p in base.prompting.named_parameters() if p.requires_grad and p.ndim >= 2]
         rest = [p for n, p in base.prompting.named_parameters() if p.requires_grad and p.ndim < 2]
         groups = [
@@ -238,6 +240,12 @@ class PromptEmbedderMethod(Method):
             for r, i in enumerate(instr)
         ]
         unique = [i for i in dict.fromkeys(per_row) if i is not None]
+        if not unique:
+            raise ConfigError(
+                "nothing would train: these records have no instruction and "
+                "document_instruction is None, so no row gets a soft prompt; add "
+                "instructions or set document_instruction"
+            )
         prompt = [-1 if i is None else unique.index(i) for i in per_row]
         return Rows(
             texts, self._tokenize(texts), prompt, unique, len(examples), len(examples),
@@ -294,12 +302,14 @@ class PromptEmbedderMethod(Method):
         todo = [i for i, k in enumerate(keys) if k not in self._plain]
         if todo:
             input_ids, mask = self._pad([ids[i] for i in todo])
-            pooled = self.backbone(input_ids, mask, None, self.config.placement, self.config.pooling)
+            pooled = self.backbone(
+                input_ids, mask, None, self.config.placement, self.config.pooling
+            )
             reps = F.normalize(pooled.float(), dim=-1)
             if self.store is None:
-                got = dict(zip(todo, reps))
+                got = dict(zip(todo, reps, strict=True))
                 return torch.stack([got[i] for i in range(len(ids))])
-            for i, rep in zip(todo, reps):
+            for i, rep in zip(todo, reps, strict=True):
                 self._plain[keys[i]] = rep
         return torch.stack([self._plain[k] for k in keys])
 
@@ -317,7 +327,9 @@ class PromptEmbedderMethod(Method):
 
         model = self.backbone.model
         if not self._checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
             model.eval()
             self._checkpointing = True
         layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]

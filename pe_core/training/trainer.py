@@ -77,8 +77,8 @@ class _StopRequest:
         try:
             yield self
         finally:
-            for sig, old in self._old.items():
-                signal.signal(sig, old)
+            for signum, old in self._old.items():
+                signal.signal(signum, old)
             self._old.clear()
 
 
@@ -186,6 +186,8 @@ class Trainer:
         use_bf16 = autocast_enabled(s.bf16, self.device)
         last_loss: float | None = None
         dev_scores: dict[str, float] = {}
+        if self.dev is not None and s.eval_every and start == 0:
+            dev_scores = self._evaluate(0, 0.0)  # where training starts (zero-shot for align)
         bar = self._progress(start)
         self.method.train_mode(True)
         stop = _StopRequest()
@@ -211,7 +213,8 @@ class Trainer:
                 if step == start:
                     self._check_frozen(optimizer)
                 done = step + 1
-                if self.dev is not None and s.eval_every and done % s.eval_every == 0 and done < self.total:
+                due = s.eval_every and done % s.eval_every == 0 and done < self.total
+                if self.dev is not None and due:
                     dev_scores = self._evaluate(done, elapsed)
                 if self.on_step is not None:
                     self.on_step(done, loss)
@@ -262,7 +265,8 @@ class Trainer:
         if not (math.isfinite(loss) and math.isfinite(float(norm))):
             optimizer.zero_grad(set_to_none=True)
             last = latest_checkpoint(self.out / CHECKPOINTS)
-            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            kept = (f"the last good checkpoint is {last}" if last
+                    else "no checkpoint was written yet")
             raise TrainingDivergedError(
                 f"loss became {'non-finite' if not math.isfinite(loss) else f'{loss:.4g}'} "
                 f"(gradient norm {float(norm):.4g}) at step {step + 1}; weights were not "

@@ -1,0 +1,262 @@
+"""Training cost per step: PromptEmbedder (prefix, suffix, suffix with the text KV store)
+vs LoRA r=16 on all linear layers vs full fine-tuning, on one frozen backbone config.
+
+Each mode runs in its own process (so peak memory is its own), through the real training
+loop (data -> rows -> contrastive step -> AdamW), with rounds interleaved so that load on
+the machine hits every mode alike. Reported: median wall ms/step, median CPU ms/step,
+peak resident memory above the loaded models (VmHWM reset after loading), and ratios to
+LoRA. Not a test: run it by hand.
+
+    python benchmarks/train_efficiency.py                     # hidden 256, 4 layers, b32, s128
+    python benchmarks/train_efficiency.py --bf16 --hidden 1024 --layers 8   # GPU table
+
+Modes:
+    prefix          [soft ; text]: backward runs over every position (the naive design)
+    suffix          [text ; soft] over a no-grad KV cache with early exit, first epoch
+                    (every text's keys/values computed in the step)
+    suffix-store    the same from the second epoch on: texts' keys/values come from the
+                    store kept across epochs (the backbone is frozen, so they are constants)
+    lora            peft LoRA r=16 on all linear layers of the backbone (E5-mistral recipe)
+    full            every backbone weight trains
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODES = ("prefix", "suffix", "suffix-store", "lora", "full")
+INSTRUCTION = "Given a one-line summary, retrieve the documentation that it summarizes"
+
+
+def _status(key: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def build_models(root: Path, hidden: int, layers: int, vocab_size: int) -> dict[str, str]:
+    """A random Llama backbone and a small random Prompting LLM, saved as folders."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
+
+    from pe_core.testing.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer(vocab_size)
+    special = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                   eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    backbone = LlamaModel(LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=int(hidden * 2.6875),
+        num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
+        max_position_embeddings=1024, **special,
+    ))
+    prompting = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, **special,
+    ))
+    out = {"model": str(root / "backbone"), "prompting": str(root / "prompting")}
+    backbone.save_pretrained(out["model"])
+    prompting.save_pretrained(out["prompting"])
+    tok.save_pretrained(out["model"])
+    tok.save_pretrained(out["prompting"])
+    return out
+
+
+def records(n: int, words_per_text: int, seed: int) -> list[dict]:
+    """Texts long enough that every one is truncated to exactly --seq tokens."""
+    import random
+
+    from pe_core.testing.tiny import _TEXT
+
+    words = _TEXT.split()
+    rng = random.Random(seed)
+
+    def text() -> str:
+        return " ".join(rng.choice(words) for _ in range(words_per_text))
+
+    return [{"query": text(), "positive": text(), "instruction": INSTRUCTION} for _ in range(n)]
+
+
+def worker(args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from pe_core.training import api
+    from pe_core.training.data import read_pairs
+    from pe_core.training.settings import TrainSettings
+    from pe_core.training.trainer import Trainer
+
+    mode = args.worker
+    method = {"lora": "lora", "full": "full"}.get(mode, "pe")
+    store = mode == "suffix-store"
+    warm_steps = args.batches if store else args.warmup  # the store fills in epoch 1
+    steps = warm_steps + args.steps
+    s = TrainSettings(
+        method=method, steps=steps, batch_size=args.batch, hard_negatives=0, progress=False,
+        save_every=10**9, lr=1e-5, bf16=args.bf16 or None, seed=0,
+        text_kv_cache_mb=4096.0 if store else 0.0, lora_dropout=args.lora_dropout,
+    )
+    data = read_pairs(records(args.batch * args.batches, args.seq * 2, seed=1))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if method == "pe":
+        placement = "prefix" if mode == "prefix" else "suffix"
+        _, meth, save = api._prompt_embedder(
+            "llama", args.model, args.prompting, None, s,
+            {"placement": placement, "max_length": args.seq}, device, None, data,
+        )
+    else:
+        _, meth, save = api._lora("llama", args.model, s, {"max_length": args.seq}, device,
+                                  None, data)
+    n_trainable = sum(p.numel() for p in meth.named_trainable().values())
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+    else:
+        base = _status("VmRSS")
+        _reset_peak()
+    wall, cpu, peak = [], [], [0.0]
+    clock = {"wall": time.perf_counter(), "cpu": time.process_time()}
+
+    def on_step(step: int, loss: float) -> None:
+        if cuda:
+            torch.cuda.synchronize()
+        now, now_cpu = time.perf_counter(), time.process_time()
+        if step > warm_steps:
+            wall.append(now - clock["wall"])
+            cpu.append(now_cpu - clock["cpu"])
+            if step == steps:  # before the final checkpoint and output are written
+                peak[0] = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+                           else _status("VmHWM")) - base
+        clock["wall"], clock["cpu"] = time.perf_counter(), time.process_time()
+
+    with tempfile.TemporaryDirectory() as out:
+        Trainer(meth, data, s, Path(out), save, None, device, on_step).fit()
+    result = {
+        "mode": mode, "wall_ms": 1000 * statistics.median(wall),
+        "cpu_ms": 1000 * statistics.median(cpu), "peak_mb": peak[0],
+        "trainable": n_trainable,
+    }
+    store_obj = getattr(meth, "store", None)
+    if store_obj is not None and store:
+        result["store_mb"] = store_obj.bytes / 2**20
+        result["store_hits"] = store_obj.hits
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=6, help="measured steps per run")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batches", type=int, default=4, help="batches per epoch (suffix-store)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (1: on a shared machine, 2+ threads spend "
+                        "most of a small op waiting for each other)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for every mode")
+    p.add_argument("--lora-dropout", type=float, default=0.0,
+                   help="LoRA dropout (0: the cheapest LoRA; E5-mistral used 0.1)")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--prompting", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args)), flush=True)
+        return
+
+    modes = args.modes.split(",")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory() as root:
+        folders = build_models(Path(root), args.hidden, args.layers, args.vocab)
+        base_cmd = [sys.executable, __file__, "--model", folders["model"],
+                    "--prompting", folders["prompting"]]
+        for name in ("hidden", "layers", "batch", "seq", "steps", "warmup", "batches", "threads",
+                     "lora_dropout"):
+            base_cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        if args.bf16:
+            base_cmd.append("--bf16")
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+        for r in range(args.rounds):
+            for mode in modes:
+                proc = subprocess.run(base_cmd + ["--worker", mode], capture_output=True,
+                                      text=True, env=env)
+                line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+                if proc.returncode or not line:
+                    sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+                runs[mode].append(json.loads(line[0][7:]))
+                print(f"round {r + 1} {mode}: {runs[mode][-1]}", file=sys.stderr)
+    table = summarise(runs)
+    print(render(table, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs,
+                                               "table": table}, indent=2))
+
+
+def summarise(runs: dict[str, list[dict]]) -> list[dict]:
+    rows = []
+    for mode, results in runs.items():
+        row = {"mode": mode}
+        for key in ("wall_ms", "cpu_ms", "peak_mb", "store_mb"):
+            values = [r[key] for r in results if key in r]
+            if values:
+                row[key] = statistics.median(values)
+        row["trainable"] = results[0]["trainable"]
+        rows.append(row)
+    ref = next((r for r in rows if r["mode"] == "lora"), None)
+    for row in rows:
+        if ref:
+            row["speedup"] = ref["wall_ms"] / row["wall_ms"]
+            row["cpu_speedup"] = ref["cpu_ms"] / row["cpu_ms"]
+            row["memory_ratio"] = row["peak_mb"] / ref["peak_mb"] if ref["peak_mb"] > 0 else None
+    return rows
+
+
+def render(rows: list[dict], args: argparse.Namespace) -> str:
+    head = (f"backbone Llama hidden {args.hidden}, {args.layers} layers; batch {args.batch} "
+            f"pairs (x2 texts), seq {args.seq}; {args.threads} threads; "
+            f"{'bf16 autocast' if args.bf16 else 'fp32'}; LoRA dropout {args.lora_dropout}; "
+            f"median of {args.rounds} runs")
+    lines = [head, "",
+             "| mode | ms/step | CPU ms/step | speed vs LoRA (wall) | speed vs LoRA (CPU) | "
+             "peak MB above model | memory vs LoRA | trainable params |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem = f"{r['peak_mb']:.0f}"
+        if "store_mb" in r:
+            mem += f" (incl. {r['store_mb']:.0f} store)"
+        ratio = r.get("memory_ratio")
+        lines.append(
+            f"| {r['mode']} | {r['wall_ms']:.0f} | {r['cpu_ms']:.0f} | "
+            f"{r.get('speedup', float('nan')):.2f}x | {r.get('cpu_speedup', float('nan')):.2f}x | "
+            f"{mem} | "
+            f"{'n/a' if ratio is None else f'{ratio:.2f}x'} | {r['trainable']:,} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
