@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pe_core.data import cache_dir, corpus_fingerprint, load_corpus
+from pe_core.data import Pair, cache_dir, corpus_fingerprint, load_corpus
 from pe_core.defaults.pretrain import perplexity, pretrain, tokenize_stream
 from pe_core.defaults.recipes import DEFAULT_NAMES, RECIPE_VERSION, ModelRecipe, recipe
 from pe_core.defaults.tokenizer import train_tokenizer
@@ -38,9 +38,8 @@ def defaults_root(tiny: bool | None = None) -> Path:
     return cache_dir() / "defaults" / f"{RECIPE_VERSION}{suffix}"
 
 
-def _texts(split: str, limit: int | None) -> list[str]:
-    pairs = [p for p in load_corpus() if p.split == split]
-    texts = [f"{p.query}\n{p.document}" for p in pairs]
+def _texts(corpus: list[Pair], split: str, limit: int | None) -> list[str]:
+    texts = [f"{p.query}\n{p.document}" for p in corpus if p.split == split]
     return texts[:limit] if limit else texts
 
 
@@ -62,8 +61,8 @@ def build_model(r: ModelRecipe, out_dir: Path) -> dict[str, Any]:
 
     started = time.perf_counter()
     corpus = load_corpus()
-    train_texts = _texts("train", r.text_pairs)
-    dev_texts = _texts("dev", r.text_pairs)
+    train_texts = _texts(corpus, "train", r.text_pairs)
+    dev_texts = _texts(corpus, "dev", r.text_pairs)
 
     tokenizer = train_tokenizer(train_texts, r.vocab_size, r.specials)
     config = AutoConfig.for_model(
@@ -75,7 +74,7 @@ def build_model(r: ModelRecipe, out_dir: Path) -> dict[str, Any]:
         **r.config,
     )
     torch.manual_seed(r.seed)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
     train_stream = tokenize_stream(tokenizer, train_texts)
     dev_stream = tokenize_stream(tokenizer, dev_texts)
