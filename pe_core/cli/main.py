@@ -13,6 +13,8 @@ CORE_COMMANDS = (
     "pe_core.cli.plugins_cmd",
     "pe_core.cli.encode_cmd",
     "pe_core.cli.train_cmd",
+    "pe_core.cli.eval_cmd",
+    "pe_core.cli.demo_cmd",
 )
 
 
