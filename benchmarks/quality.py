@@ -97,7 +97,7 @@ def main() -> None:
 
 def render_table(results: list[dict]) -> str:
     by = {(r["model"], r["backbone"]): r["ndcg10"] for r in results}
-    lines = ["| group | model | backbone | nDCG@10 | ratio | train s |", "|---|---|---|---|---|---|"]
+    lines = ["| group | model | backbone | nDCG@10 | ratio | train s |", "|---" * 6 + "|"]
     lora = next((r["ndcg10"] for r in results if r["model"] == "LoRA r=16"), None)
     for r in results:
         if r["group"] == "source" and r["model"].startswith("PromptEmbedder") and lora:
