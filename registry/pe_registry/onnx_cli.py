@@ -10,6 +10,8 @@ Example::
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -64,17 +66,20 @@ def run_export_onnx(args: argparse.Namespace) -> int:
     from pe_core.config import EmbedderConfig
     from pe_core.errors import ConfigError
     from pe_core.loading import resolve_alignment
-    from pe_registry.onnx_export import export_onnx
+    from pe_registry.onnx_export import check_target, export_onnx
 
+    check_target(Path(args.out), args.overwrite)  # before minutes of loading, not after
     backbone = args.backbone
     if backbone is None:
         if args.alignment is None:
             raise ConfigError("pass --alignment (its config names the backbone) or --backbone")
         backbone = EmbedderConfig.load(resolve_alignment(args.alignment)).backbone
+    print(f"loading the {backbone} embedder", file=sys.stderr, flush=True)
     embedder = pe_core.load(
         backbone=backbone, model=args.model, prompting=args.prompting,
         alignment=args.alignment, device=args.device, dtype="float32",
     )
+    print(f"exporting to {args.out}", file=sys.stderr, flush=True)
     out = export_onnx(
         embedder, args.instruction, args.out, int8=args.int8, opset=args.opset,
         plain=args.plain, overwrite=args.overwrite, verify=args.verify,

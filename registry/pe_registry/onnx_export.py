@@ -93,7 +93,7 @@ def export_onnx(
 
     check_dimensions(embedder)
     out_dir = Path(out_dir)
-    _check_target(out_dir, overwrite)
+    check_target(out_dir, overwrite)
     if plain and instruction is not None:
         raise ConfigError("plain=True exports the backbone without a soft prompt: drop the "
                           "instruction (or plain)")
@@ -176,7 +176,8 @@ def check_dimensions(embedder: Any) -> None:
         )
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
+def check_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty folder unless ``overwrite``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
