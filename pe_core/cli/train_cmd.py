@@ -120,6 +120,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _report(result: Any) -> None:
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one line from rank 0
+        return
     dev = f", dev nDCG@10 {result.dev['ndcg@10']:.4f}" if result.dev else ""
     loss = f"{result.loss:.4f}" if result.loss is not None else "n/a"
     print(f"trained {result.steps} steps (last loss {loss}{dev}); wrote {result.out}",

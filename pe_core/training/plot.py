@@ -30,7 +30,11 @@ def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
     if not steps:
         raise DataError(f"{log} holds no loss records yet")
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, label="loss")
+    xs, ys = [r["step"] for r in steps], [r["loss"] for r in steps]
+    ax.plot(xs, ys, lw=0.8, alpha=0.4 if len(ys) > 20 else 1.0, label="loss")
+    if len(ys) > 20:  # per-batch losses are noisy: overlay a moving average
+        ax.plot(xs, _ema(ys, 2.0 / (1 + max(5, len(ys) // 20))), lw=1.6, color="tab:blue",
+                label="loss (EMA)")
     ax.set_xlabel("step")
     ax.set_ylabel("InfoNCE loss")
     ax.grid(alpha=0.3)
@@ -39,10 +43,19 @@ def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
         dev.plot([r["step"] for r in evals], [r["dev_score"] for r in evals], "o-",
                  color="tab:orange", label="dev nDCG@10")
         dev.set_ylabel("dev nDCG@10")
+    if evals or len(ys) > 20:
         fig.legend(loc="upper right")
     ax.set_title(run.name if run.is_dir() else log.stem)
     fig.tight_layout()
     out = Path(output) if output else (log.parent / "loss.png")
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return out
+
+
+def _ema(values: list[float], alpha: float) -> list[float]:
+    out, acc = [], values[0]
+    for v in values:
+        acc = alpha * v + (1 - alpha) * acc
+        out.append(acc)
     return out
