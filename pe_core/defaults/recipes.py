@@ -37,14 +37,16 @@ class ModelRecipe:
     config: dict[str, Any]
     specials: SpecialTokens
     seed: int
-    steps: int = 240
-    batch_size: int = 16
-    seq_len: int = 128
+    # many small steps beat few big ones at this data size: 8x64 tokens x 800 steps reached
+    # 2.06 bits/byte where 16x128 x 200 steps (same tokens, same time) reached 2.30
+    steps: int = 800
+    batch_size: int = 8
+    seq_len: int = 64
     lr: float = 3e-3
     warmup_frac: float = 0.1
     weight_decay: float = 0.01
     text_pairs: int | None = None  # None: the whole train split
-    eval_blocks: int = 128
+    eval_blocks: int = 256
     tiny: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,7 +113,7 @@ _FULL: dict[str, ModelRecipe] = {
         config=dict(
             hidden_size=192,
             intermediate_size=512,
-            num_hidden_layers=3,
+            num_hidden_layers=2,
             num_attention_heads=6,
             num_key_value_heads=2,
             **_common(512),
@@ -142,7 +144,7 @@ _FULL: dict[str, ModelRecipe] = {
         config=dict(
             hidden_size=176,
             intermediate_size=480,
-            num_hidden_layers=3,
+            num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
             use_sliding_window=False,
