@@ -24,6 +24,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("source", help="artifact folder or training run")
     p.add_argument("to", nargs="?", help="name[@version] or org/name")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", nargs="?", const="", metavar="NAME",
+                       help="into the local registry (the default), optionally as NAME")
+    where.add_argument("--repo", metavar="ORG/NAME", help="to this Hugging Face Hub repo")
     p.add_argument("--private", action="store_true", default=None, help="new Hub repos are private")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
     p.add_argument("-m", "--message", help="Hub commit message")
@@ -57,10 +61,27 @@ def register(sub: Any) -> None:
     # exists; keep this the single place where registry commands are added.
 
 
+def push_target(args: argparse.Namespace) -> str | None:
+    """TO from the positional argument, ``--local [NAME]`` or ``--repo ORG/NAME``."""
+    from pe_core.errors import ConfigError
+
+    given = [t for t in (args.to, args.local or None, args.repo) if t]
+    if len(given) > 1:
+        raise ConfigError(f"give the destination once, not {given}")
+    if args.repo is not None and "/" not in args.repo:
+        raise ConfigError(f"--repo takes org/name, got {args.repo!r}")
+    if args.local and "/" in args.local:
+        raise ConfigError(f"--local takes a registry name, got the Hub-like {args.local!r}")
+    if args.to and args.local is not None and "/" in args.to:
+        raise ConfigError("--local with a Hub repo destination: use --repo ORG/NAME")
+    return given[0] if given else None
+
+
 def run_push(args: argparse.Namespace) -> int:
     from pe_registry.api import push
 
-    entry = push(args.source, args.to, private=args.private, token=args.token, message=args.message)
+    entry = push(args.source, push_target(args), private=args.private, token=args.token,
+                 message=args.message)
     result = {"ref": entry.ref, "kind": entry.kind, "path": str(entry.path)}
     if entry.prompting is not None:
         result["prompting"] = entry.prompting.ref

@@ -92,3 +92,23 @@ def test_public_api_is_exported():
     for name in ("find", "list_artifacts", "list_hub", "pull", "push", "remove", "resolve"):
         assert name in pe_registry.__all__
         assert callable(getattr(pe_registry, name))
+
+
+def test_push_local_and_repo_flags(tmp_path, manager, hub):
+    """The spellings the README shows: ``--local [NAME]`` and ``--repo ORG/NAME``."""
+    from pe_core.cli.main import main
+
+    src = write_alignment(tmp_path / "gemma")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["push", str(src), "--local"]) == 0
+        assert main(["push", str(src), "--local", "named"]) == 0
+        assert main(["push", str(src), "--repo", "my-org/pe-align-gemma"]) == 0
+    text = out.getvalue()
+    assert "pushed gemma@1" in text and "pushed named@1" in text
+    assert "pushed my-org/pe-align-gemma@" in text
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["push", str(src), "--repo", "no-org"]) == 2
+        assert main(["push", str(src), "x", "--local", "y"]) == 2
+    assert "org/name" in err.getvalue() and "once" in err.getvalue()
