@@ -265,7 +265,11 @@ def _family(source: str) -> str:
 
 
 def training_records(
-    pairs: list[Pair], *, negatives: int = 1, instruction: str | None = DOC_INSTRUCTION, seed: int = 0
+    pairs: list[Pair],
+    *,
+    negatives: int = 1,
+    instruction: str | None = DOC_INSTRUCTION,
+    seed: int = 0,
 ) -> list[dict]:
     """Training rows ``{"query", "positive", "negatives"?, "instruction"?}`` for ``pairs``.
 

@@ -24,21 +24,108 @@ _SIZE = re.compile(r"\\s[+-]?\d")
 # \*(xx \*[name] \*x: string interpolations, usually typographic
 _STRING = re.compile(r"\\\*(\(..|\[[^\]]*\]|.)")
 _NAMED = {
-    "em": "-", "en": "-", "hy": "-", "aq": "'", "dq": '"', "lq": '"', "rq": '"',
-    "oq": "'", "cq": "'", "bu": "*", "co": "(c)", "rg": "(R)", "tm": "(TM)",
-    "ga": "`", "ti": "~", "ha": "^", "rs": "\\", "mi": "-", "pl": "+", "mu": "x",
+    "em": "-",
+    "en": "-",
+    "hy": "-",
+    "aq": "'",
+    "dq": '"',
+    "lq": '"',
+    "rq": '"',
+    "oq": "'",
+    "cq": "'",
+    "bu": "*",
+    "co": "(c)",
+    "rg": "(R)",
+    "tm": "(TM)",
+    "ga": "`",
+    "ti": "~",
+    "ha": "^",
+    "rs": "\\",
+    "mi": "-",
+    "pl": "+",
+    "mu": "x",
 }
 _CHAR = re.compile(r"\\(\(..|\[[^\]]*\])")
-_SIMPLE = {"-": "-", "e": "\\", "&": "", ",": "", "/": "", "%": "", " ": " ", "~": " ",
-           "|": "", "^": "", "0": " ", ":": "", "c": "", "'": "'", "`": "`", ".": "."}
+_SIMPLE = {
+    "-": "-",
+    "e": "\\",
+    "&": "",
+    ",": "",
+    "/": "",
+    "%": "",
+    " ": " ",
+    "~": " ",
+    "|": "",
+    "^": "",
+    "0": " ",
+    ":": "",
+    "c": "",
+    "'": "'",
+    "`": "`",
+    ".": ".",
+}
 _ESC = re.compile(r"\\(.)")
 # macros that only lay out text: dropped with their arguments
-_LAYOUT = frozenset({
-    "PP", "LP", "P", "TP", "IP", "HP", "RS", "RE", "sp", "br", "nf", "fi", "ne", "in", "ti",
-    "ad", "na", "hy", "nh", "ft", "ps", "vs", "ll", "de", "ds", "nr", "so", "ie", "el", "if",
-    "TQ", "PD", "UC", "Pp", "Bl", "El", "Bd", "Ed", "Dd", "Dt", "Os", "It", "ig", "EX", "EE",
-    "YS", "SY", "TH", "OP", "Ns", "Sm", "Li", "ta", "Ss", "IX", "UN",
-})
+_LAYOUT = frozenset(
+    {
+        "PP",
+        "LP",
+        "P",
+        "TP",
+        "IP",
+        "HP",
+        "RS",
+        "RE",
+        "sp",
+        "br",
+        "nf",
+        "fi",
+        "ne",
+        "in",
+        "ti",
+        "ad",
+        "na",
+        "hy",
+        "nh",
+        "ft",
+        "ps",
+        "vs",
+        "ll",
+        "de",
+        "ds",
+        "nr",
+        "so",
+        "ie",
+        "el",
+        "if",
+        "TQ",
+        "PD",
+        "UC",
+        "Pp",
+        "Bl",
+        "El",
+        "Bd",
+        "Ed",
+        "Dd",
+        "Dt",
+        "Os",
+        "It",
+        "ig",
+        "EX",
+        "EE",
+        "YS",
+        "SY",
+        "TH",
+        "OP",
+        "Ns",
+        "Sm",
+        "Li",
+        "ta",
+        "Ss",
+        "IX",
+        "UN",
+    }
+)
 _PARAGRAPH = frozenset({"PP", "LP", "P", "TP", "IP", "HP", "Pp", "sp", "It", "TQ", "Bl"})
 
 
@@ -80,7 +167,7 @@ def parse_roff(source: str) -> tuple[str, str] | None:
     nd = ""  # mdoc pages put the one-line description in .Nd
     nm = ""  # ...and the page's name in the first .Nm; a bare .Nm repeats it
     for line in source.splitlines():
-        if line.startswith(('.\\"', "'\\\"", '.\\#')) or line.strip() in (".", "'"):
+        if line.startswith(('.\\"', "'\\\"", ".\\#")) or line.strip() in (".", "'"):
             continue
         if line.startswith((".", "'")):
             m = re.match(r"[.']\s*(\S+)\s*(.*)", line)
@@ -148,18 +235,13 @@ def man_files(roots: tuple[Path, ...] = MAN_ROOTS) -> list[Path]:
 
 
 def _read(path: Path) -> str | None:
+    if path.suffix != ".gz" and not re.search(r"\.\d\w*$", path.name):
+        return None  # bz2/xz/other compressions: not worth a dependency
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile):
         return None
-    if path.suffix not in (".gz",) and not re.search(r"\.\d\w*$", path.name):
-        return None  # bz2/xz/other compressions: not worth a dependency
     return raw.decode("utf-8", errors="replace")
-
-
-def family(path: Path) -> str:
-    """The package a page most likely belongs to: its name up to the first ``_ - .``."""
-    return re.split(r"[_.\-]", path.name, maxsplit=1)[0].lower()
 
 
 def iter_man_pairs(

@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pe_core.defaults.build",
         description="Build pe's default models (tokenizers + small causal LMs) from local text.",
     )
-    parser.add_argument("names", nargs="*", help=f"models to build (default: all of {DEFAULT_NAMES})")
+    parser.add_argument(
+        "names", nargs="*", help=f"models to build (default: all of {DEFAULT_NAMES})"
+    )
     parser.add_argument("--tiny", action="store_true", help="the seconds-to-build test variants")
     parser.add_argument("--force", action="store_true", help="rebuild even if already built")
     args = parser.parse_args(argv)
