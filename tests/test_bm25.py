@@ -36,8 +36,9 @@ def test_bm25_matches_hand_computed_ndcg(pe_cache):
     model = BM25Search()
     meta = task.metadata
     model.index(split["corpus"], task_metadata=meta, hf_split="test", hf_subset="default")
-    hits = model.search(split["queries"], task_metadata=meta, hf_split="test",
-                        hf_subset="default", top_k=100)
+    hits = model.search(
+        split["queries"], task_metadata=meta, hf_split="test", hf_subset="default", top_k=100
+    )
     per_query = []
     for qid, rel in split["relevant_docs"].items():
         ranked = sorted(hits[qid], key=lambda d: -hits[qid][d])
@@ -59,8 +60,7 @@ def test_search_before_index():
     from pe_core.eval import BM25Search
 
     with pytest.raises(RuntimeError, match="index"):
-        BM25Search().search([], task_metadata=None, hf_split="test", hf_subset="default",
-                            top_k=10)
+        BM25Search().search([], task_metadata=None, hf_split="test", hf_subset="default", top_k=10)
 
 
 def test_queries_without_shared_words_get_no_hits():
@@ -69,12 +69,13 @@ def test_queries_without_shared_words_get_no_hits():
     from pe_core.eval import BM25Search
 
     model = BM25Search()
-    corpus = Dataset.from_list([{"id": "d1", "text": "open a file"},
-                                {"id": "d2", "text": "close the socket"}])
+    corpus = Dataset.from_list(
+        [{"id": "d1", "text": "open a file"}, {"id": "d2", "text": "close the socket"}]
+    )
     model.index(corpus, task_metadata=None, hf_split="test", hf_subset="default")
-    queries = Dataset.from_list([{"id": "q1", "text": "socket close"},
-                                 {"id": "q2", "text": "zebra"}])
-    hits = model.search(queries, task_metadata=None, hf_split="test", hf_subset="default",
-                        top_k=10)
+    queries = Dataset.from_list(
+        [{"id": "q1", "text": "socket close"}, {"id": "q2", "text": "zebra"}]
+    )
+    hits = model.search(queries, task_metadata=None, hf_split="test", hf_subset="default", top_k=10)
     assert list(hits["q1"]) == ["d2"]
     assert hits["q2"] == {}

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from pe_core.data import corpus as corpus_mod
 from pe_core.data import (
     SPLITS,
     CorpusSettings,
@@ -19,6 +18,7 @@ from pe_core.data import (
     training_records,
     write_training_jsonl,
 )
+from pe_core.data import corpus as corpus_mod
 from pe_core.data.manpages import parse_roff
 from pe_core.data.stdlib_docs import iter_stdlib_pairs, split_docstring
 from pe_core.data.text import dedupe_key, truncate
@@ -59,7 +59,10 @@ def test_parse_roff_man_and_mdoc():
     summary, body = parse_roff(man)
     assert summary == "list directory contents"
     assert body.splitlines() == ["List information about the FILEs.", "-a do not ignore entries"]
-    mdoc = ".Dd x\n.Sh NAME\n.Nm cat\n.Nd concatenate files\n.Sh DESCRIPTION\nThe\n.Nm\nutility reads\n.Xr ls 1 .\n"
+    mdoc = (
+        ".Dd x\n.Sh NAME\n.Nm cat\n.Nd concatenate files\n"
+        ".Sh DESCRIPTION\nThe\n.Nm\nutility reads\n.Xr ls 1 .\n"
+    )
     assert parse_roff(mdoc) == ("concatenate files", "The cat utility reads ls(1).")
     assert parse_roff(".SH NAME\nbroken\n") is None
 
@@ -170,3 +173,25 @@ def test_training_jsonl(tmp_path, pairs):
 def test_truncate():
     assert truncate("alpha beta gamma", 11) == "alpha beta"
     assert truncate("short", 100) == "short"
+
+
+def test_man_pages_from_a_fake_root(tmp_path):
+    import gzip
+
+    from pe_core.data.manpages import iter_man_pairs
+
+    page = ".TH X 1\n.SH NAME\n{n} \\- do thing number {i}\n.SH DESCRIPTION\nIt does {i}.\n"
+    (tmp_path / "man1").mkdir()
+    for i in range(4):
+        name = f"git-sub{i}.1.gz"
+        (tmp_path / "man1" / name).write_bytes(gzip.compress(page.format(n=name, i=i).encode()))
+    (tmp_path / "man1" / "other.1").write_text(page.format(n="other", i=9))
+    (tmp_path / "man1" / "redirect.1").write_text(".so man1/other.1\n")
+    (tmp_path / "man1" / "skipped.1.xz").write_bytes(b"\xfd7zXZ")
+    (tmp_path / "man1" / "link.1").symlink_to(tmp_path / "man1" / "other.1")
+    pairs = list(iter_man_pairs(10, roots=(tmp_path,), per_family=2))
+    sources = sorted(s for _, _, s in pairs)
+    assert len(sources) == 3 and "man:other(1)" in sources  # 2 of the git family + other
+    assert all(q.startswith("do thing number") for q, _, _ in pairs)
+    assert list(iter_man_pairs(10, roots=(tmp_path / "missing",))) == []
+    assert len(list(iter_man_pairs(1, roots=(tmp_path,)))) == 1

@@ -126,8 +126,7 @@ def test_concurrent_callers_build_once(tmp_path, monkeypatch):
     monkeypatch.setattr(build_mod, "build_model", counting)
     results: list = []
     threads = [
-        threading.Thread(target=lambda: results.append(ensure_default("mistral")))
-        for _ in range(2)
+        threading.Thread(target=lambda: results.append(ensure_default("mistral"))) for _ in range(2)
     ]
     for t in threads:
         t.start()

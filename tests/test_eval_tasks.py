@@ -29,8 +29,9 @@ class HashedBagOfWords:
     def __init__(self) -> None:
         self.calls: list[tuple[int, str | None]] = []
 
-    def encode(self, texts, instruction=None, batch_size=32, normalize=True,
-               show_progress_bar=None):
+    def encode(
+        self, texts, instruction=None, batch_size=32, normalize=True, show_progress_bar=None
+    ):
         self.calls.append((len(texts), instruction))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
@@ -69,8 +70,9 @@ def test_retrieval_data(tasks):
     q_ids = list(test["queries"]["id"])
     d_ids = set(test["corpus"]["id"])
     assert len(q_ids) == len(set(q_ids)) == len(test["relevant_docs"])
-    assert all(set(rel) <= d_ids and list(rel.values()) == [1]
-               for rel in test["relevant_docs"].values())
+    assert all(
+        set(rel) <= d_ids and list(rel.values()) == [1] for rel in test["relevant_docs"].values()
+    )
     assert not set(test["queries"]["text"]) & set(dev["queries"]["text"])
     assert not set(test["corpus"]["text"]) & set(dev["corpus"]["text"])
 
@@ -128,9 +130,10 @@ def test_instruction_defaults():
 
     from pe_core.eval.instructions import FALLBACK_INSTRUCTION, TYPE_INSTRUCTIONS, instruction_for
 
-    assert instruction_for(NS(name="Foo", type="Clustering", prompt=None)) == TYPE_INSTRUCTIONS[
-        "Clustering"
-    ]
+    assert (
+        instruction_for(NS(name="Foo", type="Clustering", prompt=None))
+        == TYPE_INSTRUCTIONS["Clustering"]
+    )
     assert instruction_for(NS(name="Foo", type="Retrieval", prompt={"query": "Q"}), "query") == "Q"
     assert instruction_for(NS(name="Foo", type="Retrieval", prompt="P"), "document") is None
     assert instruction_for(NS(name="Foo", type="Unknown", prompt=None)) == FALLBACK_INSTRUCTION

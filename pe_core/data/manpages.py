@@ -244,6 +244,11 @@ def _read(path: Path) -> str | None:
     return raw.decode("utf-8", errors="replace")
 
 
+def family(path: Path) -> str:
+    """The package a page most likely belongs to: its name up to the first ``_ - .``."""
+    return re.split(r"[_.\-]", path.name, maxsplit=1)[0].lower()
+
+
 def iter_man_pairs(
     limit: int, roots: tuple[Path, ...] = MAN_ROOTS, per_family: int = 25
 ) -> Iterator[tuple[str, str, str]]:

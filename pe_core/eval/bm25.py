@@ -43,9 +43,7 @@ class BM25Search:
         ...                     cache=None)  # doctest: +SKIP
     """
 
-    def __init__(
-        self, *, k1: float = 1.5, b: float = 0.75, stemmer: bool | None = None
-    ) -> None:
+    def __init__(self, *, k1: float = 1.5, b: float = 0.75, stemmer: bool | None = None) -> None:
         self.k1 = k1
         self.b = b
         self._stem = _english_stemmer(stemmer)
@@ -79,8 +77,17 @@ class BM25Search:
             texts, stopwords="en", stemmer=self._stem, return_ids=return_ids, show_progress=False
         )
 
-    def index(self, corpus: Any, *, task_metadata: Any, hf_split: str, hf_subset: str,
-              encode_kwargs: Any = None, num_proc: int | None = None, **kwargs: Any) -> None:
+    def index(
+        self,
+        corpus: Any,
+        *,
+        task_metadata: Any,
+        hf_split: str,
+        hf_subset: str,
+        encode_kwargs: Any = None,
+        num_proc: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Index the task's corpus (``id``, ``text``, optional ``title`` columns)."""
         import bm25s
 
@@ -90,9 +97,19 @@ class BM25Search:
         self._retriever = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
         self._retriever.index(self._tokenize(texts, return_ids=True), show_progress=False)
 
-    def search(self, queries: Any, *, task_metadata: Any, hf_split: str, hf_subset: str,
-               top_k: int, encode_kwargs: Any = None, top_ranked: Any = None,
-               num_proc: int | None = None, **kwargs: Any) -> dict[str, dict[str, float]]:
+    def search(
+        self,
+        queries: Any,
+        *,
+        task_metadata: Any,
+        hf_split: str,
+        hf_subset: str,
+        top_k: int,
+        encode_kwargs: Any = None,
+        top_ranked: Any = None,
+        num_proc: int | None = None,
+        **kwargs: Any,
+    ) -> dict[str, dict[str, float]]:
         """Top ``top_k`` documents per query id, ``{query_id: {doc_id: score}}``."""
         if self._retriever is None:
             raise RuntimeError("BM25Search.search called before index")

@@ -120,7 +120,8 @@ class MTEBEncoder(AbsEncoder):
         instruction = self.instruction(task_metadata, prompt_type)
         self.calls.append((task_metadata.name, instruction, len(texts)))
         if not texts:
-            return np.zeros((0, self.mteb_model_meta.embed_dim or 0), dtype=np.float32)
+            dim = getattr(self.mteb_model_meta, "embed_dim", None)
+            return np.zeros((0, dim if isinstance(dim, int) else 0), dtype=np.float32)
         vectors = self.model.encode(
             texts,
             instruction=instruction,
