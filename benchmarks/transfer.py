@@ -23,16 +23,24 @@ import time
 from pathlib import Path
 
 
-def time_to_fraction(log: Path, fraction: float) -> dict:
-    """First evaluation reaching ``fraction`` of the final dev score, from a log."""
+def time_to_fraction(
+    log: Path, fraction: float, target: float | None = None, last: int = 3
+) -> dict:
+    """First evaluation reaching ``fraction`` of the final dev score, from a log; and the
+    first reaching the absolute score ``target`` (None if never). "Final" is the mean of
+    the last ``last`` evaluations: one small dev set's score is noisy."""
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     evals = [r for r in records if "dev_score" in r]
     steps = [r for r in records if "loss" in r]
-    final = evals[-1]["dev_score"]
+    final = sum(r["dev_score"] for r in evals[-last:]) / len(evals[-last:])
     hit = next(r for r in evals if r["dev_score"] >= fraction * final)
+    reach = None if target is None else next(
+        (r for r in evals if r["dev_score"] >= target), None
+    )
     return {
         "start": evals[0]["dev_score"], "final": final, "steps_to": hit["step"],
         "time_to": hit["train_time_s"],
+        "time_to_target": None if reach is None else reach["train_time_s"],
         "ms_per_step": 1000 * steps[-1]["train_time_s"] / len(steps) if steps else 0.0,
         "curve": [(r["step"], round(r["train_time_s"], 2), round(r["dev_score"], 4))
                   for r in evals],
@@ -46,15 +54,20 @@ def main() -> None:
     p.add_argument("--target-backbone", default="qwen")
     p.add_argument("--target-model", default="pe-default:qwen")
     p.add_argument("--prompting", default="pe-default:prompting")
-    p.add_argument("--steps", type=int, default=150, help="steps of every run")
+    p.add_argument("--steps", type=int, default=300, help="steps of every run")
     p.add_argument("--source-steps", type=int, default=None, help="stage-1 steps (default --steps)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--eval-every", type=int, default=10)
-    p.add_argument("--dev", type=int, default=200, help="dev pairs scored")
+    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--dev", type=int, default=334, help="dev pairs scored")
+    p.add_argument("--final-evals", type=int, default=3,
+                   help="the final score is the mean of this many last evaluations")
     p.add_argument("--fraction", type=float, default=0.95)
-    p.add_argument("--lr", type=float, default=1e-4, help="Prompting LLM lr (pe train)")
-    p.add_argument("--alignment-lr", type=float, default=2e-3)
+    p.add_argument("--prompting-lora", type=int, default=16,
+                   help="LoRA rank on the Prompting LLM in pe train (0: full fine-tuning)")
+    p.add_argument("--lr", type=float, default=3e-3,
+                   help="Prompting LLM lr in pe train (its LoRA lr with --prompting-lora)")
+    p.add_argument("--alignment-lr", type=float, default=3e-2)
     p.add_argument("--lora-lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", help="keep the runs here (default: a temp folder)")
@@ -75,27 +88,27 @@ def main() -> None:
     ))
     dev = [{"query": x.query, "positive": x.document, "instruction": DOC_INSTRUCTION}
            for x in load_pairs("dev")[: args.dev]]
+    p_opts = ({"prompting_lora": args.prompting_lora, "lora_lr": args.lr} if args.prompting_lora
+              else {"lr": args.lr})
     common = dict(batch_size=args.batch, max_length=args.max_length, eval_every=args.eval_every,
                   progress=False, save_every=10**9, overwrite=True, dev_data=dev)
-    model_opts = dict(common)
     t0 = time.perf_counter()
     print("stage 1: pe train on the source backbone", file=sys.stderr)
     pe_core.train(str(train_path), backbone=args.source_backbone, model=args.source_model,
                   prompting=args.prompting, out=work / "source",
                   steps=args.source_steps or args.steps,
-                  lr=args.lr, alignment_lr=args.alignment_lr, **model_opts)
+                  alignment_lr=args.alignment_lr, **p_opts, **common)
     source_s = time.perf_counter() - t0
     runs = {}
     print("pe align -> target", file=sys.stderr)
     pe_core.align(work / "source", str(train_path), backbone=args.target_backbone,
                   model=args.target_model, out=work / "align", steps=args.steps,
-                  alignment_lr=args.alignment_lr, **{k: v for k, v in common.items()
-                                                     if k != "max_length"})
+                  alignment_lr=args.alignment_lr, **common)
     runs["pe align (from source run)"] = work / "align"
     print("pe train from scratch on the target", file=sys.stderr)
     pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
-                  prompting=args.prompting, out=work / "scratch", steps=args.steps, lr=args.lr,
-                  alignment_lr=args.alignment_lr, **model_opts)
+                  prompting=args.prompting, out=work / "scratch", steps=args.steps,
+                  alignment_lr=args.alignment_lr, **p_opts, **common)
     runs["pe train from scratch"] = work / "scratch"
     print("LoRA baseline from scratch on the target", file=sys.stderr)
     pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
@@ -103,7 +116,11 @@ def main() -> None:
                   **common)
     runs["LoRA r=16 from scratch"] = work / "lora"
 
-    results = {name: time_to_fraction(folder / "log.jsonl", args.fraction)
+    last = args.final_evals
+    align = time_to_fraction(runs["pe align (from source run)"] / "log.jsonl", args.fraction,
+                             last=last)
+    target = args.fraction * align["final"]
+    results = {name: time_to_fraction(folder / "log.jsonl", args.fraction, target, last)
                for name, folder in runs.items()}
     align = results["pe align (from source run)"]
     pct = int(round(args.fraction * 100))
@@ -111,16 +128,19 @@ def main() -> None:
         f"{args.source_backbone} -> {args.target_backbone}; {args.steps} steps of batch "
         f"{args.batch}; dev nDCG@10 on {len(dev)} pairs every {args.eval_every} steps; "
         f"{args.threads} thread(s); stage 1 took {source_s:.0f} s (not counted)", "",
-        f"| run | dev nDCG@10 at step 0 | final | steps to {pct} % of final | "
-        f"time to {pct} % (s) | ms/step | align faster by |",
-        "|---|---|---|---|---|---|---|",
+        f"| run | dev nDCG@10 at step 0 | final (mean of last {last}) | "
+        f"steps to {pct} % of own final | "
+        f"time to {pct} % of own final (s) | align faster by | time to {target:.3f} "
+        f"({pct} % of align's final) (s) | ms/step |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         ratio = r["time_to"] / align["time_to"] if align["time_to"] > 0 else float("inf")
+        reach = "never" if r["time_to_target"] is None else f"{r['time_to_target']:.1f}"
         lines.append(
             f"| {name} | {r['start']:.3f} | {r['final']:.3f} | {r['steps_to']} | "
-            f"{r['time_to']:.1f} | {r['ms_per_step']:.0f} | "
-            f"{'-' if r is align else f'{ratio:.1f}x'} |"
+            f"{r['time_to']:.1f} | {'-' if r is align else f'{ratio:.1f}x'} | {reach} | "
+            f"{r['ms_per_step']:.0f} |"
         )
     print("\n".join(lines))
     if args.json:

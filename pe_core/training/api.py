@@ -64,6 +64,9 @@ def _data(data: Any, dev_data: Any, settings: TrainSettings) -> tuple[Any, Any]:
     dev = read_pairs(dev_data) if dev_data is not None else None
     if dev is None and settings.dev_size > 0:
         train, dev = train.split_dev(settings.dev_size, settings.seed)
+    if dev is None and settings.eval_every:
+        warnings.warn("eval_every is set but there is no dev data: pass dev_data= "
+                      "(--dev-data) or dev_size= (--dev-size)", stacklevel=3)
     return train, dev
 
 
