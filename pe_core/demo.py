@@ -30,10 +30,11 @@ TARGETS = ("mistral", "qwen", "gemma")
 class DemoSettings:
     """How long each training runs (steps of ``batch_size`` pairs)."""
 
-    train_steps: int = 150
-    lora_steps: int = 150
+    train_steps: int = 120
+    lora_steps: int = 60
     align_steps: int = 60
     batch_size: int = 32
+    max_length: int = 128  # tokens per text: docstrings are long, CPU time is short
     publish: bool = True
     export: bool = True
 
@@ -96,16 +97,17 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None) 
     runs = out / "runs"
     _say(f"training PromptEmbedder on {SOURCE} ({s.train_steps} steps)")
     t = time.perf_counter()
+    common = dict(batch_size=s.batch_size, max_length=s.max_length, overwrite=True,
+                  device="cpu")
     trained = pe_core.train(data, backbone=SOURCE, out=runs / SOURCE, steps=s.train_steps,
-                            batch_size=s.batch_size, overwrite=True, device="cpu").model
+                            **common).model
     seconds = time.perf_counter() - t
     rows.append(Row("PromptEmbedder (train)", SOURCE, score(trained, "pe-llama"), seconds))
 
     _say(f"training the LoRA baseline on {SOURCE} ({s.lora_steps} steps)")
     t = time.perf_counter()
     lora = pe_core.train(data, backbone=SOURCE, out=runs / "lora", method="lora",
-                         steps=s.lora_steps, batch_size=s.batch_size, overwrite=True,
-                         device="cpu").model
+                         steps=s.lora_steps, **common).model
     seconds = time.perf_counter() - t
     rows.append(Row("LoRA r=16 baseline", SOURCE, score(lora, "lora-llama"), seconds))
     del lora
@@ -114,8 +116,7 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None) 
         _say(f"transfer to {target}: alignment only ({s.align_steps} steps)")
         t = time.perf_counter()
         moved = pe_core.align(runs / SOURCE, data, backbone=target, out=runs / target,
-                              steps=s.align_steps, batch_size=s.batch_size, overwrite=True,
-                              device="cpu").model
+                              steps=s.align_steps, **common).model
         seconds = time.perf_counter() - t
         rows.append(Row("PromptEmbedder (align only)", target,
                         score(moved, f"pe-{target}"), seconds))

@@ -9,9 +9,10 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="train, evaluate, transfer, publish and export, offline")
     p.add_argument("--out", default="pe-demo", help="working folder (default: ./pe-demo)")
-    p.add_argument("--train-steps", type=int, default=150)
-    p.add_argument("--lora-steps", type=int, default=150)
+    p.add_argument("--train-steps", type=int, default=120)
+    p.add_argument("--lora-steps", type=int, default=60)
     p.add_argument("--align-steps", type=int, default=60)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-publish", action="store_true", help="skip the local-registry push")
     p.add_argument("--no-export", action="store_true", help="skip the ONNX export")
@@ -23,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_demo(args.out, DemoSettings(
         train_steps=args.train_steps, lora_steps=args.lora_steps, align_steps=args.align_steps,
-        batch_size=args.batch_size, publish=not args.no_publish, export=not args.no_export,
+        batch_size=args.batch_size, max_length=args.max_length,
+        publish=not args.no_publish, export=not args.no_export,
     ))
     return 0
