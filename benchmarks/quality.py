@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150, help="steps of pe train and LoRA")
     p.add_argument("--align-steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--work", help="keep runs here (default: a temp folder)")
     args = p.parse_args()
@@ -47,7 +48,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = work / "train.jsonl"
     write_training_jsonl(data, split="train")
-    common = dict(batch_size=args.batch_size, overwrite=True, device="cpu")
+    common = dict(batch_size=args.batch_size, max_length=args.max_length, overwrite=True,
+                  device="cpu")
     results: list[dict] = []
 
     def record(group: str, label: str, backbone: str, model, seconds: float) -> None:
