@@ -24,6 +24,14 @@ from pe_core.errors import ConfigError
 from pe_core.training.settings import TrainSettings, split_kwargs
 
 
+def _model_ref(spec: Any, model: str | None) -> str:
+    """The model to train: the one given, else the backbone plugin's default."""
+    ref = model or spec.default_model
+    if ref is None:
+        raise ConfigError(f"backbone {spec.name!r} has no default model: pass model=")
+    return str(ref)
+
+
 def _settings(base: TrainSettings | None, method: str, overrides: dict[str, Any]) -> TrainSettings:
     values = base.to_dict() if base is not None else {}
     values.update(overrides)
@@ -155,9 +163,7 @@ def _prompt_embedder(
     from pe_core.training.methods import PromptEmbedderMethod
 
     spec = get_backbone(backbone)
-    model_ref = model or spec.default_model
-    if model_ref is None:
-        raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
+    model_ref = _model_ref(spec, model)
     prompting_ref = prompting or DEFAULT_PROMPTING
     with warnings.catch_warnings():  # "untrained alignment": that is what training fixes
         warnings.simplefilter("ignore", UserWarning)
@@ -193,9 +199,7 @@ def _lora(
     from pe_core.training.lora_baseline import LoraMethod, build_lora_embedder
 
     spec = get_backbone(backbone)
-    model_ref = model or spec.default_model
-    if model_ref is None:
-        raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
+    model_ref = _model_ref(spec, model)
     embedder = build_lora_embedder(
         spec, resolve_model(model_ref), s, model_id=str(model_ref),
         max_length=config_kw.get("max_length", 512), dtype=_dtype(dtype),
@@ -268,9 +272,7 @@ def align(
     train_data, dev = _data(data, dev_data, s)
     torch.manual_seed(s.seed)
     spec = get_backbone(backbone)
-    model_ref = model or spec.default_model
-    if model_ref is None:
-        raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
+    model_ref = _model_ref(spec, model)
     inherited = {
         "num_soft_tokens": src_cfg.num_soft_tokens, "template": src_cfg.template,
         "placement": src_cfg.placement, "pooling": src_cfg.pooling,
