@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -51,3 +52,28 @@ def tokenize_sorted(
             input_ids[r, sl] = torch.tensor(ids[i], dtype=torch.long)
             mask[r, sl] = 1
         yield Batch(rows, input_ids, mask)
+
+
+def encode_batches(
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int,
+    max_length: int,
+    padding_side: str = "right",
+    show_progress_bar: bool | None = None,
+) -> Iterator[Batch]:
+    """:func:`tokenize_sorted` with the ``encode`` progress-bar convention: ``None``
+    shows a bar for more than 8 batches. Every embedder's ``encode`` loops over this."""
+    batches = tokenize_sorted(tokenizer, texts, batch_size, max_length, padding_side)
+    n_batches = math.ceil(len(texts) / batch_size)
+    show = n_batches > 8 if show_progress_bar is None else show_progress_bar
+    if not show:
+        return batches
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(batches, total=n_batches, desc="encode", unit="batch"))
+
+
+def check_convert_to(convert_to: str) -> None:
+    if convert_to not in ("numpy", "torch"):
+        raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")

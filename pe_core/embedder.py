@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pe_core.alignment import Alignment
-from pe_core.batching import tokenize_sorted
+from pe_core.batching import check_convert_to, encode_batches
 from pe_core.config import WEIGHTS_NAME, EmbedderConfig
 from pe_core.encoder import BackboneEncoder
 from pe_core.prompting import PromptingLLM
@@ -151,8 +150,7 @@ class PromptEmbedder(nn.Module):
 
             model.encode(["what is pe?"], instruction="Retrieve a passage that answers")
         """
-        if convert_to not in ("numpy", "torch"):
-            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        check_convert_to(convert_to)
         single = isinstance(texts, str)
         items: list[str] = [texts] if isinstance(texts, str) else list(texts)
         if not items:
@@ -164,16 +162,10 @@ class PromptEmbedder(nn.Module):
         self.eval()
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
         soft = self.cached_soft_prompt(instruction)
-        batches = tokenize_sorted(
+        batches = encode_batches(
             self.tokenizer, items, batch_size, max_length or self.config.max_length,
-            self.backbone.spec.padding_side,
+            self.backbone.spec.padding_side, show_progress_bar,
         )
-        n_batches = math.ceil(len(items) / batch_size)
-        show = n_batches > 8 if show_progress_bar is None else show_progress_bar
-        if show:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, total=n_batches, desc="encode", unit="batch")
         for batch in batches:
             ids = batch.input_ids.to(self.device)
             mask = batch.attention_mask.to(self.device)

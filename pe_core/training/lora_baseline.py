@@ -10,7 +10,6 @@ contrastive step and :class:`LoraEmbedder.encode`, whose signature is PromptEmbe
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.batching import tokenize_sorted
+from pe_core.batching import check_convert_to, encode_batches
 from pe_core.encoder import last_index, mean_pool
 from pe_core.errors import ConfigError, MissingFileError
 from pe_core.training.data import Example
@@ -90,23 +89,17 @@ class LoraEmbedder(nn.Module):
     ) -> np.ndarray | torch.Tensor:
         """Embed ``texts`` (``instruction`` marks them as queries); same conventions as
         :meth:`PromptEmbedder.encode`."""
-        if convert_to not in ("numpy", "torch"):
-            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        check_convert_to(convert_to)
         single = isinstance(texts, str)
         raw: list[str] = [texts] if isinstance(texts, str) else list(texts)
         items = [self.format_query(t, instruction) for t in raw]
         was_training = self.training
         self.eval()
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
-        batches = tokenize_sorted(
-            self.tokenizer, items, batch_size, max_length or self.max_length, self.spec.padding_side
+        batches = encode_batches(
+            self.tokenizer, items, batch_size, max_length or self.max_length,
+            self.spec.padding_side, show_progress_bar,
         )
-        n_batches = math.ceil(len(items) / batch_size)
-        show = n_batches > 8 if show_progress_bar is None else show_progress_bar
-        if show:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, total=n_batches, desc="encode", unit="batch")
         for batch in batches:
             pooled = self(batch.input_ids.to(self.device), batch.attention_mask.to(self.device))
             pooled = pooled.float()

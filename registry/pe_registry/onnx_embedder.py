@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -176,10 +175,9 @@ class OnnxEmbedder:
 
             model.encode(["what is pe?", "a document"], batch_size=32)
         """
-        from pe_core.batching import tokenize_sorted
+        from pe_core.batching import check_convert_to, encode_batches
 
-        if convert_to not in ("numpy", "torch"):
-            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        check_convert_to(convert_to)
         if instruction is not None and instruction != self.instruction:
             raise ConfigError(
                 f"this ONNX graph has the instruction {self.instruction!r} baked in, not "
@@ -194,16 +192,10 @@ class OnnxEmbedder:
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         out = np.empty((len(items), self.dim), dtype=np.float32)
-        batches: Any = tokenize_sorted(
+        batches = encode_batches(
             self.tokenizer, items, batch_size, max_length or self.config.max_length,
-            self.padding_side,
+            self.padding_side, show_progress_bar,
         )
-        n_batches = math.ceil(len(items) / batch_size)
-        show = n_batches > 8 if show_progress_bar is None else show_progress_bar
-        if show:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, total=n_batches, desc="encode", unit="batch")
         for batch in batches:
             out[batch.order] = self.run(batch.input_ids.numpy(), batch.attention_mask.numpy())
         result = out[0] if single else out
