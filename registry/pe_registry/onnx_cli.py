@@ -42,8 +42,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--int8", action="store_true", help="also write a dynamic-int8 graph")
     p.add_argument(
-        "--optimize", action="store_true",
-        help="fuse attention/RMSNorm/rotary into onnxruntime kernels (kept if parity holds)",
+        "--optimize", action=argparse.BooleanOptionalAction, default=True,
+        help="fuse attention/RMSNorm/rotary into onnxruntime kernels and compute the last "
+        "layer for the pooled row only (kept if parity holds; default: on). "
+        "--no-optimize keeps the plain exported graph (standard ONNX ops only)",
     )
     p.add_argument("--opset", type=int, help="ONNX opset (default: the backbone plugin's)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

@@ -11,8 +11,8 @@ so a failed export leaves nothing behind):
   ``"onnx"`` section: instruction, files, opset, versions, measured parity).
 
 Which tool does what: ``torch.onnx.export(dynamo=True)`` builds the graph (the legacy
-TorchScript exporter fails on these models); with ``optimize=True`` onnxscript's
-onnxruntime fusions rewrite it (:mod:`pe_registry.onnx_optimize`); onnxruntime's
+TorchScript exporter fails on these models); onnxscript's onnxruntime fusions rewrite it
+(``optimize=True``, the default: :mod:`pe_registry.onnx_optimize`); onnxruntime's
 ``quantize_dynamic`` (QInt8 weights) makes the int8 graph; onnxruntime runs it.
 optimum is not used: its exporter needs ``position_ids`` as an input and knows nothing of
 a baked soft prompt, and its ``ORTOptimizer`` changes nothing measurable on these graphs.
@@ -60,7 +60,7 @@ def export_onnx(
     plain: bool = False,
     overwrite: bool = False,
     verify: bool = True,
-    optimize: bool = False,
+    optimize: bool = True,
 ) -> Path:
     """Export ``embedder`` with the soft prompt of ``instruction`` baked in.
 
@@ -76,8 +76,11 @@ def export_onnx(
         verify: compare onnxruntime with PyTorch on a fresh random padded batch and
             raise :class:`~pe_core.errors.ExportError` above ``1e-4``.
         optimize: fuse attention, RMSNorm and rotary embeddings into onnxruntime
-            kernels (:mod:`pe_registry.onnx_optimize`); kept only if it passes the
-            parity check, else the unfused graph is written (with a warning).
+            kernels and, with suffix + last-token pooling, compute the last layer for
+            the pooled row only (:mod:`pe_registry.onnx_optimize`); kept only if it
+            passes the parity check, else the unfused graph is written (with a
+            warning). On by default: 1.3x to 1.6x faster on the CPU; False writes the
+            plain exported graph (standard ONNX ops only, for other runtimes).
 
     Raises:
         DimensionMismatchError: the alignment does not fit the backbone or the

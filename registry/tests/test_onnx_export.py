@@ -27,14 +27,23 @@ TOL = 1e-4
 
 # (backbone, model_type, placement, pooling, optimize): every family, both placements
 # for the families with a quirk each (llama: the default path; gemma: the embedding
-# scale); two graphs fused for onnxruntime (--optimize)
+# scale); every family fused for onnxruntime (the default, also through the CLI), three
+# graphs left unfused (optimize=False)
 CASES = {
-    "llama-suffix-last": ("llama", "llama", "suffix", "last", False),  # through the CLI
+    "llama-suffix-last": ("llama", "llama", "suffix", "last", True),  # through the CLI
     "llama-prefix-mean": ("llama", "llama", "prefix", "mean", False),
     "mistral-prefix-last": ("mistral", "mistral", "prefix", "last", False),
+    "mistral-suffix-last-fused": ("mistral", "mistral", "suffix", "last", True),
     "qwen2-suffix-mean-fused": ("qwen", "qwen2", "suffix", "mean", True),
-    "gemma-suffix-last": ("gemma", "gemma", "suffix", "last", False),
-    "gemma-prefix-last-fused": ("gemma", "gemma", "prefix", "last", True),
+    "qwen3-suffix-last-fused": ("qwen", "qwen3", "suffix", "last", True),
+    "gemma-suffix-last-fused": ("gemma", "gemma", "suffix", "last", True),
+    "gemma-prefix-last": ("gemma", "gemma", "prefix", "last", False),
+    "gemma2-suffix-last-fused": ("gemma", "gemma2", "suffix", "last", True),
+}
+# suffix + last-token pooling with fused attention: the last layer runs for one row
+POOLED_ROW_ONLY = {
+    "llama-suffix-last", "mistral-suffix-last-fused", "qwen3-suffix-last-fused",
+    "gemma-suffix-last-fused",
 }
 CLI_CASE = "llama-suffix-last"
 
@@ -173,14 +182,27 @@ def test_folder_contents_and_config(exported: Any) -> None:
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging
 
 
-@pytest.mark.parametrize("case", ["qwen2-suffix-mean-fused", "gemma-prefix-last-fused"])
+@pytest.mark.parametrize("case", [c for c in CASES if CASES[c][-1]])
 def test_optimize_fuses_attention(exported: Any, case: str) -> None:
+    """Fused graphs (parity: test_parity_on_random_padded_batches); Gemma 2's soft-capped
+    attention has no onnxruntime kernel, so only its norms and rotary are fused."""
     from pe_registry.onnx_embedder import read_onnx_config
 
     _, folder = exported[case]
     _, info = read_onnx_config(folder)
-    assert info["optimized"]["MultiHeadAttention"] > 0, info["optimized"]
+    fused = info["optimized"]
+    assert fused["SkipSimplifiedLayerNormalization"] > 0, fused
+    assert (fused["MultiHeadAttention"] > 0) == (CASES[case][1] != "gemma2"), fused
+    assert fused["PooledRowOnlyLastLayer"] == (case in POOLED_ROW_ONLY), fused
     assert not (folder / "unfused").exists()
+
+
+def test_sessions_flush_denormals(exported: Any) -> None:
+    from pe_registry import OnnxEmbedder
+
+    _, folder = exported["mistral-prefix-last"]
+    options = OnnxEmbedder(folder).session.get_session_options()
+    assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
 
 
 def test_plain_export_is_the_backbone_alone(tmp_path: Path) -> None:
