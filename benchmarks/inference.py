@@ -191,17 +191,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# (folder, instruction side, export options): one graph per instruction, fused or not
+# (folder, instruction side, export options): one graph per instruction; the default
+# export (fused for onnxruntime, last layer for the pooled row only), the fused graph
+# with its full last layer (an ablation: what the pooled-row rewrite alone is worth) and
+# the plain exported graph (--no-optimize)
 GRAPHS = (
     ("query", "query", {"int8": True}),
-    ("query-fused", "query", {"int8": True, "optimize": True}),
+    ("query-full-last", "query", {"int8": True, "full_last_layer": True}),
+    ("query-unfused", "query", {"int8": True, "optimize": False}),
     ("document", "document", {"int8": True}),
-    ("document-fused", "document", {"int8": True, "optimize": True}),
+    ("document-unfused", "document", {"int8": True, "optimize": False}),
     ("plain", None, {"plain": True}),
 )
 
 
+@contextmanager
+def full_last_layer() -> Any:
+    """Export with the fusions but without the pooled-row rewrite (for the ablation)."""
+    from pe_registry import onnx_optimize
+
+    saved = onnx_optimize.pooled_row_only
+    onnx_optimize.pooled_row_only = lambda model: 0
+    try:
+        yield
+    finally:
+        onnx_optimize.pooled_row_only = saved
+
+
 def export_graphs(embedder: Any, root: Path) -> dict[str, Path]:
+    from contextlib import nullcontext
+
     from pe_registry.onnx_export import export_onnx
 
     instructions = {"query": QUERY_INSTRUCTION,
@@ -209,10 +228,13 @@ def export_graphs(embedder: Any, root: Path) -> dict[str, Path]:
     graphs = {}
     for name, side, kw in GRAPHS:
         log(f"exporting the {name} graph to {root / name}")
+        kw = dict(kw)
+        patch = full_last_layer() if kw.pop("full_last_layer", False) else nullcontext()
         start = time.perf_counter()
-        graphs[name] = export_onnx(
-            embedder, instructions[side], root / name, overwrite=True, **kw
-        )
+        with patch:
+            graphs[name] = export_onnx(
+                embedder, instructions[side], root / name, overwrite=True, **kw
+            )
         log(f"  {time.perf_counter() - start:.1f} s")
     return graphs
 
@@ -279,19 +301,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 show_progress_bar=False)
         return run
 
+    def torch_denormals_kept(batch_texts: list[str], b: int) -> Any:
+        torch.set_flush_denormal(False)  # the thread's state before onnxruntime set it
+        try:
+            return torch_fn(QUERY_INSTRUCTION)(batch_texts, b)
+        finally:
+            torch.set_flush_denormal(True)
+
+    # onnxruntime flushes denormals on this thread from its first session on (see
+    # make_session), so every runner, torch included, runs with flushing on; the
+    # "denormals kept" row shows what torch does without it
     runners: dict[str, Callable[[list[str], int], Any]] = {
         "torch eager": torch_fn(QUERY_INSTRUCTION),
         "ONNX fp32": onnx_fn(graphs["query"], "fp32"),
         "ONNX int8": onnx_fn(graphs["query"], "int8"),
-        "ONNX fp32 --optimize": onnx_fn(graphs["query-fused"], "fp32"),
-        "ONNX int8 --optimize": onnx_fn(graphs["query-fused"], "int8"),
+        "ONNX fp32, fused, full last layer": onnx_fn(graphs["query-full-last"], "fp32"),
+        "ONNX int8, fused, full last layer": onnx_fn(graphs["query-full-last"], "int8"),
+        "ONNX fp32 --no-optimize": onnx_fn(graphs["query-unfused"], "fp32"),
+        "ONNX int8 --no-optimize": onnx_fn(graphs["query-unfused"], "int8"),
         "torch eager, plain backbone": torch_plain,
         "ONNX fp32, plain backbone": onnx_fn(graphs["plain"], "fp32"),
     }
     if args.optimum:
-        folder = optimum_graph(embedder, graphs["query"], root / "query-optimum")
+        folder = optimum_graph(embedder, graphs["query-unfused"], root / "query-optimum")
         if folder is not None:
-            runners["ONNX fp32, optimum ORTOptimizer O2"] = onnx_fn(folder, "fp32")
+            runners["ONNX fp32 --no-optimize + optimum ORTOptimizer O2"] = onnx_fn(folder, "fp32")
+    if torch.set_flush_denormal(True):
+        runners["torch eager, denormals kept"] = torch_denormals_kept
     if "CUDAExecutionProvider" in import_onnxruntime().get_available_providers():
         runners["ONNX fp32, CUDA EP"] = onnx_fn(graphs["query"], "fp32", ["CUDAExecutionProvider"])
     if torch.cuda.is_available():
@@ -316,13 +352,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedder.encode(docs, instruction=doc_instruction, show_progress_bar=False),
     )}
     cosines = {}
-    for suffix in ("", "-fused"):
+    for suffix in ("", "-unfused"):
         vecs = {}
         for precision in ("fp32", "int8"):
             q = OnnxEmbedder(graphs["query" + suffix], None, precision).encode(queries)
             d = OnnxEmbedder(graphs["document" + suffix], None, precision).encode(docs)
             vecs[precision] = np.concatenate([q, d])
-            scores[f"ONNX {precision}{' --optimize' if suffix else ''}"] = mrr_at_10(q, d)
+            scores[f"ONNX {precision}{' --no-optimize' if suffix else ''}"] = mrr_at_10(q, d)
         cosines[suffix] = (vecs["int8"] * vecs["fp32"]).sum(-1)
 
     print(report(args, results, scores, cosines, per_batch, len(queries)))
@@ -358,7 +394,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, float]],
     lines += ["", f"Retrieval MRR@10 on {n_pairs} test pairs (queries with the instruction, "
               "documents with the document instruction):", ""]
     lines += [f"- {name}: {value:.4f}" for name, value in scores.items()]
-    for suffix, label in (("", ""), (" --optimize", "-fused")):
+    for suffix, label in (("", ""), (" --no-optimize", "-unfused")):
         fp32, int8 = scores[f"ONNX fp32{suffix}"], scores[f"ONNX int8{suffix}"]
         drop = (fp32 - int8) / fp32 if fp32 else float("nan")
         cos = cosines[label]

@@ -185,8 +185,18 @@ def pooled_row_only(model: Any) -> int:
             graph.register_initializer(c)
         node = ir.node("Slice", [value, *consts], name=f"{value.name}_last_row")
         graph.insert_before(before, node)
-        return node.outputs[0]
+        out = node.outputs[0]
+        if value.dtype is not None and value.shape is not None:
+            out.dtype = value.dtype
+            out.shape = ir.Shape([1 if i == axis else d for i, d in enumerate(value.shape)])
+        return out
 
+    for node in (mha, *region):  # one row now: stale shapes would mislead onnxruntime
+        for out in node.outputs:
+            if out.shape is not None and len(out.shape) == 3:
+                out.shape = ir.Shape([out.shape[0], 1, out.shape[2]])
+            elif out.shape is not None:
+                out.shape = None
     mha.replace_input_with(0, last_row(mha.inputs[0], 1, mha))
     if len(mha.inputs) > 5 and mha.inputs[5] is not None:  # additive mask: (B, N, S, T)
         mha.replace_input_with(5, last_row(mha.inputs[5], 2, mha))
