@@ -138,16 +138,22 @@ def long_texts(tokenizer: Any, docs: Sequence[str], n: int, seq: int) -> list[st
 
 
 # -- timing --------------------------------------------------------------------------------
-def throughput(fn: Callable[[list[str], int], Any], texts: list[str], batch: int,
-               repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
-    """Texts/s of ``fn(texts, batch)``: one warm-up run, then the median of ``repeats``."""
-    fn(texts[:batch], batch)
-    times = []
+def interleaved_throughput(runners: dict[str, Callable[[list[str], int], Any]],
+                           texts: list[str], batch: int, repeats: int,
+                           clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Texts/s of every ``fn(texts, batch)``: one warm-up run each, then ``repeats``
+    rounds that time every runner once in turn; the median per runner. Interleaving puts
+    a load change on a shared machine into every runner's rounds alike, instead of into
+    whichever runner happened to be timed then."""
+    for fn in runners.values():
+        fn(texts[:batch], batch)
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
-        start = clock()
-        fn(texts, batch)
-        times.append(clock() - start)
-    return len(texts) / statistics.median(times)
+        for name, fn in runners.items():
+            start = clock()
+            fn(texts, batch)
+            times[name].append(clock() - start)
+    return {name: len(texts) / statistics.median(t) for name, t in times.items()}
 
 
 @contextmanager
@@ -162,10 +168,15 @@ def count_calls(module: Any) -> Any:
 
 
 # -- retrieval score -------------------------------------------------------------------------
+def paired_rank(queries: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """0-based rank of document i among all documents for query i."""
+    scores = queries @ docs.T
+    return (scores > scores[np.arange(len(scores)), np.arange(len(scores))][:, None]).sum(1)
+
+
 def mrr_at_10(queries: np.ndarray, docs: np.ndarray) -> float:
     """Mean reciprocal rank of the paired document (query i <-> document i), cut at 10."""
-    scores = queries @ docs.T
-    rank = (scores > scores[np.arange(len(scores)), np.arange(len(scores))][:, None]).sum(1)
+    rank = paired_rank(queries, docs)
     return float(np.where(rank < 10, 1.0 / (rank + 1), 0.0).mean())
 
 
@@ -181,7 +192,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--texts", type=int, default=256, help="texts per timed run at batch 32")
     p.add_argument("--texts-b1", type=int, default=48, help="texts per timed run at batch 1")
     p.add_argument("--pairs", type=int, default=346, help="query/document pairs for the score")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (all)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall clock, or process CPU time (use with --threads 1)")
@@ -333,17 +344,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch.cuda.is_available():
         log("torch CUDA is available, but this table compares CPU runtimes only")
 
-    results: dict[str, dict[int, float]] = {}
+    results: dict[str, dict[int, float]] = {name: {} for name in runners}
     with count_calls(embedder.prompting.model) as prompting_calls:
         embedder.cached_soft_prompt(QUERY_INSTRUCTION)  # the one call, before timing
         before, n_batches = prompting_calls[0], 0
-        for name, fn in runners.items():
-            results[name] = {}
-            for batch, n in ((1, args.texts_b1), (32, args.texts)):
-                log(f"timing {name} at batch {batch} ({n} texts x {args.seq} tokens)")
-                results[name][batch] = throughput(fn, texts[:n], batch, args.repeats, clock)
-                n_batches += (args.repeats + 1) * -(-n // batch)
-                log(f"  {results[name][batch]:.1f} texts/s")
+        for batch, n in ((1, args.texts_b1), (32, args.texts)):
+            log(f"timing {len(runners)} runtimes at batch {batch} ({n} texts x {args.seq} "
+                f"tokens, {args.repeats} interleaved rounds)")
+            speeds = interleaved_throughput(runners, texts[:n], batch, args.repeats, clock)
+            for name, speed in speeds.items():
+                results[name][batch] = speed
+                log(f"  {name}: {speed:.1f} texts/s")
+            n_batches += len(runners) * (args.repeats * -(-n // batch) + 1)
         per_batch = (prompting_calls[0] - before) / n_batches
 
     log(f"scoring retrieval (MRR@10) on {len(queries)} test pairs")
@@ -352,22 +364,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedder.encode(docs, instruction=doc_instruction, show_progress_bar=False),
     )}
     cosines = {}
+    moved = {}
     for suffix in ("", "-unfused"):
-        vecs = {}
+        vecs, top10 = {}, {}
         for precision in ("fp32", "int8"):
             q = OnnxEmbedder(graphs["query" + suffix], None, precision).encode(queries)
             d = OnnxEmbedder(graphs["document" + suffix], None, precision).encode(docs)
             vecs[precision] = np.concatenate([q, d])
+            top10[precision] = paired_rank(q, d) < 10
             scores[f"ONNX {precision}{' --no-optimize' if suffix else ''}"] = mrr_at_10(q, d)
         cosines[suffix] = (vecs["int8"] * vecs["fp32"]).sum(-1)
+        moved[suffix] = int((top10["int8"] != top10["fp32"]).sum())
 
-    print(report(args, results, scores, cosines, per_batch, len(queries)))
+    print(report(args, results, scores, cosines, per_batch, len(queries), moved))
     return 0
 
 
 def report(args: argparse.Namespace, results: dict[str, dict[int, float]],
            scores: dict[str, float], cosines: dict[str, np.ndarray], per_batch: float,
-           n_pairs: int) -> str:
+           n_pairs: int, moved: dict[str, int]) -> str:
     import torch
     from pe_registry.onnx_embedder import import_onnxruntime
 
@@ -400,7 +415,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, float]],
         cos = cosines[label]
         lines.append(
             f"- int8{suffix} vs fp32{suffix}: relative drop {100 * drop:.2f} %, cosine mean "
-            f"{cos.mean():.4f}, min {cos.min():.4f}"
+            f"{cos.mean():.4f}, min {cos.min():.4f}; {moved[label]} of {n_pairs} queries' "
+            "paired document moved into or out of the top 10"
         )
     lines += [
         "",

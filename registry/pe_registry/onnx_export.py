@@ -237,22 +237,34 @@ def _fuse(src: Path, dst: Path, embedder: Any, instruction: str | None) -> dict[
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantisation: QInt8 weights, activations quantised at run time.
+    """Dynamic int8 quantisation: QInt8 weights (one scale per output channel),
+    activations quantised at run time.
 
     Measured on these graphs: QInt8 is ~1.5x faster than fp32 on the CPU, QUInt8 only
-    ~1.2x; ``quant_pre_process`` fails on dynamo graphs and gains nothing.
+    ~1.2x; ``quant_pre_process`` fails on dynamo graphs and gains nothing. Per-channel
+    scales cost nothing measurable and bring the benchmark's int8 cosine to fp32 from
+    0.9989 / 0.9974 (mean / min) to 0.9992 / 0.9981. The nodes that run for the pooled
+    row only (:func:`pe_registry.onnx_optimize.pooled_row_only`) stay fp32: one row per
+    text costs next to nothing there, and int8 would only add error next to the output.
     """
+    import onnx
+
     from pe_registry.onnx_embedder import import_onnxruntime
+    from pe_registry.onnx_optimize import POOLED_ROW_PREFIX
 
     import_onnxruntime()  # telemetry off before onnxruntime.quantization imports it
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    keep_fp32 = [n.name for n in graph.node if n.name.startswith(POOLED_ROW_PREFIX)]
 
     big = sum(f.stat().st_size for f in src.parent.glob(src.name + "*")) > _TWO_GB
     root = logging.getLogger()
     quiet = _DropPreprocessAdvice()
     root.addFilter(quiet)  # it advises quant_pre_process, which fails on these graphs
     try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, use_external_data_format=big)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, use_external_data_format=big,
+                         per_channel=True, nodes_to_exclude=keep_fp32)
     finally:
         root.removeFilter(quiet)
     return dst
