@@ -246,6 +246,9 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     0.9989 / 0.9974 (mean / min) to 0.9992 / 0.9981. The nodes that run for the pooled
     row only (:func:`pe_registry.onnx_optimize.pooled_row_only`) stay fp32: one row per
     text costs next to nothing there, and int8 would only add error next to the output.
+    Only ``MatMul`` and ``Gather`` (the embedding table) are quantised: the default op
+    list would also turn an opset-23 ``Attention`` into the unrelated contrib
+    ``QAttention`` and break ``--opset 23`` exports.
     """
     import onnx
 
@@ -264,7 +267,8 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     root.addFilter(quiet)  # it advises quant_pre_process, which fails on these graphs
     try:
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8, use_external_data_format=big,
-                         per_channel=True, nodes_to_exclude=keep_fp32)
+                         per_channel=True, nodes_to_exclude=keep_fp32,
+                         op_types_to_quantize=["MatMul", "Gather"])
     finally:
         root.removeFilter(quiet)
     return dst
