@@ -11,15 +11,29 @@ uses the local corpus' test pairs (``pe_core.data``): queries get the instructio
 documents the config's document instruction, one graph each.
 
 On a shared machine wall-clock times swing with other load: ``--threads 1 --clock cpu``
-times process CPU time instead (one thread: no spinning workers), which keeps the ratios
-stable. ``--optimum`` adds optimum's ``ORTOptimizer`` (level 2) applied to the fp32 graph,
-when optimum-onnx is installed.
+times process CPU time instead (one thread: no spinning workers), and every runtime is
+timed once per round, in turn, for ``--repeats`` rounds (median), so a load change hits
+all rows alike. ``--optimum`` adds optimum's ``ORTOptimizer`` (level 2) applied to the
+``--no-optimize`` graph, when optimum-onnx is installed.
 
-Measured on a shared 2-core box (``--threads 1 --clock cpu``, random hidden-256 llama):
-ONNX fp32 1.65x torch eager at batch 1, 0.86x at batch 32 (both GEMM-bound there; the
-fused graph 1.9x / 1.14x); int8 2.9x / 1.3x (fused 3.4x / 1.75x); MRR@10 of int8 within
-0.1 % of fp32. Wall clock with 2 threads on that busy box mostly measured contention
-(torch's threads spin: 2 texts/s at batch 1), hence ``--clock cpu``.
+Rows: "ONNX fp32/int8" is what ``pe export onnx [--int8]`` writes by default (fused for
+onnxruntime, last layer for the pooled row only: :mod:`pe_registry.onnx_optimize`);
+"fused, full last layer" the same without the pooled-row rewrite (what that rewrite is
+worth: it saves ~1/num_layers of the work, a quarter on this 4-layer model, 3-4 % on a
+24-32-layer one); ``--no-optimize`` the plain exported graph. onnxruntime flushes
+denormals on the calling thread from its first session on, so torch runs that way too;
+"torch eager, denormals kept" turns that off for torch (no systematic difference).
+
+Measured on a shared 2-core box (``--threads 1 --clock cpu --optimum``, random hidden-256
+llama, 128 tokens, 5 interleaved rounds; optimum-onnx not installed), texts/s batch 1 /
+batch 32: torch eager 48.6 / 73.8; ONNX fp32 120.7 / 118.7 (2.48x / 1.61x); int8 275.1 /
+208.6 (5.66x / 2.83x); without the pooled-row rewrite 1.31x / 2.29x at batch 32;
+``--no-optimize`` 1.02x / 1.56x. Before this pass and the denormal fix the batch-32
+figures were 0.86x (fp32) and 1.31x (int8). Across runs torch at batch 32 moved between
+72 and 87 texts/s (the two torch rows differ by up to 7 % in one run), so the fp32 margin
+over 1.5x is within run-to-run noise. MRR@10: int8 0.0969 vs fp32 0.0979 (1.1 % relative,
+one query of 346 moved into or out of the top 10; cosine to fp32 mean 0.9992, min 0.9981):
+an untrained random model, where one query's rank is worth ~1 %.
 
 Example::
 

@@ -215,7 +215,16 @@ def pooled_row_only(model: Any) -> int:
                 out.shape = ir.Shape([out.shape[0], 1, out.shape[2]])
             elif out.shape is not None:
                 out.shape = None
-    mha.replace_input_with(0, last_row(mha.inputs[0], 1, mha))
+    query = _query_projection(mha)
+    if query is None:
+        mha.replace_input_with(0, last_row(mha.inputs[0], 1, mha))
+    else:  # slice before the projection: q = Rotary(x @ W_q, positions) for one row
+        rotary, matmul = query
+        rotary.replace_input_with(1, last_row(rotary.inputs[1], 1, rotary))
+        matmul.replace_input_with(0, last_row(matmul.inputs[0], 1, matmul))
+        for node in (matmul, rotary):
+            node.name = f"{POOLED_ROW_PREFIX}{node.name}"
+            node.outputs[0].shape = None
     if len(mha.inputs) > 5 and mha.inputs[5] is not None:  # additive mask: (B, N, S, T)
         mha.replace_input_with(5, last_row(mha.inputs[5], 2, mha))
     for node, i in outside:
@@ -227,6 +236,26 @@ def pooled_row_only(model: Any) -> int:
         node.replace_input_with(1, shape)
         node.attributes.pop("allowzero", None)
     return 1
+
+
+def _query_projection(mha: Any) -> tuple[Any, Any] | None:
+    """(RotaryEmbedding, MatMul) when the attention's query is exactly
+    ``RotaryEmbedding(x @ W_q, position_ids (B, S), cos, sin)`` on (B, S, hidden) and
+    both feed nothing else; None otherwise (then the query is sliced after them)."""
+    rotary = mha.inputs[0].producer()
+    if rotary is None or (rotary.domain, rotary.op_type) != ("com.microsoft",
+                                                             "RotaryEmbedding"):
+        return None
+    matmul = rotary.inputs[0].producer()
+    positions = rotary.inputs[1]
+    if (
+        matmul is None or matmul.op_type != "MatMul" or not _is_const(matmul.inputs[1])
+        or positions is None or positions.shape is None or len(positions.shape) != 2
+        or len(mha.inputs[0].uses()) != 1 or len(rotary.inputs[0].uses()) != 1
+        or matmul.inputs[0].shape is None or len(matmul.inputs[0].shape) != 3
+    ):
+        return None
+    return rotary, matmul
 
 
 def _keeps_batch_and_seq(node: Any) -> int | None:
