@@ -26,14 +26,16 @@ denormals on the calling thread from its first session on, so torch runs that wa
 
 Measured on a shared 2-core box (``--threads 1 --clock cpu --optimum``, random hidden-256
 llama, 128 tokens, 5 interleaved rounds; optimum-onnx not installed), texts/s batch 1 /
-batch 32: torch eager 48.6 / 73.8; ONNX fp32 120.7 / 118.7 (2.48x / 1.61x); int8 275.1 /
-208.6 (5.66x / 2.83x); without the pooled-row rewrite 1.31x / 2.29x at batch 32;
-``--no-optimize`` 1.02x / 1.56x. Before this pass and the denormal fix the batch-32
-figures were 0.86x (fp32) and 1.31x (int8). Across runs torch at batch 32 moved between
-72 and 87 texts/s (the two torch rows differ by up to 7 % in one run), so the fp32 margin
-over 1.5x is within run-to-run noise. MRR@10: int8 0.0969 vs fp32 0.0979 (1.1 % relative,
-one query of 346 moved into or out of the top 10; cosine to fp32 mean 0.9992, min 0.9981):
-an untrained random model, where one query's rank is worth ~1 %.
+batch 32: torch eager 48.1 / 71.4; ONNX fp32 121.7 / 124.6 (2.53x / 1.74x); int8 273.3 /
+228.4 (5.68x / 3.20x); without the pooled-row rewrite 1.38x / 2.52x at batch 32;
+``--no-optimize`` 1.10x / 1.65x. Before the fused default, the pooled-row rewrite and the
+denormal fix the batch-32 figures were 0.86x (fp32) and 1.31x (int8). Two earlier runs
+(before the query projection joined the rewrite) gave 1.61x / 2.83x and 1.56x / 2.71x at
+batch 32: torch at batch 32 moved between 70 and
+91 texts/s from run to run, so the fp32 margin over 1.5x is small. MRR@10: int8 0.0969
+vs fp32 0.0979 (1.04 % relative, one query of 346 moved into or out of the top 10;
+cosine to fp32 mean 0.9992, min 0.9981): an untrained random model, where one query's
+rank is worth ~1 %.
 
 Example::
 
