@@ -10,6 +10,7 @@ import pytest
 
 from pe_core.defaults import (
     DEFAULT_NAMES,
+    RECIPE_VERSION,
     default_table,
     defaults_root,
     ensure_default,
@@ -48,7 +49,7 @@ def test_folders_are_complete_hf_models(folders):
 
     for name, folder in folders.items():
         assert folder == defaults_root(True) / name
-        assert folder.parent.name == "v1-tiny"
+        assert folder.parent.name == f"{RECIPE_VERSION}-tiny"
         files = {p.name for p in folder.iterdir()}
         assert {"config.json", "model.safetensors", "pe_default.json", "tokenizer.json"} <= files
         assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
@@ -132,7 +133,7 @@ def test_concurrent_callers_build_once(tmp_path, monkeypatch):
         t.start()
     for t in threads:
         t.join()
-    assert results == [tmp_path / "defaults" / "v1-tiny" / "mistral"] * 2
+    assert results == [tmp_path / "defaults" / f"{RECIPE_VERSION}-tiny" / "mistral"] * 2
     assert calls == ["mistral"]  # the caller that waited found the fresh build
     assert read_meta("mistral") is not None
 
@@ -144,7 +145,7 @@ def test_failed_build_leaves_nothing(pe_cache, monkeypatch):
 
     monkeypatch.setattr(build_mod, "build_model", crash)
     with pytest.raises(RuntimeError):
-        ensure_default("gemma", tiny=False)  # the full-size slot: nothing there yet
+        ensure_default("gemma", tiny=False, rebuild=True)  # the full-size slot: nothing built
     root = defaults_root(False)
     assert not (root / "gemma").exists()
     assert not list(root.glob(".gemma.tmp-*"))

@@ -1,7 +1,8 @@
 """Build the embedded default models from local text, once per machine, safely.
 
-``python -m pe_core.defaults.build [--tiny] [--force] [NAME ...]`` builds them all (or the
-named ones) and prints the size/perplexity table. Library code calls :func:`ensure_default`.
+``python -m pe_core.defaults.build [--tiny] [--force] [--ship] [NAME ...]`` builds them all
+(or the named ones) and prints the size/perplexity table; ``--ship`` then copies them into
+the package (:mod:`pe_core.defaults.shipped`). Library code calls :func:`ensure_default`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from pe_core.data import Pair, cache_dir, corpus_fingerprint, load_corpus
 from pe_core.defaults.pretrain import perplexity, pretrain, tokenize_stream
 from pe_core.defaults.recipes import DEFAULT_NAMES, RECIPE_VERSION, ModelRecipe, recipe
+from pe_core.defaults.shipped import ship, shipped_folder
 from pe_core.defaults.tokenizer import train_tokenizer
 from pe_core.errors import ConfigError
 
@@ -35,7 +37,8 @@ def _tiny_from_env(tiny: bool | None) -> bool:
 
 
 def defaults_root(tiny: bool | None = None) -> Path:
-    """``<cache>/defaults/v1/`` (or ``v1-tiny/``): one folder per default model."""
+    """``<cache>/defaults/<recipe version>/`` (or ``...-tiny/``): one folder per default model
+    built on this machine."""
     suffix = "-tiny" if _tiny_from_env(tiny) else ""
     return cache_dir() / "defaults" / f"{RECIPE_VERSION}{suffix}"
 
@@ -162,17 +165,33 @@ def build_model(r: ModelRecipe, out_dir: Path) -> dict[str, Any]:
     return meta
 
 
+def measure_dev_perplexity(r: ModelRecipe, folder: Path) -> tuple[float, float]:
+    """Dev perplexity and bits/byte of the model saved in ``folder`` (as in the build)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    corpus = load_corpus()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    stream = tokenize_stream(tokenizer, _texts(corpus, "dev", r.text_pairs))
+    with _build_threads():
+        dev = perplexity(model, stream, r.seq_len, r.eval_blocks)
+    return dev.ppl, dev.bits_per_byte
+
+
 def is_built(folder: Path) -> bool:
     """A folder holds a finished default model (the metadata file is written last)."""
     return (folder / META_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
 
 
 def ensure_default(name: str, *, tiny: bool | None = None, rebuild: bool = False) -> Path:
-    """The folder of default model ``name``, building it first if this machine has none.
+    """The folder of default model ``name``: built on this machine, else shipped with the
+    package (:mod:`pe_core.defaults.shipped`), else built now.
 
     ``name`` is one of ``"prompting"``, ``"llama"``, ``"mistral"``, ``"qwen"``, ``"gemma"``.
     The folder loads with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``.
     ``tiny`` (default: env ``PE_DEFAULTS_TINY``) selects the seconds-to-build test variants.
+    ``rebuild`` builds on this machine even when a model is cached or shipped.
     A file lock makes concurrent callers wait for one build; the build goes to a temporary
     folder renamed into place, so a crash never leaves a half-written model behind.
 
@@ -189,6 +208,9 @@ def ensure_default(name: str, *, tiny: bool | None = None, rebuild: bool = False
     final = root / name
     if is_built(final) and not rebuild:
         return final
+    shipped = None if (r.tiny or rebuild) else shipped_folder(name)
+    if shipped is not None:
+        return shipped
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f".{name}.lock")):
         if is_built(final) and not rebuild:
@@ -210,10 +232,14 @@ def ensure_default(name: str, *, tiny: bool | None = None, rebuild: bool = False
 
 
 def read_meta(name: str, *, tiny: bool | None = None) -> dict[str, Any] | None:
-    """The ``pe_default.json`` of a built default model, or None if it is not built."""
+    """The ``pe_default.json`` of the default model :func:`ensure_default` would return
+    without building (this machine's build, else the shipped one), or None."""
     folder = defaults_root(tiny) / name
     if not is_built(folder):
-        return None
+        shipped = None if _tiny_from_env(tiny) else shipped_folder(name)
+        if shipped is None:
+            return None
+        folder = shipped
     return json.loads((folder / META_NAME).read_text(encoding="utf-8"))
 
 
@@ -229,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tiny", action="store_true", help="the seconds-to-build test variants")
     parser.add_argument("--force", action="store_true", help="rebuild even if already built")
+    parser.add_argument(
+        "--ship", action="store_true",
+        help="copy this machine's builds into the package (float16 weights), for release",
+    )
     args = parser.parse_args(argv)
     names = args.names or list(DEFAULT_NAMES)
     unknown = [n for n in names if n not in DEFAULT_NAMES]
@@ -238,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     load_corpus()
     for name in names:
         path = ensure_default(name, tiny=args.tiny, rebuild=args.force)
+        if args.ship:
+            if args.tiny:
+                raise ConfigError("--ship is for the full-size models, not --tiny")
+            path = ship(name, path)
         print(f"{name}: {path}", file=sys.stderr)
     print(format_table(default_table(tiny=args.tiny, names=names)))
     print(f"\ntotal {time.perf_counter() - started:.1f} s", file=sys.stderr)

@@ -30,11 +30,12 @@ class TrainSettings:
     steps: int | None = None
     epochs: float = 1.0
     batch_size: int = 32  # global: split across processes
-    # Full fine-tuning of a small Prompting LLM at a small lr is the safe default: the
-    # soft prompts start from the LLM's own vocabulary and move gently. The alignment is
-    # a fresh linear map and needs a much larger lr.
-    lr: float = 2e-5
-    alignment_lr: float = 1e-3
+    # Full fine-tuning of the small Prompting LLM, and a fresh linear alignment that needs
+    # a much larger lr. Measured on the default llama (suffix, 150 steps, dev nDCG@10):
+    # 1e-4 / 1e-2 reached 0.42 (last-token) and 0.46 (mean pooling), against 0.48 for a
+    # free soft prompt tuned directly at 1e-2 (the most any prompt could do there).
+    lr: float = 1e-4
+    alignment_lr: float = 1e-2
     lora_lr: float = 2e-4  # LoRA on the Prompting LLM and the LoRA baseline
     weight_decay: float = 0.01
     warmup: float = 0.05  # < 1: fraction of the steps; >= 1: a number of steps
