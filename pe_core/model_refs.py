@@ -23,9 +23,15 @@ def split_revision(ref: str) -> tuple[str, str | None]:
 def ref_id(ref: str | os.PathLike[str]) -> str:
     """The id a model reference is recorded under (``model_id``/``prompting_id``) and
     looked up by: an existing local folder as its absolute path, so ``m``, ``./m`` and
-    ``Path("m")`` name the same model; anything else (Hub id, registry name,
-    ``pe-default:NAME``) as given."""
+    ``Path("m")`` name the same model; ``pe-default:NAME`` as ``pe-default:NAME@<recipe
+    version>``; anything else (Hub id, registry name) as given."""
     text = str(ref)
+    if text.startswith(DEFAULT_PREFIX) and "@" not in text:
+        from pe_core.defaults.recipes import RECIPE_VERSION
+
+        # the recipe version is the default model's revision: an alignment trained on
+        # another recipe's model (other widths) must not be found for this one
+        return f"{text}@{RECIPE_VERSION}"
     path = Path(text).expanduser()
     return os.path.abspath(path) if path.is_dir() else text
 
@@ -37,9 +43,15 @@ def resolve_model(ref: str | os.PathLike[str]) -> Path:
     if path.is_dir():
         return check_model_folder(path)
     if ref.startswith(DEFAULT_PREFIX):
-        from pe_core.defaults import ensure_default
+        from pe_core.defaults import RECIPE_VERSION, ensure_default
 
-        return check_model_folder(ensure_default(ref[len(DEFAULT_PREFIX) :]))
+        name, version = split_revision(ref[len(DEFAULT_PREFIX) :])
+        if version not in (None, RECIPE_VERSION):
+            raise MissingFileError(
+                f"{ref} names default models of recipe {version}, but this pe has recipe "
+                f"{RECIPE_VERSION} (other sizes): retrain on pe-default:{name}"
+            )
+        return check_model_folder(ensure_default(name))
     from pe_core.plugins import get_plugin_manager
 
     for resolver in get_plugin_manager().resolvers():

@@ -152,3 +152,18 @@ def test_pe_encode_cli_text_and_jsonl(tiny_folders, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"body": "a"}\n')
     assert main(args + [str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "x.npy")]) == 2
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_default_model_ids_carry_the_recipe_version(monkeypatch):
+    """An alignment trained on another recipe's default (other widths) is never found for
+    this one, and naming an old recipe's model says what to do."""
+    from pe_core.defaults import RECIPE_VERSION
+    from pe_core.errors import MissingFileError
+    from pe_core.model_refs import ref_id, resolve_model
+
+    assert ref_id("pe-default:llama") == f"pe-default:llama@{RECIPE_VERSION}"
+    assert ref_id(f"pe-default:llama@{RECIPE_VERSION}") == f"pe-default:llama@{RECIPE_VERSION}"
+    assert ref_id("pe-default:llama") != "pe-default:llama@v0"
+    monkeypatch.setattr("pe_core.defaults.ensure_default", lambda name: pytest.fail("built"))
+    with pytest.raises(MissingFileError, match=f"recipe v0.*{RECIPE_VERSION}.*pe-default:qwen"):
+        resolve_model("pe-default:qwen@v0")
