@@ -22,6 +22,7 @@ import pe_registry
 from pe_core.config import EmbedderConfig
 from pe_core.errors import OfflineError, RevisionNotFoundError
 from pe_core.loading import DEFAULT_PROMPTING
+from pe_core.model_refs import ref_id
 from pe_registry.local import LocalRegistry
 
 TEXTS = ["how do I open a file?", "The quick brown fox jumps over the lazy dog.", "a b"]
@@ -79,7 +80,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         stand_in_default(mp, folders["prompting"])
         m = load_untrained(model=folders["model"])
     assert m.config.model_id == str(folders["model"])
-    assert m.config.prompting_id == DEFAULT_PROMPTING
+    assert m.config.prompting_id == ref_id(DEFAULT_PROMPTING)  # pe-default:prompting@<recipe>
     torch.manual_seed(7)
     with torch.no_grad():  # "training": both the Prompting LLM and the alignment move
         for p in m.prompting.model.parameters():
