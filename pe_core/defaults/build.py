@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.data import Pair, cache_dir, corpus_fingerprint, load_corpus
+from pe_core.defaults.folder import META_NAME, WEIGHTS_NAME, folder_meta, is_built
 from pe_core.defaults.pretrain import perplexity, pretrain, tokenize_stream
 from pe_core.defaults.recipes import DEFAULT_NAMES, RECIPE_VERSION, ModelRecipe, recipe
 from pe_core.defaults.shipped import ship, shipped_folder
 from pe_core.defaults.tokenizer import train_tokenizer
 from pe_core.errors import ConfigError
-
-META_NAME = "pe_default.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 def _tiny_from_env(tiny: bool | None) -> bool:
@@ -179,11 +177,6 @@ def measure_dev_perplexity(r: ModelRecipe, folder: Path) -> tuple[float, float]:
     return dev.ppl, dev.bits_per_byte
 
 
-def is_built(folder: Path) -> bool:
-    """A folder holds a finished default model (the metadata file is written last)."""
-    return (folder / META_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
-
-
 def ensure_default(name: str, *, tiny: bool | None = None, rebuild: bool = False) -> Path:
     """The folder of default model ``name``: built on this machine, else shipped with the
     package (:mod:`pe_core.defaults.shipped`), else built now.
@@ -234,13 +227,11 @@ def ensure_default(name: str, *, tiny: bool | None = None, rebuild: bool = False
 def read_meta(name: str, *, tiny: bool | None = None) -> dict[str, Any] | None:
     """The ``pe_default.json`` of the default model :func:`ensure_default` would return
     without building (this machine's build, else the shipped one), or None."""
-    folder = defaults_root(tiny) / name
-    if not is_built(folder):
-        shipped = None if _tiny_from_env(tiny) else shipped_folder(name)
-        if shipped is None:
-            return None
-        folder = shipped
-    return json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+    meta = folder_meta(defaults_root(tiny) / name)
+    if meta is None and not _tiny_from_env(tiny):
+        shipped = shipped_folder(name)
+        meta = None if shipped is None else folder_meta(shipped)
+    return meta
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,14 +21,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from pe_core.defaults.folder import META_NAME, WEIGHTS_NAME, folder_meta
 from pe_core.defaults.recipes import RECIPE_VERSION, recipe
 
 SHIPPED_ROOT = Path(__file__).resolve().parent / "shipped"
 SHIPPED_DTYPE = "float16"
-META_NAME = "pe_default.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 def shipped_root() -> Path:
@@ -36,18 +34,11 @@ def shipped_root() -> Path:
     return SHIPPED_ROOT / RECIPE_VERSION
 
 
-def _meta(folder: Path) -> dict[str, Any] | None:
-    path = folder / META_NAME
-    if not (path.is_file() and (folder / WEIGHTS_NAME).is_file()):
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def shipped_folder(name: str) -> Path | None:
     """The shipped folder of full-size default ``name``, if the package carries one built
     from the current recipe (a folder from another recipe is ignored)."""
     folder = shipped_root() / name
-    meta = _meta(folder)
+    meta = folder_meta(folder)
     if meta is None or meta.get("recipe_version") != RECIPE_VERSION:
         return None
     if meta.get("recipe") != json.loads(json.dumps(recipe(name).to_json())):
@@ -76,7 +67,7 @@ def ship(name: str, built: Path) -> Path:
     """
     from pe_core.defaults.build import measure_dev_perplexity
 
-    meta = _meta(built)
+    meta = folder_meta(built)
     if meta is None:
         raise FileNotFoundError(f"{built} holds no built default model")
     root = shipped_root()
