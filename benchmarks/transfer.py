@@ -63,12 +63,15 @@ def main() -> None:
     p.add_argument("--final-evals", type=int, default=3,
                    help="the final score is the mean of this many last evaluations")
     p.add_argument("--fraction", type=float, default=0.95)
-    p.add_argument("--prompting-lora", type=int, default=16,
+    p.add_argument("--prompting-lora", type=int, default=0,
                    help="LoRA rank on the Prompting LLM in pe train (0: full fine-tuning)")
-    p.add_argument("--lr", type=float, default=3e-3,
-                   help="Prompting LLM lr in pe train (its LoRA lr with --prompting-lora)")
-    p.add_argument("--alignment-lr", type=float, default=3e-2)
-    p.add_argument("--lora-lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=None,
+                   help="Prompting LLM lr in pe train (its LoRA lr with --prompting-lora); "
+                        "default: pe train's")
+    p.add_argument("--alignment-lr", type=float, default=None,
+                   help="alignment lr in pe train and pe align; default: theirs")
+    p.add_argument("--lora-lr", type=float, default=None,
+                   help="LoRA baseline lr; default: pe train --method lora's")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", help="keep the runs here (default: a temp folder)")
     p.add_argument("--json", help="also write the raw results here")
@@ -88,32 +91,35 @@ def main() -> None:
     ))
     dev = [{"query": x.query, "positive": x.document, "instruction": DOC_INSTRUCTION}
            for x in load_pairs("dev")[: args.dev]]
-    p_opts = ({"prompting_lora": args.prompting_lora, "lora_lr": args.lr} if args.prompting_lora
-              else {"lr": args.lr})
+    def given(**kw: object) -> dict:
+        return {k: v for k, v in kw.items() if v is not None}
+
+    p_opts = given(prompting_lora=args.prompting_lora or None,
+                   **{"lora_lr" if args.prompting_lora else "lr": args.lr},
+                   alignment_lr=args.alignment_lr)
     common = dict(batch_size=args.batch, max_length=args.max_length, eval_every=args.eval_every,
                   progress=False, save_every=10**9, overwrite=True, dev_data=dev)
     t0 = time.perf_counter()
     print("stage 1: pe train on the source backbone", file=sys.stderr)
     pe_core.train(str(train_path), backbone=args.source_backbone, model=args.source_model,
                   prompting=args.prompting, out=work / "source",
-                  steps=args.source_steps or args.steps,
-                  alignment_lr=args.alignment_lr, **p_opts, **common)
+                  steps=args.source_steps or args.steps, **p_opts, **common)
     source_s = time.perf_counter() - t0
     runs = {}
     print("pe align -> target", file=sys.stderr)
     pe_core.align(work / "source", str(train_path), backbone=args.target_backbone,
                   model=args.target_model, out=work / "align", steps=args.steps,
-                  alignment_lr=args.alignment_lr, **common)
+                  **given(alignment_lr=args.alignment_lr), **common)
     runs["pe align (from source run)"] = work / "align"
     print("pe train from scratch on the target", file=sys.stderr)
     pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
                   prompting=args.prompting, out=work / "scratch", steps=args.steps,
-                  alignment_lr=args.alignment_lr, **p_opts, **common)
+                  **p_opts, **common)
     runs["pe train from scratch"] = work / "scratch"
     print("LoRA baseline from scratch on the target", file=sys.stderr)
     pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
-                  out=work / "lora", method="lora", steps=args.steps, lora_lr=args.lora_lr,
-                  **common)
+                  out=work / "lora", method="lora", steps=args.steps,
+                  **given(lora_lr=args.lora_lr), **common)
     runs["LoRA r=16 from scratch"] = work / "lora"
 
     last = args.final_evals

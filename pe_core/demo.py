@@ -140,7 +140,8 @@ def _publish(runs: Path, rows: list[Row]) -> None:
         return
     for name in (SOURCE, *TARGETS):
         entry = store.publish(runs / name, f"demo-{name}")
-        _say(f"pushed {runs / name} -> local registry {entry}")
+        refs = [getattr(e, "ref", str(e)) for e in (entry, getattr(entry, "prompting", None)) if e]
+        _say(f"pushed {runs / name} -> local registry: {', '.join(refs)}")
 
 
 def _onnx_row(trained: Any, folder: Path, score: Any) -> Row:

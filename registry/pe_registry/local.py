@@ -56,13 +56,14 @@ PROMPTING_SUFFIX = "-prompting"
 
 
 def default_root() -> Path:
-    """``$PE_REGISTRY`` if set, else ``<user cache dir>/pe/registry``."""
+    """``$PE_REGISTRY`` if set, else ``registry/`` under pe's cache (``$PE_CACHE`` or
+    ``<user cache dir>/pe``), so one ``PE_CACHE`` moves everything pe writes."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    import platformdirs
+    from pe_core.data.cache import cache_dir
 
-    return Path(platformdirs.user_cache_dir("pe")) / "registry"
+    return cache_dir() / "registry"
 
 
 def default_name(source: str | Path) -> str:

@@ -23,6 +23,9 @@ def test_default_root_env_and_platformdirs(monkeypatch, tmp_path):
     monkeypatch.setenv("PE_REGISTRY", str(tmp_path / "x"))
     assert default_root() == tmp_path / "x"
     monkeypatch.delenv("PE_REGISTRY")
+    monkeypatch.setenv("PE_CACHE", str(tmp_path / "cache"))
+    assert default_root() == tmp_path / "cache" / "registry"
+    monkeypatch.delenv("PE_CACHE")
     root = default_root()
     assert root.parts[-2:] == ("pe", "registry")
 
