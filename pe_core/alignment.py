@@ -55,24 +55,31 @@ class Alignment(nn.Module):
         than ``min_shared`` shared tokens a random init is returned (and logged).
         """
         d_P, d_B = prompting_table.shape[1], backbone_table.shape[1]
-        shared = sorted(set(prompting_vocab) & set(backbone_vocab))
         align = cls(d_P, d_B)
-        if len(shared) < min_shared:
-            logger.warning(
-                "only %d tokens shared between the vocabularies; alignment starts random",
-                len(shared),
-            )
+        weight = token_map(prompting_table, backbone_table, prompting_vocab, backbone_vocab,
+                           ridge, min_shared)
+        if weight is None:
+            logger.warning("fewer than %d tokens shared between the vocabularies; "
+                           "alignment starts random", min_shared)
             return align
-        p_idx = torch.tensor([prompting_vocab[t] for t in shared])
-        b_idx = torch.tensor([backbone_vocab[t] for t in shared])
-        x = prompting_table.detach().double().cpu()[p_idx]
-        y = backbone_table.detach().double().cpu()[b_idx]
-        gram = x.T @ x
-        lam = ridge * gram.diagonal().mean().clamp(min=1e-12)
-        weight = torch.linalg.solve(gram + lam * torch.eye(d_P, dtype=gram.dtype), x.T @ y)
         with torch.no_grad():
-            align.weight.copy_(weight.float())
+            align.weight.copy_(weight)
         return align
+
+    def carried_to(self, backbone_map: torch.Tensor) -> Alignment:
+        """This alignment followed by a ``d_B x d_B'`` map into another backbone's
+        token-embedding space: ``u' = (s @ A + b) @ M`` (see :func:`token_map`)."""
+        if backbone_map.shape[0] != self.d_B:
+            raise DimensionMismatchError(
+                f"the backbone map has {backbone_map.shape[0]} rows, the alignment d_B={self.d_B}"
+            )
+        out = type(self)(self.d_P, int(backbone_map.shape[1]), bias=self.bias is not None)
+        m = backbone_map.to(self.weight)
+        with torch.no_grad():
+            out.weight.copy_(self.weight @ m)
+            if self.bias is not None and out.bias is not None:
+                out.bias.copy_(self.bias @ m)
+        return out
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -124,3 +131,27 @@ def _check_dims(path: Any, rows: int, cols: int, d_P: int | None, d_B: int | Non
             f"alignment {path} maps into d_B={cols}, but the backbone has width {d_B}: use "
             "an alignment trained for this backbone (or train one with `pe align`)"
         )
+
+
+def token_map(
+    source_table: torch.Tensor,
+    target_table: torch.Tensor,
+    source_vocab: dict[str, int],
+    target_vocab: dict[str, int],
+    ridge: float = 1e-3,
+    min_shared: int = 16,
+) -> torch.Tensor | None:
+    """Ridge least-squares ``M`` with ``source_table[shared] @ M ~= target_table[shared]``
+    over the tokens both vocabularies share (float32, ``d_source x d_target``); None
+    with fewer than ``min_shared`` shared tokens."""
+    shared = sorted(set(source_vocab) & set(target_vocab))
+    if len(shared) < min_shared:
+        return None
+    s_idx = torch.tensor([source_vocab[t] for t in shared])
+    t_idx = torch.tensor([target_vocab[t] for t in shared])
+    x = source_table.detach().double().cpu()[s_idx]
+    y = target_table.detach().double().cpu()[t_idx]
+    gram = x.T @ x
+    lam = ridge * gram.diagonal().mean().clamp(min=1e-12)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+    return torch.linalg.solve(gram + lam * eye, x.T @ y).float()

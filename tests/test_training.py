@@ -426,7 +426,7 @@ def test_align_trains_only_new_alignment_from_least_squares(pairs, tiny_folders,
         result = pe_core.align(
             tmp_path / "src", str(pairs), backbone="qwen", model=str(qwen_folders["model"]),
             out=tmp_path / "qwen", steps=4, batch_size=8, alignment_lr=1e-2, progress=False,
-            dev_size=8, eval_every=2, on_step=on_step,
+            dev_size=8, eval_every=2, on_step=on_step, init="tokens",
         )
     finally:
         methods.CachedSoftTokenHead.cache = real
@@ -446,7 +446,7 @@ def test_align_trains_only_new_alignment_from_least_squares(pairs, tiny_folders,
     # the log has the dev score against steps
     scores = [r for r in map(json.loads, (out / "log.jsonl").open()) if "dev_score" in r]
     assert [r["step"] for r in scores] == [0, 2, 4]  # from the least-squares start
-    # the alignment started from the least-squares fit
+    # the alignment started from the token least-squares fit (init="source": test_align_init)
     ls = Alignment.least_squares(model.prompting.embedding_table, model.backbone.embedding_table,
                                  model.prompting.tokenizer.get_vocab(),
                                  model.tokenizer.get_vocab())
@@ -533,6 +533,9 @@ def test_cli_train_align_plot(pairs, tiny_folders, qwen_folders, tmp_path, capsy
     assert cfg["placement"] == "prefix" and cfg["num_soft_tokens"] == 3
     assert main(["align", "--from", str(run), "--backbone", "qwen", "--model",
                  str(qwen_folders["model"]), "--out", str(tmp_path / "q"), *common]) == 0
+    assert main(["align", "--from", str(run), "--backbone", "qwen", "--model",
+                 str(qwen_folders["model"]), "--out", str(tmp_path / "q2"), "--init", "tokens",
+                 *common]) == 0
     assert main(["plot", str(run)]) == 0
     png = run / "loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

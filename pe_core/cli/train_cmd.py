@@ -98,6 +98,10 @@ def register(sub: Any) -> None:
     _common(a)
     a.add_argument("--placement", choices=("prefix", "suffix"))
     a.add_argument("--max-length", type=int)
+    a.add_argument("--init", choices=("source", "tokens"), default="source",
+                   help="source (default): carry the trained alignment over through the two "
+                        "backbones' token embeddings; tokens: fit the Prompting LLM's "
+                        "token embeddings to the new backbone's")
     a.set_defaults(func=run_align)
 
     pl = sub.add_parser("plot", help="draw a run's loss curve to PNG")
@@ -149,7 +153,7 @@ def run_align(args: argparse.Namespace) -> int:
     result = pe_core.align(
         args.source, args.data, backbone=args.backbone, model=args.model, out=args.out,
         dev_data=args.dev_data, resume=args.resume, overwrite=args.overwrite,
-        device=args.device, dtype=args.dtype, **_options(args),
+        device=args.device, dtype=args.dtype, init=args.init, **_options(args),
     )
     _report(result)
     return 0

@@ -228,13 +228,16 @@ def align(
     dtype: Any = None,
     settings: TrainSettings | None = None,
     on_step: Any = None,
+    init: str = "source",
     **kwargs: Any,
 ) -> Any:
     """Transfer a trained PromptEmbedder to a new backbone: only a new alignment trains.
 
     The source run's Prompting LLM is frozen; each instruction's soft tokens are
-    computed once and cached; the alignment starts from the least-squares fit between
-    the Prompting LLM's and the new backbone's token embeddings. ``kwargs`` are
+    computed once and cached. The alignment starts from a least-squares fit:
+    ``init="source"`` carries the source run's trained alignment through a map between
+    the two backbones' token embeddings, ``"tokens"`` fits the Prompting LLM's token
+    embeddings to the new backbone's (see :mod:`pe_core.training.align_init`). ``kwargs`` are
     :class:`TrainSettings` fields (``alignment_lr`` is the learning rate) or
     ``placement``/``pooling``/``max_length``/``document_instruction``.
 
@@ -250,6 +253,7 @@ def align(
     from pe_core.model_refs import resolve_model
     from pe_core.plugins import get_backbone
     from pe_core.training import distributed as dist_util
+    from pe_core.training.align_init import carried_alignment, check_init
     from pe_core.training.methods import AlignMethod
     from pe_core.training.trainer import Trainer
 
@@ -258,6 +262,7 @@ def align(
     if fixed:
         raise ConfigError(f"{sorted(fixed)} come from the source run and cannot change in align")
     s = _settings(settings, "align", settings_kw)
+    check_init(init)
     source = Path(source)
     src_cfg = EmbedderConfig.load(source)
     prompting_dir = source / "prompting"
@@ -287,6 +292,10 @@ def align(
                      if src_cfg.prompting_revision else {})},
             **{**inherited, **config_kw},
         )
+    if init == "source" and not resume:
+        carried = carried_alignment(source, src_cfg, embedder)
+        if carried is not None:
+            embedder.alignment = carried.to(embedder.alignment.weight.device)
     method = AlignMethod(embedder, s)
     method.module = dist_util.wrap_ddp(method.module, dev_)
 
