@@ -29,6 +29,9 @@ def main() -> None:
     p.add_argument("--targets", nargs="+", default=["mistral", "qwen", "gemma"])
     p.add_argument("--steps", type=int, default=150, help="steps of pe train and LoRA")
     p.add_argument("--align-steps", type=int, default=60)
+    p.add_argument("--lora-lr", type=float, default=3e-3,
+                   help="LoRA baseline lr (picked on dev: see pe_core.demo.DemoSettings)")
+    p.add_argument("--align-init", default="source", choices=("source", "tokens"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
     p.add_argument("--out", default="benchmarks/results")
@@ -63,27 +66,31 @@ def main() -> None:
     bm25 = bm25_baseline([TASK], eval_splits=["test"])[TASK]["test"]
     results.append(dict(group="source", model="BM25", backbone="-", ndcg10=bm25,
                         train_s=0.0, eval_s=round(time.perf_counter() - t, 1)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        frozen = pe_core.load(backbone=args.source, device="cpu")
-    record("source", "frozen, no prompt", args.source, WithoutPrompt(frozen), 0.0)
+    for pooling in ("last", "mean"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            frozen = pe_core.load(backbone=args.source, device="cpu", pooling=pooling)
+        record("source", f"frozen, no prompt ({pooling})", args.source, WithoutPrompt(frozen), 0.0)
 
-    for placement in ("prefix", "suffix"):
+    # prefix: the soft prompt steers how the text is read, and the last text token is the
+    # unprompted LM's next-token state, so prefix pools the mean; suffix pools the last
+    # soft token, which has read the whole text
+    for placement, pooling in (("prefix", "mean"), ("suffix", "last")):
         t = time.perf_counter()
         run = pe_core.train(data, backbone=args.source, out=work / f"pe-{placement}",
-                            steps=args.steps, placement=placement, **common)
-        record("source", f"PromptEmbedder {placement}", args.source, run.model,
+                            steps=args.steps, placement=placement, pooling=pooling, **common)
+        record("source", f"PromptEmbedder {placement} ({pooling})", args.source, run.model,
                time.perf_counter() - t)
     t = time.perf_counter()
     lora = pe_core.train(data, backbone=args.source, out=work / "lora", method="lora",
-                         steps=args.steps, **common)
+                         steps=args.steps, lora_lr=args.lora_lr, **common)
     record("source", "LoRA r=16", args.source, lora.model, time.perf_counter() - t)
 
     source_run = work / "pe-suffix"
     for target in args.targets:
         t = time.perf_counter()
         moved = pe_core.align(source_run, data, backbone=target, out=work / f"align-{target}",
-                              steps=args.align_steps, **common)
+                              steps=args.align_steps, init=args.align_init, **common)
         record("transfer", "align only", target, moved.model, time.perf_counter() - t)
         t = time.perf_counter()
         full = pe_core.train(data, backbone=target, out=work / f"pe-{target}",
@@ -121,7 +128,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = [f"{r['model']}\n{r['backbone']}" for r in results]
-    colors = ["#888888" if r["model"] in ("BM25", "frozen, no prompt") else
+    colors = ["#888888" if r["model"] == "BM25" or r["model"].startswith("frozen") else
               "#d62728" if r["model"].startswith("LoRA") else
               "#1f77b4" if r["group"] == "source" or r["model"] == "full PromptEmbedder" else
               "#2ca02c" for r in results]
