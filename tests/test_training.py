@@ -189,6 +189,16 @@ def test_default_temperature_in_range():
         pe_core.train("x.jsonl", backbone="llama", bogus=1)
 
 
+def test_alignment_lr_default_depends_on_method():
+    from pe_core.training.settings import TrainSettings
+
+    assert TrainSettings().alignment_lr == 1e-2
+    assert TrainSettings(method="align").alignment_lr == 3e-3
+    assert TrainSettings(method="align", alignment_lr=5e-2).alignment_lr == 5e-2
+    with pytest.raises(ConfigError, match="alignment_lr"):
+        TrainSettings(alignment_lr=0)
+
+
 def test_instruction_on_query_side_document_side_setting(llama_spec):
     method = _method(llama_spec)
     rows = method.rows(_examples(3), 1)

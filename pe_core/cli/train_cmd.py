@@ -45,7 +45,8 @@ def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
     g.add_argument("--epochs", type=float)
     g.add_argument("--batch-size", type=int, help="global batch size (default 32)")
     g.add_argument("--lr", type=float, help="Prompting LLM lr (full fine-tuning; default 1e-4)")
-    g.add_argument("--alignment-lr", type=float, help="alignment lr (default 1e-2)")
+    g.add_argument("--alignment-lr", type=float,
+                   help="alignment lr (default: 1e-2 in train, 3e-3 in align)")
     g.add_argument("--lora-lr", type=float, help="lr of LoRA weights (default 2e-4)")
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--warmup", type=float, help="fraction (<1) or number of warmup steps")

@@ -215,7 +215,7 @@ class PromptEmbedderMethod(Method):
         base: Any = unwrap(self.module)
         decay = [p for n, p in base.prompting.named_parameters() if p.requires_grad and p.ndim >= 2]
         rest = [p for n, p in base.prompting.named_parameters() if p.requires_grad and p.ndim < 2]
-        groups = [
+        groups: list[dict[str, Any]] = [
             {"params": decay, "lr": p_lr, "weight_decay": s.weight_decay},
             {"params": rest, "lr": p_lr, "weight_decay": 0.0},
             {"params": [p for p in base.alignment.parameters() if p.requires_grad],
