@@ -1,16 +1,27 @@
-"""Transfer to an unseen backbone: how long ``pe align`` takes to reach 95 % of its final
-dev score, versus ``pe train`` from scratch on that backbone and the LoRA baseline from
-scratch (each measured against its own final score, same data, loss and dev set).
+"""Transfer to an unseen backbone: how long ``pe align`` takes to converge, versus
+``pe train`` from scratch on that backbone and the LoRA baseline from scratch (same
+data, loss and dev set; each run's log has the dev nDCG@10 every ``--eval-every`` steps).
+
+Three ways to read "converged", all in the table (ratios: the other run's time over
+``pe align``'s):
+
+* **own final**: time to 95 % of the run's own final score (mean of its last evaluations);
+* **align's final**: time to 95 % of ``pe align``'s final score;
+* **scratch's final**: time to 95 % of ``pe train`` from scratch's final score.
+
+A run that never gets there in ``--steps`` gives a lower bound (its whole training time).
 
 Data: the local corpus (``pe_core.data``: one-line summaries -> the documentation they
-summarise), train split for training, part of the dev split for the dev nDCG@10.
-Models: the embedded defaults built on this machine (``pe-default:*``) unless given.
+summarise), train split for training, part of the dev split for the dev score.
+Models: the embedded default family (``pe-default:*``) unless given.
 
-    python benchmarks/transfer.py                      # llama -> qwen, 150 steps each
+    python benchmarks/transfer.py --out benchmarks/results      # llama -> qwen, 300 steps each
     python benchmarks/transfer.py --target-backbone gemma --target-model pe-default:gemma
+    python benchmarks/transfer.py --work runs/t --report       # re-read finished runs' logs
 
 Time is training time (the sum of step times, evaluations excluded), read from each
-run's ``log.jsonl``. Not a test: run it by hand.
+run's ``log.jsonl``. Writes ``transfer.{md,json,png}`` under ``--out``. Not a test: run
+it by hand (about 30 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -22,29 +33,100 @@ import tempfile
 import time
 from pathlib import Path
 
+ALIGN, SCRATCH = "pe align (from source run)", "pe train from scratch"
+LORA = "LoRA r=16 from scratch"
+FOLDERS = {ALIGN: "align", SCRATCH: "scratch", LORA: "lora"}
 
-def time_to_fraction(
-    log: Path, fraction: float, target: float | None = None, last: int = 3
-) -> dict:
-    """First evaluation reaching ``fraction`` of the final dev score, from a log; and the
-    first reaching the absolute score ``target`` (None if never). "Final" is the mean of
-    the last ``last`` evaluations: one small dev set's score is noisy."""
+
+def read_curve(log: Path, last: int = 3) -> dict:
+    """A run's dev curve ``[(step, train seconds, score)]``, final score (mean of the last
+    ``last`` evaluations: one small dev set's score is noisy), total time, ms/step."""
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     evals = [r for r in records if "dev_score" in r]
     steps = [r for r in records if "loss" in r]
-    final = sum(r["dev_score"] for r in evals[-last:]) / len(evals[-last:])
-    hit = next(r for r in evals if r["dev_score"] >= fraction * final)
-    reach = None if target is None else next(
-        (r for r in evals if r["dev_score"] >= target), None
-    )
+    total = steps[-1]["train_time_s"] if steps else 0.0
     return {
-        "start": evals[0]["dev_score"], "final": final, "steps_to": hit["step"],
-        "time_to": hit["train_time_s"],
-        "time_to_target": None if reach is None else reach["train_time_s"],
-        "ms_per_step": 1000 * steps[-1]["train_time_s"] / len(steps) if steps else 0.0,
+        "start": evals[0]["dev_score"],
+        "final": sum(r["dev_score"] for r in evals[-last:]) / len(evals[-last:]),
+        "total_s": total, "ms_per_step": 1000 * total / len(steps) if steps else 0.0,
         "curve": [(r["step"], round(r["train_time_s"], 2), round(r["dev_score"], 4))
                   for r in evals],
     }
+
+
+def first_reach(curve: list, score: float) -> tuple[int, float] | None:
+    """(step, seconds) of the first evaluation at or above ``score``; None if never."""
+    return next(((st, t) for st, t, v in curve if v >= score), None)
+
+
+def summarise(runs: dict[str, Path], fraction: float, last: int) -> dict:
+    """Every run's curve plus its time to each of the three targets."""
+    out = {name: read_curve(folder / "log.jsonl", last) for name, folder in runs.items()}
+    targets = {"own": None, "align": fraction * out[ALIGN]["final"],
+               "scratch": fraction * out[SCRATCH]["final"]}
+    for r in out.values():
+        r["reach"] = {k: first_reach(r["curve"], fraction * r["final"] if v is None else v)
+                      for k, v in targets.items()}
+    return {"targets": targets, "runs": out}
+
+
+def ratio(r: dict, align: dict, key: str) -> str:
+    mine, theirs = align["reach"][key], r["reach"][key]
+    if mine is None or mine[1] <= 0:
+        return "n/a"
+    if theirs is None:
+        return f"> {r['total_s'] / mine[1]:.1f}x (never)"
+    return f"{theirs[1] / mine[1]:.1f}x"
+
+
+def render(summary: dict, fraction: float, last: int, title: str) -> str:
+    pct = int(round(fraction * 100))
+    t = summary["targets"]
+    runs = summary["runs"]
+    align = runs[ALIGN]
+
+    def when(r: dict, key: str) -> str:
+        hit = r["reach"][key]
+        if hit is None:
+            return f"never in {r['total_s']:.0f} s"
+        return f"{hit[1]:.1f} s (step {hit[0]})"
+
+    lines = [title, "",
+             f"| run | dev nDCG@10 at step 0 | final (mean of last {last}) | "
+             f"to {pct} % of own final | align faster by | "
+             f"to {t['align']:.3f} ({pct} % of align's final) | align faster by | "
+             f"to {t['scratch']:.3f} ({pct} % of scratch's final) | align faster by | ms/step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in runs.items():
+        cells = []
+        for key in ("own", "align", "scratch"):
+            cells += [when(r, key), "–" if r is align else ratio(r, align, key)]
+        lines.append(f"| {name} | {r['start']:.3f} | {r['final']:.3f} | " + " | ".join(cells)
+                     + f" | {r['ms_per_step']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for (name, r), color in zip(summary["runs"].items(), ("#2ca02c", "#1f77b4", "#d62728"),
+                                strict=False):
+        ax.plot([c[1] for c in r["curve"]], [c[2] for c in r["curve"]], marker=".",
+                color=color, label=name)
+    for key, style in (("align", ":"), ("scratch", "--")):
+        ax.axhline(summary["targets"][key], color="#888888", linestyle=style, linewidth=1,
+                   label=f"95 % of {key}'s final")
+    ax.set_xlabel("training time (s, evaluations excluded)")
+    ax.set_ylabel("dev nDCG@10")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -58,7 +140,7 @@ def main() -> None:
     p.add_argument("--source-steps", type=int, default=None, help="stage-1 steps (default --steps)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--dev", type=int, default=334, help="dev pairs scored")
     p.add_argument("--final-evals", type=int, default=3,
                    help="the final score is the mean of this many last evaluations")
@@ -69,21 +151,44 @@ def main() -> None:
                    help="Prompting LLM lr in pe train (its LoRA lr with --prompting-lora); "
                         "default: pe train's")
     p.add_argument("--alignment-lr", type=float, default=None,
-                   help="alignment lr in pe train and pe align; default: theirs")
-    p.add_argument("--lora-lr", type=float, default=None,
-                   help="LoRA baseline lr; default: pe train --method lora's")
+                   help="alignment lr in pe train and pe align; default: each one's own")
+    p.add_argument("--lora-lr", type=float, default=3e-3,
+                   help="LoRA baseline lr (default 3e-3, picked on dev for the small defaults)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", help="keep the runs here (default: a temp folder)")
-    p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--out", default="benchmarks/results",
+                   help="write transfer.md, transfer.json and transfer.png here")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: summarise the finished runs in --work")
     args = p.parse_args()
+    if args.report and not args.work:
+        p.error("--report needs --work")
+    work = Path(args.work or tempfile.mkdtemp(prefix="pe-transfer-"))
+    source_s = None if args.report else train_all(args, work)
+    title = (f"{args.source_backbone} -> {args.target_backbone}; {args.steps} steps of batch "
+             f"{args.batch}; dev nDCG@10 on {args.dev} pairs every {args.eval_every} steps; "
+             f"{args.threads} thread(s)"
+             + ("" if source_s is None else f"; stage 1 took {source_s:.0f} s (not counted)"))
+    summary = summarise({name: work / folder for name, folder in FOLDERS.items()},
+                        args.fraction, args.final_evals)
+    table = render(summary, args.fraction, args.final_evals, title)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transfer.md").write_text(table + "\n")
+    (out / "transfer.json").write_text(json.dumps({"args": vars(args), **summary}, indent=2))
+    plot(summary, out / "transfer.png", title)
 
+
+def train_all(args: argparse.Namespace, work: Path) -> float:
+    """Stage 1 on the source backbone, then the three runs on the target; returns the
+    stage-1 seconds."""
     import torch
 
     import pe_core
     from pe_core.data import DOC_INSTRUCTION, load_pairs, training_records
 
     torch.set_num_threads(args.threads)
-    work = Path(args.work or tempfile.mkdtemp(prefix="pe-transfer-"))
     work.mkdir(parents=True, exist_ok=True)
     train_path = work / "train.jsonl"
     train_path.write_text("".join(
@@ -91,6 +196,7 @@ def main() -> None:
     ))
     dev = [{"query": x.query, "positive": x.document, "instruction": DOC_INSTRUCTION}
            for x in load_pairs("dev")[: args.dev]]
+
     def given(**kw: object) -> dict:
         return {k: v for k, v in kw.items() if v is not None}
 
@@ -105,52 +211,19 @@ def main() -> None:
                   prompting=args.prompting, out=work / "source",
                   steps=args.source_steps or args.steps, **p_opts, **common)
     source_s = time.perf_counter() - t0
-    runs = {}
     print("pe align -> target", file=sys.stderr)
     pe_core.align(work / "source", str(train_path), backbone=args.target_backbone,
-                  model=args.target_model, out=work / "align", steps=args.steps,
+                  model=args.target_model, out=work / FOLDERS[ALIGN], steps=args.steps,
                   **given(alignment_lr=args.alignment_lr), **common)
-    runs["pe align (from source run)"] = work / "align"
     print("pe train from scratch on the target", file=sys.stderr)
     pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
-                  prompting=args.prompting, out=work / "scratch", steps=args.steps,
+                  prompting=args.prompting, out=work / FOLDERS[SCRATCH], steps=args.steps,
                   **p_opts, **common)
-    runs["pe train from scratch"] = work / "scratch"
     print("LoRA baseline from scratch on the target", file=sys.stderr)
     pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
-                  out=work / "lora", method="lora", steps=args.steps,
-                  **given(lora_lr=args.lora_lr), **common)
-    runs["LoRA r=16 from scratch"] = work / "lora"
-
-    last = args.final_evals
-    align = time_to_fraction(runs["pe align (from source run)"] / "log.jsonl", args.fraction,
-                             last=last)
-    target = args.fraction * align["final"]
-    results = {name: time_to_fraction(folder / "log.jsonl", args.fraction, target, last)
-               for name, folder in runs.items()}
-    align = results["pe align (from source run)"]
-    pct = int(round(args.fraction * 100))
-    lines = [
-        f"{args.source_backbone} -> {args.target_backbone}; {args.steps} steps of batch "
-        f"{args.batch}; dev nDCG@10 on {len(dev)} pairs every {args.eval_every} steps; "
-        f"{args.threads} thread(s); stage 1 took {source_s:.0f} s (not counted)", "",
-        f"| run | dev nDCG@10 at step 0 | final (mean of last {last}) | "
-        f"steps to {pct} % of own final | "
-        f"time to {pct} % of own final (s) | align faster by | time to {target:.3f} "
-        f"({pct} % of align's final) (s) | ms/step |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        ratio = r["time_to"] / align["time_to"] if align["time_to"] > 0 else float("inf")
-        reach = "never" if r["time_to_target"] is None else f"{r['time_to_target']:.1f}"
-        lines.append(
-            f"| {name} | {r['start']:.3f} | {r['final']:.3f} | {r['steps_to']} | "
-            f"{r['time_to']:.1f} | {'-' if r is align else f'{ratio:.1f}x'} | {reach} | "
-            f"{r['ms_per_step']:.0f} |"
-        )
-    print("\n".join(lines))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+                  out=work / FOLDERS[LORA], method="lora", steps=args.steps,
+                  lora_lr=args.lora_lr, **common)
+    return source_s
 
 
 if __name__ == "__main__":
