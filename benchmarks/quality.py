@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--source", default="llama")
     p.add_argument("--targets", nargs="+", default=["mistral", "qwen", "gemma"])
     p.add_argument("--steps", type=int, default=150, help="steps of pe train and LoRA")
-    p.add_argument("--align-steps", type=int, default=60)
+    p.add_argument("--align-steps", type=int, default=40)
     p.add_argument("--lora-lr", type=float, default=3e-3,
                    help="LoRA baseline lr (picked on dev: see pe_core.demo.DemoSettings)")
     p.add_argument("--align-init", default="source", choices=("source", "tokens"))
@@ -69,7 +69,8 @@ def main() -> None:
     for pooling in ("last", "mean"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            frozen = pe_core.load(backbone=args.source, device="cpu", pooling=pooling)
+            frozen = pe_core.load(backbone=args.source, device="cpu", pooling=pooling,
+                                  max_length=args.max_length)
         record("source", f"frozen, no prompt ({pooling})", args.source, WithoutPrompt(frozen), 0.0)
 
     # prefix: the soft prompt steers how the text is read, and the last text token is the

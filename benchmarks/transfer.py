@@ -140,6 +140,12 @@ def main() -> None:
     p.add_argument("--prompting", default="pe-default:prompting")
     p.add_argument("--steps", type=int, default=300, help="steps of every run")
     p.add_argument("--source-steps", type=int, default=None, help="stage-1 steps (default --steps)")
+    p.add_argument("--scratch-steps", type=int, default=None,
+                   help="steps of pe train from scratch (default --steps); more steps give "
+                        "it more time to reach align's bar")
+    p.add_argument("--runs", nargs="+", choices=("align", "scratch", "lora"),
+                   default=["align", "scratch", "lora"],
+                   help="which runs to train (the others are read from --work)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--eval-every", type=int, default=10)
@@ -163,12 +169,14 @@ def main() -> None:
     p.add_argument("--report", action="store_true",
                    help="train nothing: summarise the finished runs in --work")
     args = p.parse_args()
-    if args.report and not args.work:
-        p.error("--report needs --work")
+    if (args.report or set(args.runs) != {"align", "scratch", "lora"}) and not args.work:
+        p.error("--report and --runs need --work (the other runs are read from there)")
     work = Path(args.work or tempfile.mkdtemp(prefix="pe-transfer-"))
     source_s = None if args.report else train_all(args, work)
+    scratch = args.scratch_steps or args.steps
     title = (f"{args.source_backbone} -> {args.target_backbone}; {args.steps} steps of batch "
-             f"{args.batch}; dev nDCG@10 on {args.dev} pairs every {args.eval_every} steps; "
+             f"{args.batch}" + ("" if scratch == args.steps else f" ({scratch} from scratch)")
+             + f"; dev nDCG@10 on {args.dev} pairs every {args.eval_every} steps; "
              f"{args.threads} thread(s)"
              + ("" if source_s is None else f"; stage 1 took {source_s:.0f} s (not counted)"))
     summary = summarise({name: work / folder for name, folder in FOLDERS.items()},
@@ -182,9 +190,9 @@ def main() -> None:
     plot(summary, out / "transfer.png", title)
 
 
-def train_all(args: argparse.Namespace, work: Path) -> float:
-    """Stage 1 on the source backbone, then the three runs on the target; returns the
-    stage-1 seconds."""
+def train_all(args: argparse.Namespace, work: Path) -> float | None:
+    """Stage 1 on the source backbone and ``pe align``, then the runs from scratch on
+    the target (those of ``args.runs``); returns the stage-1 seconds (None: not run)."""
     import torch
 
     import pe_core
@@ -207,24 +215,28 @@ def train_all(args: argparse.Namespace, work: Path) -> float:
                    alignment_lr=args.alignment_lr)
     common = dict(batch_size=args.batch, max_length=args.max_length, eval_every=args.eval_every,
                   progress=False, save_every=10**9, overwrite=True, dev_data=dev)
-    t0 = time.perf_counter()
-    print("stage 1: pe train on the source backbone", file=sys.stderr)
-    pe_core.train(str(train_path), backbone=args.source_backbone, model=args.source_model,
-                  prompting=args.prompting, out=work / "source",
-                  steps=args.source_steps or args.steps, **p_opts, **common)
-    source_s = time.perf_counter() - t0
-    print("pe align -> target", file=sys.stderr)
-    pe_core.align(work / "source", str(train_path), backbone=args.target_backbone,
-                  model=args.target_model, out=work / FOLDERS[ALIGN], steps=args.steps,
-                  **given(alignment_lr=args.alignment_lr), **common)
-    print("pe train from scratch on the target", file=sys.stderr)
-    pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
-                  prompting=args.prompting, out=work / FOLDERS[SCRATCH], steps=args.steps,
-                  **p_opts, **common)
-    print("LoRA baseline from scratch on the target", file=sys.stderr)
-    pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
-                  out=work / FOLDERS[LORA], method="lora", steps=args.steps,
-                  lora_lr=args.lora_lr, **common)
+    source_s = None
+    if "align" in args.runs:
+        t0 = time.perf_counter()
+        print("stage 1: pe train on the source backbone", file=sys.stderr)
+        pe_core.train(str(train_path), backbone=args.source_backbone, model=args.source_model,
+                      prompting=args.prompting, out=work / "source",
+                      steps=args.source_steps or args.steps, **p_opts, **common)
+        source_s = time.perf_counter() - t0
+        print("pe align -> target", file=sys.stderr)
+        pe_core.align(work / "source", str(train_path), backbone=args.target_backbone,
+                      model=args.target_model, out=work / FOLDERS[ALIGN], steps=args.steps,
+                      **given(alignment_lr=args.alignment_lr), **common)
+    if "scratch" in args.runs:
+        print("pe train from scratch on the target", file=sys.stderr)
+        pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
+                      prompting=args.prompting, out=work / FOLDERS[SCRATCH],
+                      steps=args.scratch_steps or args.steps, **p_opts, **common)
+    if "lora" in args.runs:
+        print("LoRA baseline from scratch on the target", file=sys.stderr)
+        pe_core.train(str(train_path), backbone=args.target_backbone, model=args.target_model,
+                      out=work / FOLDERS[LORA], method="lora", steps=args.steps,
+                      lora_lr=args.lora_lr, **common)
     return source_s
 
 

@@ -32,7 +32,7 @@ class DemoSettings:
 
     train_steps: int = 120
     lora_steps: int = 60
-    align_steps: int = 60
+    align_steps: int = 40
     # LoRA lr for these few-million-parameter backbones, picked on the dev split (100
     # steps, dev nDCG@10): 1e-3 0.14, 3e-3 0.33, 6e-3 0.32, 1e-2 collapses (0.02). The
     # E5 recipe's 2e-4 (pe's default, for billion-parameter backbones) stays at 0.06.
@@ -92,7 +92,7 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None) 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        frozen = pe_core.load(backbone=SOURCE, device="cpu")
+        frozen = pe_core.load(backbone=SOURCE, device="cpu", max_length=s.max_length)
     t = time.perf_counter()
     rows.append(Row("frozen backbone, no prompt", SOURCE,
                     score(WithoutPrompt(frozen), "frozen"), time.perf_counter() - t))

@@ -11,7 +11,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="pe-demo", help="working folder (default: ./pe-demo)")
     p.add_argument("--train-steps", type=int, default=120)
     p.add_argument("--lora-steps", type=int, default=60)
-    p.add_argument("--align-steps", type=int, default=60)
+    p.add_argument("--align-steps", type=int, default=40)
     p.add_argument("--lora-lr", type=float, default=3e-3,
                    help="LoRA baseline lr (default 3e-3: picked on dev for the small defaults)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
