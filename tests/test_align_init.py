@@ -47,7 +47,6 @@ def source_run(tmp_path_factory, tiny_folders, pairs):
     """A 2-step `pe train` run on a copy of the tiny llama (so a test may delete it)."""
     root = tmp_path_factory.mktemp("src")
     model = shutil.copytree(tiny_folders["model"], root / "llama")
-    torch.set_num_threads(1)
     pe_core.train(str(pairs), backbone="llama", model=str(model),
                   prompting=str(tiny_folders["prompting"]), out=root / "run", steps=2,
                   batch_size=8, lr=1e-3, alignment_lr=1e-1, progress=False)
