@@ -144,7 +144,7 @@ def _publish(runs: Path, rows: list[Row]) -> None:
         return
     for name in (SOURCE, *TARGETS):
         entry = store.publish(runs / name, f"demo-{name}")
-        refs = [getattr(e, "ref", str(e)) for e in (entry, getattr(entry, "prompting", None)) if e]
+        refs = [e.ref for e in (entry, entry.prompting) if e is not None]
         _say(f"pushed {runs / name} -> local registry: {', '.join(refs)}")
 
 

@@ -6,6 +6,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-model tests (per-op overhead dominates, extra
+    threads only contend); restored after. Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def fresh_plugins(monkeypatch):
     """A plugin manager built anew for the test (and forgotten after it)."""

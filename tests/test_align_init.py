@@ -19,15 +19,7 @@ from pe_core.errors import ConfigError, CorruptFileError, DimensionMismatchError
 from pe_core.token_tables import read_token_embeddings
 
 WORDS = "alpha beta gamma delta file open read write sum number fox dog python class".split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models are dominated by per-op overhead; extra threads only contend
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ WORDS = (
     "return value parse argument list string socket thread queue"
 ).split()
 INSTRUCTIONS = ("Retrieve the documentation", "Find a similar sentence")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair_records(n: int = 48, seed: int = 0, tasks: int = 2, negatives: int = 1) -> list[dict]:
@@ -45,15 +46,6 @@ def pair_records(n: int = 48, seed: int = 0, tasks: int = 2, negatives: int = 1)
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models are dominated by per-op overhead; extra threads only contend
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
