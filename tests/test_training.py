@@ -304,6 +304,40 @@ def test_suffix_fast_path_is_exact(llama_spec):
     again = soft_pass(backbone, store.cache(backbone, ids, mask), mask, soft)
     assert (store.hits, store.misses, len(store)) == (2, 3, 3)
     torch.testing.assert_close(again, ref, atol=1e-5, rtol=0)
+    # free calls: every length its own group, each padded to its own width
+    grouped = TextKVStore(1 << 26, call_cost=0)
+    torch.testing.assert_close(
+        soft_pass(backbone, grouped.cache(backbone, ids, mask), mask, soft), ref,
+        atol=1e-5, rtol=0,
+    )
+
+
+def test_length_groups_are_the_cheapest_split():
+    """The dynamic programme finds the cheapest grouping (checked against every split of
+    the sorted rows) and returns each row once."""
+    import itertools
+    import random
+
+    from pe_core.training.kvcache import length_groups
+
+    def cost(groups, lengths, call):
+        return sum(call + len(g) * max(lengths[i] for i in g) for g in groups)
+
+    rng = random.Random(0)
+    for _ in range(60):
+        lengths = [rng.choice([3, 5, 8, 40, 41, 120]) for _ in range(rng.randint(1, 9))]
+        call = rng.choice([0, 10, 48, 500])
+        groups = length_groups(lengths, call)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        best = min(
+            cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], lengths, call)
+            for r in range(len(order))
+            for cuts in itertools.combinations(range(1, len(order)), r)
+        )
+        assert cost(groups, lengths, call) == best
+    assert length_groups([]) == []
+    assert length_groups([120, 12, 118, 15]) == [[1, 3], [2, 0]]
 
 
 def test_gradient_checkpointing_prefix_same_gradient(llama_spec):
