@@ -181,6 +181,33 @@ class BackboneConformance:
         rel = (grads[0] - grads[1]).norm() / grads[1].norm()
         assert rel < 1e-4, f"suffix gradient differs from the full pass by {rel:.2e}"
 
+    def test_training_suffix_pass_matches_reference(self, model_type: str) -> None:
+        """Training's suffix path (text keys/values in length groups, kept in a store,
+        then the soft pass with gradients to the soft positions only) gives the full
+        pass's embeddings and soft-prompt gradients."""
+        import torch
+
+        from pe_core.training.kvcache import TextKVStore, soft_pass
+
+        m = self.embedder(model_type, "suffix")
+        ids, mask = _batch(m, TEXTS, m.backbone.spec.padding_side)
+        soft = _realistic_soft(m, len(TEXTS))
+        probe = torch.randn(m.dim, generator=torch.Generator().manual_seed(1))
+        store = TextKVStore(1 << 26, call_cost=0)  # every length its own group
+        outs, grads = [], []
+        for run in range(2):
+            s = soft.clone().requires_grad_(True)
+            if run == 0:
+                pooled = soft_pass(m.backbone, store.cache(m.backbone, ids, mask), mask, s)
+            else:
+                pooled = m.backbone.reference(ids, mask, s, "suffix", "last")
+            (pooled @ probe).sum().backward()
+            outs.append(pooled.detach())
+            grads.append(s.grad)
+        torch.testing.assert_close(outs[0], outs[1], atol=TOL, rtol=0)
+        rel = (grads[0] - grads[1]).norm() / grads[1].norm()
+        assert rel < 1e-4, f"training's suffix gradient differs from the full pass by {rel:.2e}"
+
     # -- persistence and determinism ----------------------------------------------------
     def test_save_load_roundtrip(self, model_type: str, tmp_path: Any) -> None:
         import numpy as np

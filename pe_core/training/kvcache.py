@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from pe_core.encoder import BackboneEncoder, positions
+from pe_core.training.suffix_attention import new_keys_only
 
 
 class _StopAfterLastKV(Exception):
@@ -109,10 +110,11 @@ def soft_pass(
     full = torch.cat([mask, mask.new_ones(batch, k)], dim=1)
     # explicit positions: right-padded rows are silently wrong without them (PITFALLS)
     pos = mask.long().sum(-1, keepdim=True) + torch.arange(k, device=mask.device)
-    hidden = model(
-        inputs_embeds=u, attention_mask=full, position_ids=pos, past_key_values=cache,
-        use_cache=True,
-    ).last_hidden_state
+    with new_keys_only(model):
+        hidden = model(
+            inputs_embeds=u, attention_mask=full, position_ids=pos, past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
     return hidden.mean(1) if pooling == "mean" else hidden[:, -1]
 
 
