@@ -179,25 +179,25 @@ class TextKVStore:
         size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in rows)
         if self.bytes + size > self.max_bytes:
             return
-        # clone: a slice would keep the whole batch's tensor alive
-        self._rows[key] = [(k.to(self.device).clone(), v.to(self.device).clone()) for k, v in rows]
+        # a contiguous copy: a view would keep the whole batch's tensor alive
+        self._rows[key] = [(_own(k, self.device), _own(v, self.device)) for k, v in rows]
         self.bytes += size
 
     def _assemble(self, backbone: BackboneEncoder, rows: list[Any], mask: torch.Tensor) -> Any:
         width, device = mask.shape[1], mask.device
+        # where each row's real positions go in the (B * W) slots (either padding side);
+        # padded slots are zeroed (the attention mask hides them, but must not meet NaN)
+        flags = mask.reshape(-1).bool()
+        slots, padded = flags.nonzero().squeeze(1), (~flags).nonzero().squeeze(1)
         layers = []
         for layer in range(len(rows[0])):
-            k0, v0 = rows[0][layer]
-            keys = k0.new_zeros((len(rows), k0.shape[0], width, k0.shape[2]), device=device)
-            values = v0.new_zeros((len(rows), v0.shape[0], width, v0.shape[2]), device=device)
-            for b, row in enumerate(rows):
-                # real positions wherever the mask puts them (either padding side);
-                # padded slots stay zero: the attention mask hides them
-                k, v = row[layer]
-                real = mask[b].bool()
-                keys[b][:, real] = k.to(device)
-                values[b][:, real] = v.to(device)
-            layers.append((keys, values))
+            pair = []
+            for j in (0, 1):
+                flat = torch.cat([row[layer][j] for row in rows]).to(device)  # (sum L, H, D)
+                out = flat.new_empty((len(rows) * width, *flat.shape[1:]))
+                out.index_copy_(0, slots, flat).index_fill_(0, padded, 0.0)
+                pair.append(out.view(len(rows), width, *flat.shape[1:]).transpose(1, 2))
+            layers.append((pair[0], pair[1]))
         cache = _new_cache(backbone.model, layers)
         if cache is None:  # pragma: no cover - supported was checked above
             raise RuntimeError("could not rebuild a key/value cache")
@@ -235,6 +235,10 @@ def length_groups(lengths: Sequence[int], call_cost: int = 48) -> list[list[int]
     return groups[::-1]
 
 
+def _own(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t.to(device).clone(memory_format=torch.contiguous_format)
+
+
 def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop columns that are padding in every row of a sub-batch (either side)."""
     used = mask.bool().any(0)
@@ -244,6 +248,8 @@ def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 def _row_kv(
     cache: Any, row: int, row_mask: torch.Tensor
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Row ``row``'s keys/values for every layer, real positions only."""
+    """Row ``row``'s keys/values for every layer, real positions only, laid out
+    ``(positions, heads, head_dim)`` so a batch's rows concatenate into place."""
     keep = row_mask.bool()
-    return [(layer.keys[row][:, keep], layer.values[row][:, keep]) for layer in cache.layers]
+    return [(layer.keys[row][:, keep].transpose(0, 1), layer.values[row][:, keep].transpose(0, 1))
+            for layer in cache.layers]
