@@ -264,6 +264,25 @@ def test_grad_cache_equals_uncached_gradient(llama_spec, placement):
         assert ((g0[name] - g1[name]).abs().max() / scale) < 1e-4, name
 
 
+def test_lora_baseline_length_groups_keep_row_order(tiny_folders):
+    """The LoRA baseline runs rows in groups of similar length; each row's embedding is
+    the one it gets alone, in the order asked for."""
+    from pe_core.plugins import get_backbone
+    from pe_core.training.lora_baseline import LoraMethod, build_lora_embedder
+    from pe_core.training.settings import TrainSettings
+
+    s = TrainSettings(method="lora", lora_dropout=0.0)
+    method = LoraMethod(build_lora_embedder(get_backbone("llama"), Path(tiny_folders["model"]),
+                                            s), s)
+    rows = method.rows(_examples(6), 1)
+    assert len({len(x) for x in rows.ids}) > 2  # queries and documents of several lengths
+    index = [5, 0, 13, 7, 2, 16, 9]
+    with torch.no_grad():
+        together = method.encode(rows, index, None)
+        alone = torch.cat([method.encode(rows, [r], None) for r in index])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
 def test_grad_cache_lora_baseline(tiny_folders):
     from pe_core.plugins import get_backbone
     from pe_core.training.gradcache import contrastive_step

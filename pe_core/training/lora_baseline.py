@@ -24,6 +24,7 @@ from pe_core.encoder import last_index, mean_pool
 from pe_core.errors import ConfigError, MissingFileError
 from pe_core.training.data import Example
 from pe_core.training.distributed import active, unwrap
+from pe_core.training.kvcache import length_groups
 from pe_core.training.loss import text_keys
 from pe_core.training.methods import Method, Rows, StepInfo, layout, pad_rows
 from pe_core.training.settings import TrainSettings
@@ -213,19 +214,22 @@ class LoraMethod(Method):
         pad_id = emb.tokenizer.pad_token_id or 0
         grad = torch.is_grad_enabled()
         # DDP allows one forward per backward: under DDP everything goes in one call;
-        # alone, queries and documents are padded separately (they differ in length)
-        groups = [index]
-        if not active():
-            queries = [r for r in index if r < rows.n_queries]
-            docs = [r for r in index if r >= rows.n_queries]
-            groups = [g for g in (queries, docs) if g]
-        parts = []
+        # alone, rows run in groups of similar length (as PromptEmbedder's text pass)
+        lengths = [len(rows.ids[r]) for r in index]
+        groups = [list(range(len(index)))] if active() else length_groups(lengths)
+        parts, order = [], []
         for group in groups:
-            ids, mask = pad_rows([rows.ids[r] for r in group], pad_id, emb.spec.padding_side,
-                                 emb.device)
+            ids, mask = pad_rows([rows.ids[index[i]] for i in group], pad_id,
+                                 emb.spec.padding_side, emb.device)
             module = self.module if grad else emb
             parts.append(F.normalize(module(ids, mask).float(), dim=-1))
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+            order += group
+        out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        if order != sorted(order):
+            back = torch.empty(len(order), dtype=torch.long)
+            back[torch.tensor(order)] = torch.arange(len(order))
+            out = out[back.to(out.device)]
+        return out
 
     def evaluator(self) -> Any:
         return self.embedder
