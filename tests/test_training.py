@@ -350,7 +350,8 @@ def test_length_groups_are_the_cheapest_split():
         assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         best = min(
-            cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], lengths, call)
+            cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)), strict=True)],
+                 lengths, call)
             for r in range(len(order))
             for cuts in itertools.combinations(range(1, len(order)), r)
         )
