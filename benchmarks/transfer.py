@@ -163,6 +163,8 @@ def main() -> None:
     p.add_argument("--lora-lr", type=float, default=3e-3,
                    help="LoRA baseline lr (default 3e-3, picked on dev for the small defaults)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed of every run (batch order, init noise, Gumbel noise)")
     p.add_argument("--work", help="keep the runs here (default: a temp folder)")
     p.add_argument("--out", default="benchmarks/results",
                    help="write transfer.md, transfer.json and transfer.png here")
@@ -177,7 +179,7 @@ def main() -> None:
     title = (f"{args.source_backbone} -> {args.target_backbone}; {args.steps} steps of batch "
              f"{args.batch}" + ("" if scratch == args.steps else f" ({scratch} from scratch)")
              + f"; dev nDCG@10 on {args.dev} pairs every {args.eval_every} steps; "
-             f"{args.threads} thread(s)"
+             f"{args.threads} thread(s); seed {args.seed}"
              + ("" if source_s is None else f"; stage 1 took {source_s:.0f} s (not counted)"))
     summary = summarise({name: work / folder for name, folder in FOLDERS.items()},
                         args.fraction, args.final_evals)
@@ -214,7 +216,7 @@ def train_all(args: argparse.Namespace, work: Path) -> float | None:
                    **{"lora_lr" if args.prompting_lora else "lr": args.lr},
                    alignment_lr=args.alignment_lr)
     common = dict(batch_size=args.batch, max_length=args.max_length, eval_every=args.eval_every,
-                  progress=False, save_every=10**9, overwrite=True, dev_data=dev)
+                  progress=False, save_every=10**9, overwrite=True, dev_data=dev, seed=args.seed)
     source_s = None
     if "align" in args.runs:
         t0 = time.perf_counter()
