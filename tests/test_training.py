@@ -609,3 +609,90 @@ def test_plot_without_log_is_typed_error(tmp_path):
 
     with pytest.raises(MissingFileError):
         plot_run(tmp_path)
+
+
+# -- the soft pass's attention ---------------------------------------------------------
+def _attention_inputs(q=5, t=12, seed=0, padded=True):
+    gen = torch.Generator().manual_seed(seed)
+    query = torch.randn(3, 6, q, 8, generator=gen, requires_grad=True)
+    key = torch.randn(3, 2, t, 8, generator=gen, requires_grad=True)
+    value = torch.randn(3, 2, t, 8, generator=gen, requires_grad=True)
+    allowed = torch.ones(3, 1, q, t, dtype=torch.bool)
+    allowed[..., t - q :] = torch.ones(q, q, dtype=torch.bool).tril()
+    if padded:
+        allowed[0, :, :, :3] = False  # a padded row
+    return query, key, value, allowed
+
+
+def _reference_attention(query, key, value, allowed, scaling, softcap=None):
+    """transformers' eager attention, written out: repeat the key/value heads."""
+    rep = query.shape[1] // key.shape[1]
+    k, v = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    scores = query @ k.transpose(-1, -2) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return (scores.softmax(-1) @ v).transpose(1, 2)
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive", "none"])
+@pytest.mark.parametrize("softcap", [None, 5.0])
+def test_suffix_attention_matches_eager(mask_kind, softcap):
+    """Same output and query gradient as the eager formula; the text's keys/values get
+    no gradient, the soft positions' get the eager one."""
+    from pe_core.training.suffix_attention import suffix_attention
+
+    query, key, value, allowed = _attention_inputs()
+    t, q = key.shape[2], query.shape[2]
+    if mask_kind == "none":  # what transformers passes when nothing needs masking
+        allowed = torch.ones_like(allowed)
+        allowed[..., t - q :] = torch.ones(q, q, dtype=torch.bool).tril()
+    mask = {"bool": allowed, "none": None,
+            "additive": torch.zeros(allowed.shape).masked_fill(~allowed, -1e9)}[mask_kind]
+    ref = _reference_attention(query, key, value, allowed, 0.3, softcap)
+    out, _ = suffix_attention(None, query, key, value, mask, scaling=0.3, softcap=softcap)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    g_ref = torch.autograd.grad((ref * probe).sum(), [query, key, value])
+    g_out = torch.autograd.grad((out * probe).sum(), [query, key, value])
+    torch.testing.assert_close(g_out[0], g_ref[0], atol=1e-5, rtol=0)
+    for mine, theirs in zip(g_out[1:], g_ref[1:], strict=True):
+        assert mine[:, :, : t - q].abs().max() == 0  # the text: no gradient at all
+        torch.testing.assert_close(mine[:, :, t - q :], theirs[:, :, t - q :], atol=1e-5,
+                                   rtol=0)
+
+
+def test_new_keys_only_swaps_for_one_pass_and_restores(llama_spec):
+    """Inside, the model runs pe's attention (only with grad); after, even after an
+    error, its own implementation is back."""
+    from pe_core.training.suffix_attention import NAME, new_keys_only
+
+    model = _method(llama_spec).backbone.model
+    before = model.config._attn_implementation
+    with new_keys_only(model):
+        assert model.config._attn_implementation == NAME
+    assert model.config._attn_implementation == before
+    with torch.no_grad(), new_keys_only(model):
+        assert model.config._attn_implementation == before  # nothing to save without grad
+    with pytest.raises(RuntimeError, match="boom"), new_keys_only(model):
+        raise RuntimeError("boom")
+    assert model.config._attn_implementation == before
+
+
+def test_suffix_attention_falls_back_to_the_models_own(llama_spec):
+    """Calls it does not cover (dropout, no text before the queries) go to the model's
+    own attention."""
+    from pe_core.training.suffix_attention import new_keys_only, suffix_attention
+
+    query, key, value, allowed = _attention_inputs(q=4, t=4, padded=False)
+
+    class Module:
+        num_key_value_groups, is_causal, training = 3, True, False
+
+    model = _method(llama_spec).backbone.model
+    with new_keys_only(model):
+        out, _ = suffix_attention(Module(), query, key, value, allowed, scaling=0.3)
+    ref = _reference_attention(query, key, value, allowed, 0.3)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    g = torch.autograd.grad(out.sum(), key)[0]
+    assert g.abs().max() > 0  # the model's attention: every key gets its gradient
