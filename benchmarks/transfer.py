@@ -18,6 +18,7 @@ Models: the embedded default family (``pe-default:*``) unless given.
     python benchmarks/transfer.py --out benchmarks/results      # llama -> qwen, 300 steps each
     python benchmarks/transfer.py --target-backbone gemma --target-model pe-default:gemma
     python benchmarks/transfer.py --work runs/t --report       # re-read finished runs' logs
+    python benchmarks/transfer.py --runs align scratch --seed 1 --work runs/t1  # no LoRA
 
 Time is training time (the sum of step times, evaluations excluded), read from each
 run's ``log.jsonl``. Writes ``transfer.{md,json,png}`` under ``--out``. Not a test: run
@@ -181,8 +182,12 @@ def main() -> None:
              + f"; dev nDCG@10 on {args.dev} pairs every {args.eval_every} steps; "
              f"{args.threads} thread(s); seed {args.seed}"
              + ("" if source_s is None else f"; stage 1 took {source_s:.0f} s (not counted)"))
-    summary = summarise({name: work / folder for name, folder in FOLDERS.items()},
-                        args.fraction, args.final_evals)
+    runs = {name: work / folder for name, folder in FOLDERS.items()
+            if (work / folder / "log.jsonl").is_file()}
+    missing = {ALIGN, SCRATCH} - runs.keys()
+    if missing:
+        p.error(f"no finished run for {sorted(missing)} under {work}")
+    summary = summarise(runs, args.fraction, args.final_evals)
     table = render(summary, args.fraction, args.final_evals, title)
     print(table)
     out = Path(args.out)
