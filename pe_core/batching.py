@@ -1,5 +1,6 @@
 """Tokenise once, sort by length, batch, and put results back in input order
-(sentence-transformers conventions)."""
+(sentence-transformers conventions); and the length grouping training uses for the rows
+of one step (:func:`length_groups`)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,34 @@ def encode_batches(
 def check_convert_to(convert_to: str) -> None:
     if convert_to not in ("numpy", "torch"):
         raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+
+
+def length_groups(lengths: Sequence[int], call_cost: int = 48) -> list[list[int]]:
+    """Split rows into groups of similar length that are cheapest to run, each padded to
+    its own longest row: minimises ``sum(call_cost + rows * longest)`` over the groups of
+    the length-sorted rows (exact, by dynamic programming). ``call_cost`` is one forward
+    call's fixed cost in tokens (about 2 ms, or 45 tokens, for a small model on one CPU
+    core). Returns lists of indices into ``lengths``.
+
+    Example::
+
+        length_groups([120, 12, 118, 15])  # [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    # cuts only ever pay between different lengths: run the search over distinct lengths
+    ends = [j + 1 for j in range(len(order))
+            if j + 1 == len(order) or lengths[order[j + 1]] != lengths[order[j]]]
+    best = [0] * (len(ends) + 1)  # best[e]: cheapest cost of the rows up to ends[e - 1]
+    cut = [0] * (len(ends) + 1)
+    for e in range(1, len(ends) + 1):
+        longest = lengths[order[ends[e - 1] - 1]]
+        best[e], cut[e] = min(
+            (best[c] + call_cost + (ends[e - 1] - (ends[c - 1] if c else 0)) * longest, c)
+            for c in range(e)
+        )
+    groups, e = [], len(ends)
+    while e > 0:
+        start = ends[cut[e] - 1] if cut[e] else 0
+        groups.append(order[start : ends[e - 1]])
+        e = cut[e]
+    return groups[::-1]

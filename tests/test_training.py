@@ -337,7 +337,7 @@ def test_length_groups_are_the_cheapest_split():
     import itertools
     import random
 
-    from pe_core.training.kvcache import length_groups
+    from pe_core.batching import length_groups
 
     def cost(groups, lengths, call):
         return sum(call + len(g) * max(lengths[i] for i in g) for g in groups)

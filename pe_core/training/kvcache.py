@@ -10,7 +10,8 @@ Three savings on top of :meth:`BackboneEncoder._suffix`, all exact:
 * **Length groups.** A training batch mixes short queries with long documents; padded
   to one width, about half of the text pass is padding (measured on the demo corpus:
   47 % of a batch's padded positions). The store runs the texts it has not seen in
-  groups of similar length (:func:`length_groups`), each padded only to its own longest.
+  groups of similar length (:func:`pe_core.batching.length_groups`), each padded only to
+  its own longest.
 * **A store across epochs.** The backbone is frozen and in eval mode, so a text's
   keys/values are a pure function of its tokens; :class:`TextKVStore` keeps them (on the
   CPU, within a byte budget) and later epochs only run the K soft positions.
@@ -22,11 +23,11 @@ Gemma 2/3) drop old keys once a text outgrows the window; texts that long are no
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from pe_core.batching import length_groups
 from pe_core.encoder import BackboneEncoder, positions
 from pe_core.training.suffix_attention import new_keys_only
 
@@ -202,37 +203,6 @@ class TextKVStore:
         if cache is None:  # pragma: no cover - supported was checked above
             raise RuntimeError("could not rebuild a key/value cache")
         return cache
-
-
-def length_groups(lengths: Sequence[int], call_cost: int = 48) -> list[list[int]]:
-    """Split rows into groups of similar length that are cheapest to run, each padded to
-    its own longest row: minimises ``sum(call_cost + rows * longest)`` over the groups of
-    the length-sorted rows (exact, by dynamic programming). ``call_cost`` is one forward
-    call's fixed cost in tokens (about 2 ms, or 45 tokens, for a small model on one CPU
-    core). Returns lists of indices into ``lengths``.
-
-    Example::
-
-        length_groups([120, 12, 118, 15])  # [[1, 3], [2, 0]]
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    # cuts only ever pay between different lengths: run the search over distinct lengths
-    ends = [j + 1 for j in range(len(order))
-            if j + 1 == len(order) or lengths[order[j + 1]] != lengths[order[j]]]
-    best = [0] * (len(ends) + 1)  # best[e]: cheapest cost of the rows up to ends[e - 1]
-    cut = [0] * (len(ends) + 1)
-    for e in range(1, len(ends) + 1):
-        longest = lengths[order[ends[e - 1] - 1]]
-        best[e], cut[e] = min(
-            (best[c] + call_cost + (ends[e - 1] - (ends[c - 1] if c else 0)) * longest, c)
-            for c in range(e)
-        )
-    groups, e = [], len(ends)
-    while e > 0:
-        start = ends[cut[e] - 1] if cut[e] else 0
-        groups.append(order[start : ends[e - 1]])
-        e = cut[e]
-    return groups[::-1]
 
 
 def _own(t: torch.Tensor, device: torch.device) -> torch.Tensor:

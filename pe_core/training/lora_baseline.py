@@ -19,12 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.batching import check_convert_to, encode_batches
+from pe_core.batching import check_convert_to, encode_batches, length_groups
 from pe_core.encoder import last_index, mean_pool
 from pe_core.errors import ConfigError, MissingFileError
 from pe_core.training.data import Example
 from pe_core.training.distributed import active, unwrap
-from pe_core.training.kvcache import length_groups
 from pe_core.training.loss import text_keys
 from pe_core.training.methods import Method, Rows, StepInfo, layout, pad_rows
 from pe_core.training.settings import TrainSettings
