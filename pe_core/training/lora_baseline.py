@@ -224,10 +224,8 @@ class LoraMethod(Method):
             parts.append(F.normalize(module(ids, mask).float(), dim=-1))
             order += group
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
-        if order != sorted(order):
-            back = torch.empty(len(order), dtype=torch.long)
-            back[torch.tensor(order)] = torch.arange(len(order))
-            out = out[back.to(out.device)]
+        if order != sorted(order):  # back to the caller's row order
+            out = out[torch.argsort(torch.tensor(order, device=out.device))]
         return out
 
     def evaluator(self) -> Any:
