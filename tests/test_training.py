@@ -696,3 +696,36 @@ def test_suffix_attention_falls_back_to_the_models_own(llama_spec):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     g = torch.autograd.grad(out.sum(), key)[0]
     assert g.abs().max() > 0  # the model's attention: every key gets its gradient
+
+
+def test_eager_fallback_is_the_modeling_files_own(llama_spec):
+    """For an ``eager`` model the fallback is the modeling file's eager_attention_forward,
+    dropout included, not a formula of pe's own; a module from a file without one gets a
+    clear error."""
+    from transformers.models.llama import modeling_llama
+
+    from pe_core.training.suffix_attention import new_keys_only, suffix_attention
+
+    query, key, value, allowed = _attention_inputs(q=4, t=4, padded=False)
+    model = _method(llama_spec).backbone.model
+    model.config._attn_implementation = "eager"
+    attention = next(m for m in model.modules() if type(m).__name__ == "LlamaAttention")
+    attention.num_key_value_groups = 3
+    attention.train()
+    mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    with new_keys_only(model):
+        torch.manual_seed(5)
+        out, _ = suffix_attention(attention, query, key, value, mask, dropout=0.5,
+                                  scaling=0.3)
+    torch.manual_seed(5)
+    ref, _ = modeling_llama.eager_attention_forward(attention, query, key, value, mask,
+                                                    dropout=0.5, scaling=0.3)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    no_dropout = _reference_attention(query, key, value, allowed, 0.3)
+    assert (out - no_dropout).abs().max() > 0.1  # dropout was applied, as the model does
+
+    class Stranger:  # defined here, in a file with no eager_attention_forward
+        training = False
+
+    with new_keys_only(model), pytest.raises(NotImplementedError, match="sdpa"):
+        suffix_attention(Stranger(), query, key, value, mask, dropout=0.5, scaling=0.3)

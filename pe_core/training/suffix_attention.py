@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,13 +43,21 @@ def _registry() -> tuple[Any, Any] | None:
 
 
 def _fallback(name: str, attention: Any) -> Callable[..., Any]:
-    """The model's own attention, for calls :func:`suffix_attention` does not cover."""
-    return _eager if name == "eager" else attention._global_mapping[name]
+    """The model's own attention, for calls :func:`suffix_attention` does not cover.
+    transformers keeps ``eager`` out of its registry: each modeling file has its own."""
+    return _models_eager if name == "eager" else attention._global_mapping[name]
 
 
-def _eager(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-           mask: torch.Tensor | None, **kw: Any) -> tuple[torch.Tensor, None]:
-    return _attend(query, key, value, mask, split=0, **kw), None
+def _models_eager(module: Any, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """The ``eager_attention_forward`` of the modeling file that defines ``module``'s
+    class (dropout, sinks and softcap as the model does them)."""
+    modeling = sys.modules.get(type(module).__module__)
+    eager = getattr(modeling, "eager_attention_forward", None)
+    if eager is None:
+        raise NotImplementedError(
+            f"{type(module).__qualname__} comes from {type(module).__module__!r}, which has "
+            "no eager_attention_forward; use attn_implementation='sdpa' for training")
+    return eager(module, *args, **kwargs)
 
 
 @contextlib.contextmanager
