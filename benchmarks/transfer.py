@@ -19,6 +19,7 @@ Models: the embedded default family (``pe-default:*``) unless given.
     python benchmarks/transfer.py --target-backbone gemma --target-model pe-default:gemma
     python benchmarks/transfer.py --work runs/t --report       # re-read finished runs' logs
     python benchmarks/transfer.py --runs align scratch --seed 1 --work runs/t1  # no LoRA
+    python benchmarks/transfer.py --runs align scratch --hard-negatives 0  # cheaper steps
 
 Time is training time (the sum of step times, evaluations excluded), read from each
 run's ``log.jsonl``. Writes ``transfer.{md,json,png}`` under ``--out``. Not a test: run
@@ -149,6 +150,8 @@ def main() -> None:
                    help="which runs to train (the others are read from --work)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--hard-negatives", type=int, default=1,
+                   help="hard negatives per pair in every run (1: the training default)")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--dev", type=int, default=334, help="dev pairs scored")
     p.add_argument("--final-evals", type=int, default=3,
@@ -178,7 +181,8 @@ def main() -> None:
     source_s = None if args.report else train_all(args, work)
     scratch = args.scratch_steps or args.steps
     title = (f"{args.source_backbone} -> {args.target_backbone}; {args.steps} steps of batch "
-             f"{args.batch}" + ("" if scratch == args.steps else f" ({scratch} from scratch)")
+             f"{args.batch}, {args.hard_negatives} hard negative(s) per pair"
+             + ("" if scratch == args.steps else f" ({scratch} from scratch)")
              + f"; dev nDCG@10 on {args.dev} pairs every {args.eval_every} steps; "
              f"{args.threads} thread(s); seed {args.seed}"
              + ("" if source_s is None else f"; stage 1 took {source_s:.0f} s (not counted)"))
@@ -220,7 +224,8 @@ def train_all(args: argparse.Namespace, work: Path) -> float | None:
     p_opts = given(prompting_lora=args.prompting_lora or None,
                    **{"lora_lr" if args.prompting_lora else "lr": args.lr},
                    alignment_lr=args.alignment_lr)
-    common = dict(batch_size=args.batch, max_length=args.max_length, eval_every=args.eval_every,
+    common = dict(batch_size=args.batch, max_length=args.max_length,
+                  hard_negatives=args.hard_negatives, eval_every=args.eval_every,
                   progress=False, save_every=10**9, overwrite=True, dev_data=dev, seed=args.seed)
     source_s = None
     if "align" in args.runs:
