@@ -194,13 +194,17 @@ class BackboneConformance:
         soft = _realistic_soft(m, len(TEXTS))
         probe = torch.randn(m.dim, generator=torch.Generator().manual_seed(1))
         store = TextKVStore(1 << 26, call_cost=0)  # every length its own group
+
+        def training(s: Any) -> Any:
+            return soft_pass(m.backbone, store.cache(m.backbone, ids, mask), mask, s)
+
+        def reference(s: Any) -> Any:
+            return m.backbone.reference(ids, mask, s, "suffix", "last")
+
         outs, grads = [], []
-        for run in range(2):
+        for fn in (training, reference):
             s = soft.clone().requires_grad_(True)
-            if run == 0:
-                pooled = soft_pass(m.backbone, store.cache(m.backbone, ids, mask), mask, s)
-            else:
-                pooled = m.backbone.reference(ids, mask, s, "suffix", "last")
+            pooled = fn(s)
             (pooled @ probe).sum().backward()
             outs.append(pooled.detach())
             grads.append(s.grad)

@@ -117,18 +117,18 @@ def _attend(
     split: int,
     scaling: float | None = None,
     softcap: float | None = None,
-    **_: Any,
 ) -> torch.Tensor:
-    """Grouped-query attention in plain ops; keys/values before ``split`` detached."""
+    """Grouped-query attention in plain ops; keys/values before ``split`` (> 0) detached."""
     b, h, q, d = query.shape
     h_kv, t = key.shape[1], key.shape[2]
     # head j of the query uses key head j // (h / h_kv), as transformers' repeat_kv does
     grouped = query.reshape(b, h_kv, h // h_kv * q, d)
     scale = d**-0.5 if scaling is None else scaling
     # two products, so that autograd has no key/value gradient to form for the text
-    parts = [(key[:, :, :split].detach(), value[:, :, :split].detach())] if split else []
-    parts.append((key[:, :, split:], value[:, :, split:]))
-    scores = torch.cat([grouped @ k.transpose(-1, -2) for k, _ in parts], dim=-1) * scale
+    text_k, text_v = key[:, :, :split].detach(), value[:, :, :split].detach()
+    new_k, new_v = key[:, :, split:], value[:, :, split:]
+    scores = torch.cat([grouped @ text_k.transpose(-1, -2), grouped @ new_k.transpose(-1, -2)],
+                       dim=-1) * scale
     scores = scores.view(b, h_kv, h // h_kv, q, t)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
@@ -144,7 +144,5 @@ def _attend(
             scores = scores + mask
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     probs = probs.view(b, h_kv, h // h_kv * q, t)
-    out = probs[..., split:] @ parts[-1][1]
-    if split:
-        out = out + probs[..., :split] @ parts[0][1]
+    out = probs[..., :split] @ text_v + probs[..., split:] @ new_v
     return out.view(b, h, q, d).transpose(1, 2).contiguous()
