@@ -3,6 +3,7 @@ divergence, transfer, the LoRA baseline, CLI and plot. Tiny models, tiny data.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -670,7 +671,7 @@ def test_new_keys_only_swaps_for_one_pass_and_restores(llama_spec):
     model = _method(llama_spec).backbone.model
     before = model.config._attn_implementation
     with new_keys_only(model):
-        assert model.config._attn_implementation == NAME
+        assert model.config._attn_implementation == f"{NAME}_{before}"
     assert model.config._attn_implementation == before
     with torch.no_grad(), new_keys_only(model):
         assert model.config._attn_implementation == before  # nothing to save without grad
@@ -729,3 +730,34 @@ def test_eager_fallback_is_the_modeling_files_own(llama_spec):
 
     with new_keys_only(model), pytest.raises(NotImplementedError, match="sdpa"):
         suffix_attention(Stranger(), query, key, value, mask, dropout=0.5, scaling=0.3)
+
+
+def test_eager_model_fallback_gets_the_eager_mask(llama_spec):
+    """An ``eager`` model whose soft pass falls back to its own attention (dropout here)
+    gets the mask transformers builds for eager (additive), so the padded text stays
+    hidden: the pass equals the model's own, under the same dropout draws."""
+    from pe_core.training.kvcache import text_cache
+    from pe_core.training.suffix_attention import new_keys_only
+
+    method = _method(llama_spec)
+    backbone = method.backbone
+    model = backbone.model
+    model.config._attn_implementation = "eager"
+    for m in model.modules():
+        if type(m).__name__ == "LlamaAttention":
+            m.attention_dropout = 0.3
+    model.train()
+    ids, mask = method._pad(method._tokenize(["a short text", "a rather longer text " * 6]))
+    assert not mask.all()  # one row is padded
+    u = torch.randn(2, 3, backbone.embedding_table.shape[1], generator=torch.Generator()
+                    .manual_seed(0), requires_grad=True)
+    full = torch.cat([mask, mask.new_ones(2, 3)], dim=1)
+    pos = mask.sum(-1, keepdim=True) + torch.arange(3)
+    outs = []
+    for swapped in (True, False):
+        torch.manual_seed(3)  # the same dropout draws, text pass included
+        cache = text_cache(backbone, ids, mask)
+        with new_keys_only(model) if swapped else contextlib.nullcontext():
+            outs.append(model(inputs_embeds=u, attention_mask=full, position_ids=pos,
+                              past_key_values=cache, use_cache=True).last_hidden_state)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)

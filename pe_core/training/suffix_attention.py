@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-NAME = "pe_suffix_training"
+NAME = "pe_suffix_training"  # registered as NAME_sdpa and NAME_eager
 _PLAIN = ("sdpa", "eager")
 _original: contextvars.ContextVar[Callable[..., Any] | None] = contextvars.ContextVar(
     "pe_suffix_original", default=None
@@ -63,8 +63,9 @@ def _models_eager(module: Any, *args: Any, **kwargs: Any) -> tuple[torch.Tensor,
 @contextlib.contextmanager
 def new_keys_only(model: Any) -> Iterator[None]:
     """Within, ``model``'s attention (``sdpa`` or ``eager``) back-propagates into the
-    newest ``query_length`` keys/values only. A no-op without grad or for other
-    attention implementations (flash, flex: their own kernels are kept)."""
+    newest ``query_length`` keys/values only; the mask is the one transformers builds
+    for that implementation (boolean for sdpa, additive for eager). A no-op without grad
+    or for other attention implementations (flash, flex: their own kernels are kept)."""
     registry = _registry()
     config = model.config
     name = getattr(config, "_attn_implementation", None)
@@ -72,11 +73,12 @@ def new_keys_only(model: Any) -> Iterator[None]:
         yield
         return
     attention, masks = registry
-    if NAME not in attention._global_mapping:
-        attention.register(NAME, suffix_attention)
-        masks.register(NAME, masks._global_mapping["sdpa"])
+    swapped = f"{NAME}_{name}"  # one per implementation: each keeps its own mask
+    if swapped not in attention._global_mapping:
+        attention.register(swapped, suffix_attention)
+        masks.register(swapped, masks._global_mapping[name])
     token = _original.set(_fallback(name, attention))
-    config._attn_implementation = NAME
+    config._attn_implementation = swapped
     try:
         yield
     finally:
