@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import pe_core
 from pe_core.errors import (
@@ -41,8 +42,12 @@ def test_load_with_saved_alignment_roundtrip(tiny_folders, tmp_path):
     model.save(tmp_path / "align")
     again = load(tiny_folders, alignment=str(tmp_path / "align"))
     assert again.config.placement == "prefix" and again.config.K == 3
-    np.testing.assert_array_equal(
-        model.encode(["a b", "c"], instruction=INSTR), again.encode(["a b", "c"], instruction=INSTR)
+    for name, tensor in model.alignment.state_dict().items():
+        assert torch.equal(tensor, again.alignment.state_dict()[name])  # saved exactly
+    # two instances of the same weights may sum in another order on some CPUs
+    np.testing.assert_allclose(
+        model.encode(["a b", "c"], instruction=INSTR),
+        again.encode(["a b", "c"], instruction=INSTR), atol=1e-6, rtol=0,
     )
 
 

@@ -18,6 +18,10 @@ from typing import Any
 import pytest
 
 TOL = 1e-5
+# Two model instances holding bit-identical weights may still sum in another order (the
+# kernels a CPU picks depend on memory layout and alignment): compare what must be exact
+# (weights) exactly, and computed embeddings within this bound.
+SAME_WEIGHTS_TOL = 1e-6
 TEXTS = [
     "Return the sum of the numbers.",
     "Open a file",
@@ -215,6 +219,7 @@ class BackboneConformance:
     # -- persistence and determinism ----------------------------------------------------
     def test_save_load_roundtrip(self, model_type: str, tmp_path: Any) -> None:
         import numpy as np
+        import torch
 
         import pe_core
         from pe_core.testing.tiny import save_tiny_folders
@@ -232,9 +237,15 @@ class BackboneConformance:
             **m.config.to_dict(), "model_id": again.config.model_id,
             "prompting_id": again.config.prompting_id,
         })
+        for part in ("alignment", "prompting", "backbone"):
+            saved = getattr(m, part).state_dict()
+            loaded = getattr(again, part).state_dict()
+            assert saved.keys() == loaded.keys(), part
+            for name, tensor in saved.items():
+                assert torch.equal(tensor, loaded[name]), f"{part}.{name}"
         a = m.encode(TEXTS, instruction=INSTRUCTION)
         b = again.encode(TEXTS, instruction=INSTRUCTION)
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, atol=SAME_WEIGHTS_TOL, rtol=0)
 
     def test_deterministic(self, model_type: str) -> None:
         import numpy as np
@@ -243,7 +254,7 @@ class BackboneConformance:
         a = m.encode(TEXTS, instruction=INSTRUCTION)
         m.clear_prompt_cache()
         b = m.encode(TEXTS, instruction=INSTRUCTION)
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, atol=SAME_WEIGHTS_TOL, rtol=0)
 
 
 __all__ = ["BackboneConformance", "pytest"]
