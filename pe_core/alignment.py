@@ -44,12 +44,15 @@ class Alignment(nn.Module):
         cls,
         prompting_table: torch.Tensor,
         backbone_table: torch.Tensor,
-        prompting_vocab: dict[str, int],
-        backbone_vocab: dict[str, int],
+        prompting_vocab: Any,
+        backbone_vocab: Any,
         ridge: float = 1e-3,
         min_shared: int = 16,
     ) -> Alignment:
         """Fit ``E_P[shared] @ A ~= E_B[shared]`` over the tokens both vocabularies share.
+
+        The vocabularies are tokenizers, matched by the text their tokens decode to
+        (:mod:`pe_core.vocab_match`), or prepared ``key -> id`` mappings.
 
         A small ridge term keeps the fit stable when few tokens are shared. With fewer
         than ``min_shared`` shared tokens a random init is returned (and logged).
@@ -136,14 +139,19 @@ def _check_dims(path: Any, rows: int, cols: int, d_P: int | None, d_B: int | Non
 def token_map(
     source_table: torch.Tensor,
     target_table: torch.Tensor,
-    source_vocab: dict[str, int],
-    target_vocab: dict[str, int],
+    source_vocab: Any,
+    target_vocab: Any,
     ridge: float = 1e-3,
     min_shared: int = 16,
 ) -> torch.Tensor | None:
     """Ridge least-squares ``M`` with ``source_table[shared] @ M ~= target_table[shared]``
     over the tokens both vocabularies share (float32, ``d_source x d_target``); None
-    with fewer than ``min_shared`` shared tokens."""
+    with fewer than ``min_shared`` shared tokens. The vocabularies are tokenizers
+    (matched by decoded text, see :func:`pe_core.vocab_match.token_texts`) or prepared
+    ``key -> id`` mappings."""
+    from pe_core.vocab_match import text_vocab
+
+    source_vocab, target_vocab = text_vocab(source_vocab), text_vocab(target_vocab)
     shared = sorted(set(source_vocab) & set(target_vocab))
     if len(shared) < min_shared:
         return None

@@ -59,7 +59,10 @@ class BackboneSpec:
         token_embeddings: ``(model, input_ids) -> inputs_embeds`` for text tokens.
         padding_side: tokenizer padding side used when encoding.
         pooling: default pooling (``"last"`` or ``"mean"``).
-        attn_implementation: attention kernel to load the model with (None: default).
+        attn_implementation: attention kernel to load the model with (None: the installed
+            transformers' default), or a ``model_type -> kernel`` mapping where the exact
+            and fastest one differs within the family (e.g. eager for Gemma 2's logit
+            soft-capping, SDPA for Gemma 3); read it through :meth:`attention_for`.
         onnx_opset: opset for ONNX export.
         distribution: filled in by the plugin manager: the distribution registering it.
     """
@@ -72,7 +75,7 @@ class BackboneSpec:
     token_embeddings: Callable[[Any, Any], Any] = default_token_embeddings
     padding_side: str = "right"
     pooling: str = "last"
-    attn_implementation: str | None = None
+    attn_implementation: str | Mapping[str, str] | None = None
     onnx_opset: int = 18
     distribution: str = "unknown"
 
@@ -85,6 +88,12 @@ class BackboneSpec:
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         if self.pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
+
+    def attention_for(self, model_type: str) -> str | None:
+        """The attention kernel to load a ``model_type`` checkpoint of this family with."""
+        if isinstance(self.attn_implementation, Mapping):
+            return self.attn_implementation.get(model_type)
+        return self.attn_implementation
 
 
 class BackboneRegistry:

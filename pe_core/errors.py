@@ -27,6 +27,22 @@ class ModelTypeMismatchError(PEError, ValueError):
     """A checkpoint's ``model_type`` is not handled by the chosen backbone plugin."""
 
 
+class WeightsMismatchError(PEError, ValueError):
+    """A checkpoint's tensors are not the parameters of the model built from its config
+    (missing, unexpected or shape-mismatched weights)."""
+
+
+class MissingExtraError(PEError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class UnknownModelError(PEError, KeyError):
+    """A ``pe-default:`` or ``pe-real:`` id that pe does not know."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
 class DimensionMismatchError(PEError, ValueError):
     """An alignment's ``d_P``/``d_B`` does not match the models it is used with."""
 

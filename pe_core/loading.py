@@ -131,6 +131,17 @@ def check_model_type(spec: BackboneSpec, folder: Path, trust_remote_code: bool) 
     return config
 
 
+def load_backbone(spec: BackboneSpec, folder: Path, trust_remote_code: bool = False,
+                  **kwargs: Any) -> Any:
+    """The backbone (decoder without LM head) saved in ``folder``: its model type checked
+    against ``spec``, loaded with the family's attention kernel, every weight verified."""
+    from pe_core.checkpoints.verified import load_base_model
+
+    config = check_model_type(spec, folder, trust_remote_code)
+    return load_base_model(folder, attn_implementation=spec.attention_for(config.model_type),
+                           trust_remote_code=trust_remote_code, **kwargs)
+
+
 def assemble(
     spec: BackboneSpec,
     backbone_dir: Path,
@@ -144,17 +155,16 @@ def assemble(
 ) -> Any:
     """Build a :class:`PromptEmbedder` from local folders."""
     import torch
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    check_model_type(spec, backbone_dir, trust_remote_code)
+    from pe_core.checkpoints.verified import load_causal_lm
+
     torch_dtype = _dtype(dtype)
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if torch_dtype is not None:
         kw["dtype"] = torch_dtype
-    backbone_model = AutoModel.from_pretrained(
-        backbone_dir, attn_implementation=spec.attn_implementation, **kw
-    )
-    prompting_model = AutoModelForCausalLM.from_pretrained(prompting_dir, **kw)
+    backbone_model = load_backbone(spec, backbone_dir, **kw)
+    prompting_model = load_causal_lm(prompting_dir, **kw)
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir, trust_remote_code=trust_remote_code)
     p_tokenizer = AutoTokenizer.from_pretrained(prompting_dir, trust_remote_code=trust_remote_code)
     config = EmbedderConfig.load(alignment_dir) if alignment_dir is not None else None
@@ -205,7 +215,7 @@ def build_embedder(
         )
         align = Alignment.least_squares(
             prompting.embedding_table, encoder.embedding_table,
-            prompting_tokenizer.get_vocab(), tokenizer.get_vocab(),
+            prompting_tokenizer, tokenizer,
         )
     align = align.to(device=encoder.embedding_table.device)
     config.d_P, config.d_B = d_P, d_B

@@ -1,16 +1,20 @@
 """Model references -> local folders: a folder, an embedded default (``pe-default:NAME``),
+a real-tier checkpoint (``pe-real:NAME``), a GGUF file (local or ``org/repo[@rev]:file.gguf``),
 a name a plugin resolver knows (e.g. the local registry), or a Hub id (``org/name`` or
 ``org/name@revision``). Folders are checked before transformers reads them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from pe_core.errors import MissingFileError, OfflineError, RevisionNotFoundError
 from pe_core.safe_io import check_safetensors
 
 DEFAULT_PREFIX = "pe-default:"
+REAL_PREFIX = "pe-real:"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "README.md"]
 
 
@@ -36,8 +40,16 @@ def ref_id(ref: str | os.PathLike[str]) -> str:
     return os.path.abspath(path) if path.is_dir() else text
 
 
-def resolve_model(ref: str | os.PathLike[str]) -> Path:
-    """A local folder holding ``ref``'s config, tokenizer and safetensors weights."""
+def resolve_model(ref: str | os.PathLike[str], model_types: tuple[str, ...] = ()) -> Path:
+    """A local folder holding ``ref``'s config, tokenizer and safetensors weights.
+
+    ``ref`` is a folder, ``pe-default:NAME``, ``pe-real:NAME``, a ``*.gguf`` file,
+    ``org/repo[@rev]:file.gguf``, a name a plugin resolver knows, or a Hub id. A GGUF is
+    dequantized once into pe's cache; ``model_types`` (a backbone family's) are checked
+    before that.
+    """
+    from pe_core.checkpoints import gguf
+
     ref = str(ref)
     path = Path(ref).expanduser()
     if path.is_dir():
@@ -52,6 +64,13 @@ def resolve_model(ref: str | os.PathLike[str]) -> Path:
                 f"{RECIPE_VERSION} (other sizes): retrain on pe-default:{name}"
             )
         return check_model_folder(ensure_default(name))
+    if ref.startswith(REAL_PREFIX):
+        from pe_core.checkpoints.real_tier import real_folder
+
+        return check_model_folder(real_folder(ref[len(REAL_PREFIX) :], model_types))
+    if gguf.is_gguf_ref(ref):
+        file = path if path.is_file() or gguf.split_hub_ref(ref) is None else gguf.download(ref)
+        return check_model_folder(gguf.gguf_folder(file, model_types=model_types))
     from pe_core.plugins import get_plugin_manager
 
     for resolver in get_plugin_manager().resolvers():
@@ -68,6 +87,21 @@ def resolve_model(ref: str | os.PathLike[str]) -> Path:
 def download(ref: str) -> Path:
     """Fetch a Hub model (pinned revision if given) into the Hugging Face cache."""
     from huggingface_hub import snapshot_download
+
+    repo_id, revision = split_revision(ref)
+    with hub_errors(ref, repo_id, revision):
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
+                local_files_only=hub_offline(),
+            )
+        )
+
+
+@contextlib.contextmanager
+def hub_errors(ref: str, repo_id: str, revision: str | None) -> Iterator[None]:
+    """Turn the Hub client's errors for ``ref`` into pe's typed ones."""
+    from huggingface_hub import errors
     from huggingface_hub.errors import (
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
@@ -75,21 +109,25 @@ def download(ref: str) -> Path:
     )
     from huggingface_hub.errors import RevisionNotFoundError as HubRevisionNotFound
 
-    repo_id, revision = split_revision(ref)
+    # named RemoteEntryNotFoundError from huggingface_hub 1.0 on
+    entry_not_found = getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)
+
     try:
-        return Path(
-            snapshot_download(
-                repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
-                local_files_only=hub_offline(),
-            )
-        )
+        yield
     except HubRevisionNotFound as exc:
         raise RevisionNotFoundError(f"{repo_id} has no revision {revision!r}") from exc
     except RepositoryNotFoundError as exc:
         raise MissingFileError(
             f"{repo_id!r} is neither a local folder nor a Hub repository you can access"
         ) from exc
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as exc:
+    except LocalEntryNotFoundError as exc:
+        raise OfflineError(
+            f"cannot download {ref!r}: the Hub is unreachable or HF_HUB_OFFLINE=1, and it "
+            "is not in the local cache. Pass a local folder, or run once with network."
+        ) from exc
+    except entry_not_found as exc:
+        raise MissingFileError(f"{repo_id} has no file named in {ref!r}") from exc
+    except (OfflineModeIsEnabled, OSError) as exc:
         raise OfflineError(
             f"cannot download {ref!r}: the Hub is unreachable or HF_HUB_OFFLINE=1, and it "
             "is not in the local cache. Pass a local folder, or run once with network."

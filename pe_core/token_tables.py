@@ -47,10 +47,10 @@ def read_token_embeddings(folder: str | Path) -> torch.Tensor:
 
 
 def _from_model(folder: Path) -> torch.Tensor:
-    from transformers import AutoModel
+    from pe_core.checkpoints.verified import load_base_model
 
     try:
-        model = AutoModel.from_pretrained(folder, low_cpu_mem_usage=True)
+        model = load_base_model(folder, low_cpu_mem_usage=True)
     except (OSError, ValueError) as err:
         raise MissingFileError(f"no token-embedding table readable in {folder}: {err}") from err
     return model.get_input_embeddings().weight.detach().float()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from pe_core.errors import PEError
 # (module, register-function) pairs of the core's own sub-commands, imported lazily
 CORE_COMMANDS = (
     "pe_core.cli.plugins_cmd",
+    "pe_core.cli.models_cmd",
     "pe_core.cli.encode_cmd",
     "pe_core.cli.train_cmd",
     "pe_core.cli.eval_cmd",
@@ -54,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pe: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader closed the pipe (`pe list --json | head -1`): nothing left to say;
+        # point stdout at devnull so the interpreter's final flush does not fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

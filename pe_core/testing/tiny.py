@@ -66,8 +66,9 @@ def tiny_backbone(spec: BackboneSpec, model_type: str, tokenizer: Any, seed: int
 
     torch.manual_seed(seed)
     config = tiny_config(spec, model_type, tokenizer)
-    if spec.attn_implementation:
-        config._attn_implementation = spec.attn_implementation
+    attention = spec.attention_for(model_type)
+    if attention:
+        config._attn_implementation = attention
     return AutoModel.from_config(config).eval()
 
 

@@ -42,7 +42,7 @@ def carried_alignment(source: Path, src_cfg: EmbedderConfig, embedder: Any) -> A
             raise ConfigError(f"{source} records no source model_id")
         folder = resolve_model(src_cfg.model_id)
         table = read_token_embeddings(folder)
-        vocab = AutoTokenizer.from_pretrained(folder).get_vocab()
+        source_tokenizer = AutoTokenizer.from_pretrained(folder)
     except (PEError, OSError) as err:
         warnings.warn(f"cannot carry {source}'s alignment to the new backbone ({err}); "
                       "starting from the token least-squares fit instead", stacklevel=3)
@@ -51,7 +51,7 @@ def carried_alignment(source: Path, src_cfg: EmbedderConfig, embedder: Any) -> A
         warnings.warn(f"{src_cfg.model_id}'s embeddings are {table.shape[1]} wide but the "
                       f"alignment maps to {trained.d_B}; using the token fit", stacklevel=3)
         return None
-    m = token_map(table, embedder.backbone.embedding_table, vocab, embedder.tokenizer.get_vocab())
+    m = token_map(table, embedder.backbone.embedding_table, source_tokenizer, embedder.tokenizer)
     if m is None:
         warnings.warn("the source and new backbones share too few tokens to carry the "
                       "alignment; using the token fit", stacklevel=3)

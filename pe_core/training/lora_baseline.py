@@ -125,8 +125,9 @@ class LoraEmbedder(nn.Module):
     @classmethod
     def load(cls, folder: str | Path, model: str | None = None, device: str | None = None) -> Any:
         """Rebuild from :meth:`save`'s folder; ``model`` overrides the recorded backbone."""
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
+        from pe_core.loading import load_backbone
         from pe_core.model_refs import resolve_model
         from pe_core.plugins import get_backbone
 
@@ -137,13 +138,13 @@ class LoraEmbedder(nn.Module):
         meta = json.loads(path.read_text())
         spec = get_backbone(meta["backbone"])
         if meta.get("method") == "full":
-            base = AutoModel.from_pretrained(folder, attn_implementation=spec.attn_implementation)
+            base = load_backbone(spec, folder)
             tokenizer = AutoTokenizer.from_pretrained(folder)
         else:
             from peft import PeftModel
 
             base_dir = resolve_model(model or meta["model_id"])
-            base = AutoModel.from_pretrained(base_dir, attn_implementation=spec.attn_implementation)
+            base = load_backbone(spec, base_dir)
             base = PeftModel.from_pretrained(base, folder)
             tokenizer = AutoTokenizer.from_pretrained(base_dir)
         out = cls(base, tokenizer, spec, meta.get("pooling", "last"),
@@ -157,13 +158,12 @@ def build_lora_embedder(
     max_length: int = 512, dtype: Any = None,
 ) -> LoraEmbedder:
     """A backbone with a fresh LoRA adapter (or all weights trainable for ``full``)."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from pe_core.loading import check_model_type
+    from pe_core.loading import load_backbone
 
-    check_model_type(spec, model_dir, False)
     kw = {"dtype": dtype} if dtype is not None else {}
-    base = AutoModel.from_pretrained(model_dir, attn_implementation=spec.attn_implementation, **kw)
+    base = load_backbone(spec, model_dir, **kw)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if settings.method == "full":
         base.requires_grad_(True)

@@ -38,7 +38,9 @@ def pe_register_backbones(registry: Any) -> None:
             # module's own embed_scale (Gemma 3 on 4.57, all Gemma on 5.x) and adds
             # nothing where GemmaModel.forward scales inputs_embeds itself (Gemma on
             # 4.57). The conformance suite checks this against input_ids.
-            # eager attention: Gemma 2/3 use logit soft-capping that SDPA does not do.
-            attn_implementation="eager",
+            # Gemma 2 caps attention logits (soft-capping), which only the eager kernel
+            # computes; Gemma and Gemma 3 do not, so SDPA is exact there and faster.
+            # The conformance suite checks each against the cache-free reference.
+            attn_implementation={"gemma": "sdpa", "gemma2": "eager", "gemma3_text": "sdpa"},
         )
     )
