@@ -70,7 +70,7 @@ def load(
     prompting_ref = (own if found else None) or prompting or own or DEFAULT_PROMPTING
     return assemble(
         spec,
-        backbone_dir=resolve_model(model_ref),
+        backbone_dir=resolve_model(model_ref, spec.model_types),
         prompting_dir=resolve_model(prompting_ref),
         alignment_dir=align_dir,
         device=device,

@@ -115,14 +115,14 @@ def test_align_starts_from_the_carried_source_alignment(source_run, pairs, qwen_
 
     result = _align(source_run, pairs, qwen_folders, tmp_path / "q", alignment_lr=1e-12)
     model = result.model
-    vocab = AutoTokenizer.from_pretrained(tiny_folders["model"]).get_vocab()
+    source_tokenizer = AutoTokenizer.from_pretrained(tiny_folders["model"])
     m = token_map(read_token_embeddings(source_run.parent / "llama"),
-                  model.backbone.embedding_table, vocab, model.tokenizer.get_vocab())
+                  model.backbone.embedding_table, source_tokenizer, model.tokenizer)
     expected = Alignment.load(source_run / "alignment.safetensors").weight.detach() @ m
     start = load_file(tmp_path / "q" / "alignment.safetensors")["weight"]
     torch.testing.assert_close(start, expected, atol=1e-5, rtol=1e-5)
     ls = Alignment.least_squares(model.prompting.embedding_table, model.backbone.embedding_table,
-                                 model.prompting.tokenizer.get_vocab(), model.tokenizer.get_vocab())
+                                 model.prompting.tokenizer, model.tokenizer)
     assert not torch.allclose(start, ls.weight.detach(), atol=1e-3)
 
 
@@ -131,7 +131,7 @@ def test_align_init_tokens_starts_from_the_token_fit(source_run, pairs, qwen_fol
                     alignment_lr=1e-12)
     model = result.model
     ls = Alignment.least_squares(model.prompting.embedding_table, model.backbone.embedding_table,
-                                 model.prompting.tokenizer.get_vocab(), model.tokenizer.get_vocab())
+                                 model.prompting.tokenizer, model.tokenizer)
     start = load_file(tmp_path / "q" / "alignment.safetensors")["weight"]
     torch.testing.assert_close(start, ls.weight.detach(), atol=1e-5, rtol=1e-5)
 
@@ -147,7 +147,7 @@ def test_align_falls_back_to_the_token_fit_when_the_source_model_is_gone(
         result = _align(run, pairs, qwen_folders, tmp_path / "q", alignment_lr=1e-12)
     model = result.model
     ls = Alignment.least_squares(model.prompting.embedding_table, model.backbone.embedding_table,
-                                 model.prompting.tokenizer.get_vocab(), model.tokenizer.get_vocab())
+                                 model.prompting.tokenizer, model.tokenizer)
     start = load_file(tmp_path / "q" / "alignment.safetensors")["weight"]
     torch.testing.assert_close(start, ls.weight.detach(), atol=1e-5, rtol=1e-5)
 

@@ -505,8 +505,7 @@ def test_align_trains_only_new_alignment_from_least_squares(pairs, tiny_folders,
     assert [r["step"] for r in scores] == [0, 2, 4]  # from the least-squares start
     # the alignment started from the token least-squares fit (init="source": test_align_init)
     ls = Alignment.least_squares(model.prompting.embedding_table, model.backbone.embedding_table,
-                                 model.prompting.tokenizer.get_vocab(),
-                                 model.tokenizer.get_vocab())
+                                 model.prompting.tokenizer, model.tokenizer)
     from safetensors.torch import load_file
 
     trained = load_file(out / "alignment.safetensors")["weight"]
@@ -531,7 +530,7 @@ def test_align_least_squares_initial_weights(llama_spec, tiny_folders):
                        device="cpu")
     method = AlignMethod(emb, TrainSettings(method="align"))
     ls = Alignment.least_squares(emb.prompting.embedding_table, emb.backbone.embedding_table,
-                                 emb.prompting.tokenizer.get_vocab(), emb.tokenizer.get_vocab())
+                                 emb.prompting.tokenizer, emb.tokenizer)
     torch.testing.assert_close(method.named_trainable()["alignment.weight"], ls.weight)
     assert list(method.named_trainable()) == ["alignment.weight"]
 
