@@ -28,7 +28,8 @@ def ref_id(ref: str | os.PathLike[str]) -> str:
     """The id a model reference is recorded under (``model_id``/``prompting_id``) and
     looked up by: an existing local folder as its absolute path, so ``m``, ``./m`` and
     ``Path("m")`` name the same model; ``pe-default:NAME`` as ``pe-default:NAME@<recipe
-    version>``; anything else (Hub id, registry name) as given."""
+    version>``; a local GGUF file as its absolute path; anything else (Hub id, registry name,
+    ``pe-real:NAME``, ``org/repo:file.gguf``) as given."""
     text = str(ref)
     if text.startswith(DEFAULT_PREFIX) and "@" not in text:
         from pe_core.defaults.recipes import RECIPE_VERSION
@@ -37,7 +38,7 @@ def ref_id(ref: str | os.PathLike[str]) -> str:
         # another recipe's model (other widths) must not be found for this one
         return f"{text}@{RECIPE_VERSION}"
     path = Path(text).expanduser()
-    return os.path.abspath(path) if path.is_dir() else text
+    return os.path.abspath(path) if path.is_dir() or path.is_file() else text
 
 
 def resolve_model(ref: str | os.PathLike[str], model_types: tuple[str, ...] = ()) -> Path:

@@ -205,3 +205,36 @@ def test_plain_model_from_the_hub(run, hub, isolated, monkeypatch):
     with pytest.raises(OfflineError, match="HF_HUB_OFFLINE"):
         download("org/never-downloaded")
     assert hub.log == []
+
+
+def test_gguf_file_in_a_hub_repo(hub, isolated, monkeypatch):
+    """``org/repo@rev:file.gguf``: fetched with the real Hub client from the loopback Hub,
+    pinned by commit, dequantized once; then offline it is served from the caches."""
+    from huggingface_hub import HfApi
+
+    from pe_core.errors import MissingFileError, RevisionNotFoundError
+    from pe_core.model_refs import resolve_model
+    from pe_core.testing.tiny_gguf import write_tiny_gguf
+
+    monkeypatch.setenv("PE_CACHE", str(isolated / "pe-cache"))
+    path, model, _ = write_tiny_gguf(isolated / "tiny-q.gguf", "gpt2")
+    api = HfApi(endpoint=hub.url, token="hf_test_token")
+    api.create_repo("org/tiny-gguf")
+    api.upload_file(repo_id="org/tiny-gguf", path_or_fileobj=str(path),
+                    path_in_repo="tiny-q.gguf")
+    sha = hub.commits("org/tiny-gguf")[-1]
+    folder = resolve_model(f"org/tiny-gguf@{sha}:tiny-q.gguf")
+    assert resolve_model("org/tiny-gguf:tiny-q.gguf") == folder  # same file, same cache
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        emb = pe_core.load(backbone="llama", model=f"org/tiny-gguf@{sha}:tiny-q.gguf",
+                           prompting=str(folder), device="cpu")
+    assert emb.encode(["the fox"], instruction="x").shape == (1, 32)
+    with pytest.raises(MissingFileError):
+        resolve_model("org/tiny-gguf:other.gguf")
+    with pytest.raises(RevisionNotFoundError):
+        resolve_model("org/tiny-gguf@no-such-branch:tiny-q.gguf")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.log.clear()
+    assert resolve_model(f"org/tiny-gguf@{sha}:tiny-q.gguf") == folder
+    assert hub.log == []
