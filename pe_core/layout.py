@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -40,8 +41,8 @@ class Layout:
     """One batch's sequence: the text's mask ``(B, T)`` (either padding side) and ``k``
     soft positions placed by ``placement`` (None with ``k == 0``: the text alone).
 
-    The masks are ``(B, T + k)`` in sequence order and are built by ``torch`` ops from
-    ``text_mask`` alone, so an exported graph keeps its batch and length dynamic.
+    The masks are ``(B, T + k)`` in sequence order, built once on first use by ``torch``
+    ops from ``text_mask`` alone, so an exported graph keeps its batch and length dynamic.
 
     Example::
 
@@ -79,22 +80,22 @@ class Layout:
         """The ``inputs_embeds``: text ``(B, T, d)`` and soft ``(B, k, d)`` in order."""
         return self._order(text, soft)
 
-    @property
+    @cached_property
     def mask(self) -> torch.Tensor:
         """The attention mask: every real text position and every soft position."""
         return self._order(self.text_mask, self._soft_ones())
 
-    @property
+    @cached_property
     def text(self) -> torch.Tensor:
         """1 at the text's real positions only."""
         return self._order(self.text_mask, torch.zeros_like(self._soft_ones()))
 
-    @property
+    @cached_property
     def soft(self) -> torch.Tensor:
         """1 at the soft positions only."""
         return self._order(torch.zeros_like(self.text_mask), self._soft_ones())
 
-    @property
+    @cached_property
     def positions(self) -> torch.Tensor:
         """Position ids: each row counts its own real positions, padding skipped, so a
         suffix's soft tokens sit at ``text length + arange(k)`` on either padding side."""
