@@ -1,6 +1,7 @@
 """Tokenise once, sort by length, batch, and put results back in input order
-(sentence-transformers conventions); and the length grouping training uses for the rows
-of one step (:func:`length_groups`)."""
+(sentence-transformers conventions); the one padding of token rows every path uses
+(:func:`pad_rows`); and the length grouping training uses for the rows of one step
+(:func:`length_groups`)."""
 
 from __future__ import annotations
 
@@ -44,15 +45,28 @@ def tokenize_sorted(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = max(1, max(len(ids[i]) for i in rows))
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            n = len(ids[i])
-            sl = slice(0, n) if padding_side == "right" else slice(width - n, width)
-            input_ids[r, sl] = torch.tensor(ids[i], dtype=torch.long)
-            mask[r, sl] = 1
+        input_ids, mask = pad_rows([ids[i] for i in rows], pad_id, padding_side)
         yield Batch(rows, input_ids, mask)
+
+
+def pad_rows(
+    ids: Sequence[Sequence[int]], pad_id: int, side: str = "right", device: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows padded on ``side`` to the longest (at least 1): ``(ids, mask)``.
+
+    Example::
+
+        pad_rows([[5, 6], [7]], pad_id=0, side="left")  # ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
+    """
+    width = max(1, max(len(x) for x in ids))
+    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, row in enumerate(ids):
+        n = len(row)
+        sl = slice(0, n) if side == "right" else slice(width - n, width)
+        out[r, sl] = torch.tensor(row, dtype=torch.long)
+        mask[r, sl] = 1
+    return out.to(device), mask.to(device)
 
 
 def encode_batches(

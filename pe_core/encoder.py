@@ -1,7 +1,11 @@
-"""The frozen backbone reading ``[soft ; text]`` or ``[text ; soft]`` (DESIGN §1.3–1.4).
+"""The frozen backbone reading ``[soft ; text]`` or ``[text ; soft]``.
 
 Soft vectors arrive in the backbone's raw token-embedding space; the plugin's
-``soft_prompt_hook`` scales them the way the installed transformers expects.
+``soft_prompt_hook`` scales them the way the installed transformers expects. Where the
+positions go is :class:`pe_core.layout.Layout`, what is pooled is
+:func:`pe_core.pooling.pool`; this module only runs the model over them, in one of two
+ways: :func:`read` (the whole sequence in one pass) or, for a suffix,
+:meth:`BackboneEncoder.text_cache` then :meth:`BackboneEncoder.soft_pass`.
 """
 
 from __future__ import annotations
@@ -12,22 +16,32 @@ import torch
 from torch import nn
 
 from pe_core.backbones import BackboneSpec
+from pe_core.layout import Layout
+from pe_core.pooling import pool
 
 
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip padding on either side: ``cumsum(mask) - 1``."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+def read(
+    model: Any,
+    text: torch.Tensor,
+    mask: torch.Tensor,
+    prompt: torch.Tensor | None,
+    placement: str,
+    pooling: str,
+) -> torch.Tensor:
+    """One pass over the whole sequence; pooled (not normalised) ``(B, d_B)``.
 
+    ``text`` is the text's ``inputs_embeds`` ``(B, T, d_B)``, ``prompt`` the soft prompt
+    ``(B, K, d_B)`` already through the plugin's hook, or None for the text alone.
 
-def last_index(mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last real position, whatever the padding side."""
-    idx = torch.arange(mask.shape[1], device=mask.device)
-    return (mask.long() * idx).argmax(-1)
+    Example::
 
-
-def mean_pool(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    w = weights.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * w).sum(1) / w.sum(1).clamp(min=1.0)
+        pooled = read(model, spec.token_embeddings(model, ids), mask, None, "suffix", "last")
+    """
+    lay = Layout(mask) if prompt is None else Layout(mask, prompt.shape[1], placement)
+    hidden = model(
+        inputs_embeds=lay.join(text, prompt), attention_mask=lay.mask, position_ids=lay.positions
+    ).last_hidden_state
+    return pool(hidden, lay, pooling)
 
 
 class BackboneEncoder(nn.Module):
@@ -72,52 +86,48 @@ class BackboneEncoder(nn.Module):
 
         ``soft`` is ``(B, K, d_B)`` in raw embedding-row space, or None for no prompt.
         """
-        if soft is None:
-            return self._plain(input_ids, attention_mask, pooling)
-        if placement == "prefix":
-            return self._prefix(input_ids, attention_mask, soft, pooling)
-        return self._suffix(input_ids, attention_mask, soft, pooling)
+        if soft is not None and placement == "suffix":
+            cache = self.text_cache(input_ids, attention_mask)
+            return self.soft_pass(cache, attention_mask, soft, pooling)
+        prompt = None if soft is None else self.prompt_embeds(soft)
+        return read(
+            self.model, self._embed_text(input_ids), attention_mask, prompt, placement, pooling
+        )
 
     def _embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.spec.token_embeddings(self.model, input_ids)
 
-    def _run(self, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, **kw: Any) -> Any:
-        return self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, **kw)
+    def prompt_embeds(self, soft: torch.Tensor) -> torch.Tensor:
+        """Soft vectors ``(B, K, d_B)`` in raw embedding-row space -> ``inputs_embeds``."""
+        return self.spec.soft_prompt_hook(self.model, soft.to(self.embedding_table.dtype))
 
-    def _plain(self, ids: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-        hidden = self._run(self._embed_text(ids), mask, positions(mask)).last_hidden_state
-        if pooling == "mean":
-            return mean_pool(hidden, mask)
-        return hidden[torch.arange(len(ids), device=ids.device), last_index(mask)]
+    @torch.no_grad()
+    def text_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   cache: Any = None) -> Any:
+        """The text's keys/values for every layer, from a pass over the text alone.
 
-    def _prefix(
-        self, ids: torch.Tensor, mask: torch.Tensor, soft: torch.Tensor, pooling: str
+        Nothing trainable feeds the text positions of a suffix, so this runs without
+        grad. ``cache`` is the (empty) cache to fill; None lets the model build its own.
+        """
+        lay = Layout(attention_mask)
+        return self.model(
+            inputs_embeds=self._embed_text(input_ids), attention_mask=lay.mask,
+            position_ids=lay.positions, past_key_values=cache, use_cache=True,
+        ).past_key_values
+
+    def soft_pass(
+        self, cache: Any, attention_mask: torch.Tensor, soft: torch.Tensor, pooling: str
     ) -> torch.Tensor:
-        batch, k = soft.shape[0], soft.shape[1]
-        text = self._embed_text(ids)
-        u = self.spec.soft_prompt_hook(self.model, soft.to(text.dtype))
-        embeds = torch.cat([u, text], dim=1)
-        full = torch.cat([mask.new_ones(batch, k), mask], dim=1)
-        hidden = self._run(embeds, full, positions(full)).last_hidden_state
-        if pooling == "mean":  # the text positions: they are what the prompt steers
-            return mean_pool(hidden, torch.cat([mask.new_zeros(batch, k), mask], dim=1))
-        return hidden[torch.arange(batch, device=ids.device), last_index(full)]
-
-    def _suffix(
-        self, ids: torch.Tensor, mask: torch.Tensor, soft: torch.Tensor, pooling: str
-    ) -> torch.Tensor:
-        # Nothing trainable feeds the text positions, so their keys/values are computed
-        # once without grad; only the K soft positions run with grad. The cache is local
-        # to this call and is mutated by the second pass, so it is never reused.
-        batch, k = soft.shape[0], soft.shape[1]
-        with torch.no_grad():
-            text = self._embed_text(ids)
-            cache = self._run(text, mask, positions(mask), use_cache=True).past_key_values
-        u = self.spec.soft_prompt_hook(self.model, soft.to(text.dtype))
-        full = torch.cat([mask, mask.new_ones(batch, k)], dim=1)
-        pos = mask.long().sum(-1, keepdim=True) + torch.arange(k, device=ids.device)
-        hidden = self._run(u, full, pos, past_key_values=cache, use_cache=True).last_hidden_state
-        return hidden.mean(1) if pooling == "mean" else hidden[:, -1]
+        """The ``K`` soft positions of ``[text ; soft]`` after :meth:`text_cache`; pooled
+        (not normalised) ``(B, d_B)``. The cache is extended in place: use it once."""
+        lay = Layout(attention_mask, soft.shape[1], "suffix")
+        hidden = self.model(
+            inputs_embeds=self.prompt_embeds(soft), attention_mask=lay.mask,
+            # explicit positions: right-padded rows are silently wrong without them
+            position_ids=lay.positions[:, lay.soft_columns],
+            past_key_values=cache, use_cache=True,
+        ).last_hidden_state
+        return pool(hidden, lay, pooling)
 
     def reference(
         self,
@@ -127,21 +137,14 @@ class BackboneEncoder(nn.Module):
         placement: str,
         pooling: str,
     ) -> torch.Tensor:
-        """The same result computed in one full pass per row, without any cache or
-        padding: the conformance suite's ground truth."""
+        """The same result computed in one full pass per row, without any cache,
+        padding, attention mask or explicit positions: the conformance suite's ground
+        truth."""
         rows = []
         for i in range(input_ids.shape[0]):
-            keep = attention_mask[i].bool()
-            ids = input_ids[i][keep][None]
-            text = self._embed_text(ids)
-            u = self.spec.soft_prompt_hook(self.model, soft[i : i + 1].to(text.dtype))
-            k, n = u.shape[1], ids.shape[1]
-            embeds = torch.cat([u, text] if placement == "prefix" else [text, u], dim=1)
-            hidden = self.model(inputs_embeds=embeds).last_hidden_state[0]
-            if pooling == "last":
-                rows.append(hidden[-1])
-            elif placement == "prefix":
-                rows.append(hidden[k:].mean(0))
-            else:
-                rows.append(hidden[n:].mean(0))
+            ids = input_ids[i][attention_mask[i].bool()][None]
+            prompt = self.prompt_embeds(soft[i : i + 1])
+            lay = Layout(torch.ones_like(ids), prompt.shape[1], placement)
+            hidden = self.model(inputs_embeds=lay.join(self._embed_text(ids), prompt))
+            rows.append(pool(hidden.last_hidden_state, lay, pooling)[0])
         return torch.stack(rows)

@@ -1,4 +1,4 @@
-"""The Prompting LLM and its relaxed (Gumbel-softmax) K-step generation (DESIGN §1.1)."""
+"""The Prompting LLM and its relaxed (Gumbel-softmax) K-step generation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 from pe_core.backbones import default_soft_prompt_hook
 from pe_core.config import DEFAULT_TEMPLATE
 from pe_core.errors import ConfigError
+from pe_core.layout import positions
 
 
 def gumbel_noise(shape: Sequence[int], seed: int, device: Any) -> torch.Tensor:
@@ -78,12 +79,10 @@ class PromptingLLM(nn.Module):
         self.tokenizer.padding_side = "left"
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(device)
         mask = enc["attention_mask"]
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
-            input_ids=enc["input_ids"], attention_mask=mask, position_ids=position_ids,
+            input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions(mask),
             use_cache=True,
         )
-        lengths = mask.sum(-1, keepdim=True)
         table = self.embedding_table
         batch, vocab = len(prompts), table.shape[0]
         noise = (
@@ -108,7 +107,7 @@ class PromptingLLM(nn.Module):
             out = self.model(
                 inputs_embeds=default_soft_prompt_hook(self.model, soft),
                 attention_mask=mask,
-                position_ids=lengths + t,
+                position_ids=positions(mask)[:, -1:],  # after the template's real tokens
                 past_key_values=cache,
                 use_cache=True,
             )

@@ -1,7 +1,8 @@
 """The suffix fast path for training: the text's keys/values without grad, then only the
-K soft positions with grad (DESIGN §1.3, PITFALLS "Suffix over a KV cache").
+K soft positions with grad.
 
-Three savings on top of :meth:`BackboneEncoder._suffix`, all exact:
+Three savings on top of :meth:`BackboneEncoder.text_cache` and
+:meth:`BackboneEncoder.soft_pass`, all exact:
 
 * **Early exit.** Nothing trainable depends on the text positions' outputs of the last
   layer (the soft positions only read that layer's keys/values), so the text pass stops
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 
 from pe_core.batching import length_groups
-from pe_core.encoder import BackboneEncoder, positions
+from pe_core.encoder import BackboneEncoder
 from pe_core.training.suffix_attention import new_keys_only
 
 
@@ -64,16 +65,11 @@ def _window(cache: Any) -> int | None:
 
 @torch.no_grad()
 def text_cache(backbone: BackboneEncoder, ids: torch.Tensor, mask: torch.Tensor) -> Any:
-    """Keys/values of the text for every layer (no grad), skipping the last layer's
-    work that only the text positions' outputs would need."""
-    model = backbone.model
-    embeds = backbone.spec.token_embeddings(model, ids)
-    pos = positions(mask)
-    cache = _new_cache(model)
+    """:meth:`BackboneEncoder.text_cache`, skipping the last layer's work that only the
+    text positions' outputs would need."""
+    cache = _new_cache(backbone.model)
     if cache is None:  # plain path: the model builds its own cache
-        return model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True
-        ).past_key_values
+        return backbone.text_cache(ids, mask)
     last = len(cache.layers) - 1
     update = cache.update
 
@@ -85,10 +81,7 @@ def text_cache(backbone: BackboneEncoder, ids: torch.Tensor, mask: torch.Tensor)
 
     cache.update = update_then_stop  # instance attribute: this cache only
     try:
-        model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
-            past_key_values=cache, use_cache=True,
-        )
+        backbone.text_cache(ids, mask, cache)
     except _StopAfterLastKV:
         pass
     finally:
@@ -103,20 +96,11 @@ def soft_pass(
     soft: torch.Tensor,
     pooling: str = "last",
 ) -> torch.Tensor:
-    """Run the ``K`` aligned soft vectors ``(B, K, d_B)`` after the cached text; pooled
-    (not normalised) ``(B, d_B)``. The cache is extended in place: use it once."""
-    model = backbone.model
-    batch, k = soft.shape[0], soft.shape[1]
-    u = backbone.spec.soft_prompt_hook(model, soft.to(backbone.embedding_table.dtype))
-    full = torch.cat([mask, mask.new_ones(batch, k)], dim=1)
-    # explicit positions: right-padded rows are silently wrong without them (PITFALLS)
-    pos = mask.long().sum(-1, keepdim=True) + torch.arange(k, device=mask.device)
-    with new_keys_only(model):
-        hidden = model(
-            inputs_embeds=u, attention_mask=full, position_ids=pos, past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
-    return hidden.mean(1) if pooling == "mean" else hidden[:, -1]
+    """:meth:`BackboneEncoder.soft_pass` with gradients to the soft positions' keys and
+    values only; pooled (not normalised) ``(B, d_B)``. The cache is extended in place:
+    use it once."""
+    with new_keys_only(backbone.model):
+        return backbone.soft_pass(cache, mask, soft, pooling)
 
 
 def row_key(ids: torch.Tensor, mask: torch.Tensor) -> bytes:

@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.batching import check_convert_to, encode_batches, length_groups
-from pe_core.encoder import last_index, mean_pool
+from pe_core.batching import check_convert_to, encode_batches, length_groups, pad_rows
 from pe_core.errors import ConfigError, MissingFileError
+from pe_core.layout import Layout
+from pe_core.pooling import pool
 from pe_core.training.data import Example
 from pe_core.training.distributed import active, unwrap
 from pe_core.training.loss import text_keys
-from pe_core.training.methods import Method, Rows, StepInfo, layout, pad_rows
+from pe_core.training.methods import Method, Rows, StepInfo, row_texts
 from pe_core.training.settings import TrainSettings
 
 E5_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
@@ -70,11 +71,13 @@ class LoraEmbedder(nn.Module):
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled (not normalised) last hidden states ``(B, d)``."""
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "mean":
-            return mean_pool(hidden, attention_mask)
-        return hidden[torch.arange(len(hidden), device=hidden.device), last_index(attention_mask)]
+        """Pooled (not normalised) last hidden states ``(B, d)``: the text alone, with
+        the positions and pooling of every other path."""
+        lay = Layout(attention_mask)
+        hidden = self.model(
+            input_ids=input_ids, attention_mask=lay.mask, position_ids=lay.positions
+        ).last_hidden_state
+        return pool(hidden, lay, self.pooling)
 
     @torch.inference_mode()
     def encode(
@@ -199,7 +202,7 @@ class LoraMethod(Method):
 
     def rows(self, examples: Sequence[Example], n_neg: int) -> Rows:
         emb = self.embedder
-        texts, _ = layout(examples, n_neg, lambda ex: emb.format_query(ex.query, ex.instruction))
+        texts, _ = row_texts(examples, n_neg, lambda ex: emb.format_query(ex.query, ex.instruction))
         enc = emb.tokenizer(texts, add_special_tokens=True, truncation=False)
         ids = [x[: emb.max_length] for x in enc["input_ids"]]
         n = len(examples)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pe_core.batching import pad_rows
 from pe_core.encoder import BackboneEncoder
 from pe_core.errors import ConfigError
 from pe_core.training.data import Example
@@ -61,7 +62,7 @@ class StepInfo:
     noise_seed: int | None = None
 
 
-def layout(
+def row_texts(
     examples: Sequence[Example], n_neg: int, query_text: Any = None
 ) -> tuple[list[str], list[str | None]]:
     """Texts and per-row instruction (queries carry theirs; documents get None here)."""
@@ -70,20 +71,6 @@ def layout(
     texts += [neg for ex in examples for neg in ex.negatives[:n_neg]]
     instr: list[str | None] = [ex.instruction for ex in examples]
     return texts, instr + [None] * (len(texts) - len(examples))
-
-
-def pad_rows(ids: Sequence[Sequence[int]], pad_id: int, side: str, device: Any) -> tuple[
-    torch.Tensor, torch.Tensor
-]:
-    width = max(1, max(len(x) for x in ids))
-    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for r, row in enumerate(ids):
-        n = len(row)
-        sl = slice(0, n) if side == "right" else slice(width - n, width)
-        out[r, sl] = torch.tensor(row, dtype=torch.long)
-        mask[r, sl] = 1
-    return out.to(device), mask.to(device)
 
 
 class Method:
@@ -232,7 +219,7 @@ class PromptEmbedderMethod(Method):
         return [x[: self.config.max_length] for x in enc["input_ids"]]
 
     def rows(self, examples: Sequence[Example], n_neg: int) -> Rows:
-        texts, instr = layout(examples, n_neg)
+        texts, instr = row_texts(examples, n_neg)
         doc_instruction = self.config.document_instruction
         # a query without instruction gets what encode(instruction=None) gives it
         per_row = [

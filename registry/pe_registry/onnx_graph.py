@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.encoder import last_index, mean_pool, positions
+from pe_core.encoder import read
 
 
 class EmbeddingGraph(nn.Module):
@@ -25,9 +25,8 @@ class EmbeddingGraph(nn.Module):
 
     The torch embedder computes a suffix prompt over a key/value cache of the text (it
     saves the text's backward at training time); an exported graph has no backward and
-    no cache to keep, so it runs the full sequence once. Position ids come from the
-    cumulative mask, which gives every row's soft tokens the positions
-    ``text length + arange(K)`` whatever the padding side.
+    no cache to keep, so it runs the full sequence once, through the same
+    :func:`pe_core.encoder.read` (layout, positions and pooling) as the torch prefix.
 
     ``soft`` is ``(K, d_B)`` in raw embedding-row space (what
     ``PromptEmbedder.cached_soft_prompt`` returns) or None for the plain backbone.
@@ -50,8 +49,7 @@ class EmbeddingGraph(nn.Module):
         else:
             # apply the plugin's scaling once here, so the graph stores exactly the
             # vectors the backbone reads (e.g. Gemma's embed_scale) as its constant
-            dtype = self.model.get_input_embeddings().weight.dtype
-            prompt = self.spec.soft_prompt_hook(self.model, soft.detach().to(dtype))
+            prompt = backbone.prompt_embeds(soft.detach()[None])[0]
             self.register_buffer("prompt", prompt.clone())
 
     @classmethod
@@ -63,40 +61,8 @@ class EmbeddingGraph(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         text = self.spec.token_embeddings(self.model, input_ids)
-        if self.prompt is None:
-            hidden = self._run(text, attention_mask)
-            if self.pooling == "mean":
-                pooled = mean_pool(hidden, attention_mask)
-            else:
-                pooled = _gather_last(hidden, attention_mask)
-            return F.normalize(pooled.float(), dim=-1)
-
-        batch, k = input_ids.shape[0], self.prompt.shape[0]
-        prompt = self.prompt.to(text.dtype).unsqueeze(0).expand(batch, -1, -1)
-        ones = torch.ones_like(attention_mask[:, :1]).expand(batch, k)
-        zeros = torch.zeros_like(ones)
-        if self.placement == "prefix":
-            embeds = torch.cat([prompt, text], dim=1)
-            full = torch.cat([ones, attention_mask], dim=1)
-            text_or_soft = torch.cat([zeros, attention_mask], dim=1)  # mean: text positions
-        else:
-            embeds = torch.cat([text, prompt], dim=1)
-            full = torch.cat([attention_mask, ones], dim=1)
-            text_or_soft = torch.cat([torch.zeros_like(attention_mask), ones], dim=1)
-        hidden = self._run(embeds, full)
-        if self.pooling == "mean":  # same positions as the torch embedder averages
-            pooled = mean_pool(hidden, text_or_soft)
-        elif self.placement == "suffix":
-            pooled = hidden[:, -1]  # the last soft token is always the last column
-        else:
-            pooled = _gather_last(hidden, full)
+        prompt = None
+        if self.prompt is not None:
+            prompt = self.prompt.to(text.dtype).unsqueeze(0).expand(input_ids.shape[0], -1, -1)
+        pooled = read(self.model, text, attention_mask, prompt, self.placement, self.pooling)
         return F.normalize(pooled.float(), dim=-1)
-
-    def _run(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions(mask))
-        return out.last_hidden_state
-
-
-def _gather_last(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return hidden[rows, last_index(mask)]

@@ -153,6 +153,27 @@ def test_parity_on_random_padded_batches(exported: Any, case: str) -> None:
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("placement", ["prefix", "suffix"])
+def test_graph_module_reads_like_the_torch_embedder(placement: str, pooling: str) -> None:
+    """The module that is exported, run as torch: the whole sequence in one pass gives
+    what the torch embedder gives (a suffix over its text cache), with and without the
+    prompt, on either padding side; the same layout and pooling serve both."""
+    import torch
+
+    from pe_registry.onnx_graph import EmbeddingGraph
+
+    embedder = tiny("llama", "llama", placement, pooling)
+    graph, plain = (EmbeddingGraph.from_embedder(embedder, i) for i in (INSTRUCTION, None))
+    for ids, mask in random_batches(embedder.tokenizer):
+        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+        with torch.no_grad():
+            got, got_plain = graph(ids_t, mask_t).numpy(), plain(ids_t, mask_t).numpy()
+            want_plain = embedder(ids_t, mask_t, None).numpy()
+        assert np.abs(got - torch_embed(embedder, ids, mask)).max() <= 1e-5
+        assert np.abs(got_plain - want_plain).max() <= 1e-5
+
+
 @pytest.mark.parametrize("case", ["llama-prefix-mean", "qwen2-suffix-mean-fused"])
 def test_encode_matches_torch_encode(exported: Any, case: str) -> None:
     from pe_registry import OnnxEmbedder

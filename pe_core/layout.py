@@ -1,0 +1,114 @@
+"""Where the text and the soft prompt sit in the sequence the backbone reads.
+
+``prefix`` is ``[soft ; text]``, ``suffix`` is ``[text ; soft]`` (with right padding
+``[text ; pad ; soft]``: the soft tokens always take the last ``K`` columns), and no
+placement is the text alone. Every path that runs a backbone (the torch encoder,
+training's suffix fast path, the LoRA baseline, the ONNX graph, the Prompting LLM's
+positions) builds its inputs from a :class:`Layout`, and pools with
+:func:`pe_core.pooling.pool`, so a new placement is a change to :meth:`Layout._order`
+(and its name in :data:`pe_core.config.PLACEMENTS`).
+
+Example::
+
+    lay = Layout(mask, k=5, placement="suffix")
+    hidden = model(inputs_embeds=lay.join(text, soft), attention_mask=lay.mask,
+                   position_ids=lay.positions).last_hidden_state
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from pe_core.config import PLACEMENTS
+from pe_core.errors import ConfigError
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding on either side: ``cumsum(mask) - 1``.
+
+    Example::
+
+        positions(torch.tensor([[0, 1, 1]]))  # tensor([[0, 0, 1]])
+    """
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One batch's sequence: the text's mask ``(B, T)`` (either padding side) and ``k``
+    soft positions placed by ``placement`` (None with ``k == 0``: the text alone).
+
+    The masks are ``(B, T + k)`` in sequence order, built once on first use by ``torch``
+    ops from ``text_mask`` alone, so an exported graph keeps its batch and length dynamic.
+
+    Example::
+
+        lay = Layout(torch.tensor([[1, 1, 0]]), k=2, placement="suffix")
+        lay.mask       # tensor([[1, 1, 0, 1, 1]])
+        lay.positions  # tensor([[0, 1, 1, 2, 3]])
+    """
+
+    text_mask: torch.Tensor
+    k: int = 0
+    placement: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.placement is None) != (self.k == 0):
+            raise ConfigError(
+                f"a layout with {self.k} soft positions needs a placement, and one without "
+                f"needs none; got placement={self.placement!r}"
+            )
+        if self.placement is not None and self.placement not in PLACEMENTS:
+            raise ConfigError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+
+    def _order(self, text: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        """``text`` and ``soft`` (same trailing shape) in sequence order along dim 1."""
+        if soft is None or self.placement is None:
+            return text
+        if self.placement == "prefix":
+            return torch.cat([soft, text], dim=1)
+        return torch.cat([text, soft], dim=1)
+
+    def _soft_ones(self) -> torch.Tensor:
+        # expanded from the mask, not sized by Python ints: the batch stays symbolic
+        return torch.ones_like(self.text_mask[:, :1]).expand(-1, self.k)
+
+    def join(self, text: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        """The ``inputs_embeds``: text ``(B, T, d)`` and soft ``(B, k, d)`` in order."""
+        return self._order(text, soft)
+
+    @cached_property
+    def mask(self) -> torch.Tensor:
+        """The attention mask: every real text position and every soft position."""
+        return self._order(self.text_mask, self._soft_ones())
+
+    @cached_property
+    def text(self) -> torch.Tensor:
+        """1 at the text's real positions only."""
+        return self._order(self.text_mask, torch.zeros_like(self._soft_ones()))
+
+    @cached_property
+    def soft(self) -> torch.Tensor:
+        """1 at the soft positions only."""
+        return self._order(torch.zeros_like(self.text_mask), self._soft_ones())
+
+    @cached_property
+    def positions(self) -> torch.Tensor:
+        """Position ids: each row counts its own real positions, padding skipped, so a
+        suffix's soft tokens sit at ``text length + arange(k)`` on either padding side."""
+        return positions(self.mask)
+
+    @property
+    def ends_with_soft(self) -> bool:
+        """Whether every row's last real position is the sequence's last column."""
+        return self.placement == "suffix"
+
+    @property
+    def soft_columns(self) -> slice:
+        """The columns of the soft positions."""
+        if self.placement == "prefix":
+            return slice(0, self.k)
+        return slice(self.text_mask.shape[1], None) if self.k else slice(0, 0)
