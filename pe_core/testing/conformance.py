@@ -8,6 +8,13 @@ every ``model_type`` the plugin registers, on tiny random models built from its
 
     class TestConformance(BackboneConformance):
         backbone = "phi3"
+
+The same suite runs on a real checkpoint when ``model`` names one (any reference
+``pe_core.load`` takes: a folder, a GGUF file, ``pe-real:NAME``); a deep model in float32
+agrees with itself less tightly than a 2-layer one, so such a class states its ``tol``::
+
+    class TestRealSmolLM2(BackboneConformance):
+        backbone, model, model_type, tol = "llama", "pe-real:smollm2-135m", "llama", 1e-4
 """
 
 from __future__ import annotations
@@ -40,6 +47,31 @@ def _embedder(backbone: str, model_type: str, placement: str, pooling: str) -> A
     return tiny_embedder(spec, model_type, placement=placement, pooling=pooling)
 
 
+@functools.cache
+def _loaded(backbone: str, model: str, prompting: str | None) -> Any:
+    import warnings
+
+    import pe_core
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the least-squares alignment: untrained, on purpose
+        return pe_core.load(backbone=backbone, model=model, prompting=prompting, device="cpu")
+
+
+@functools.cache
+def _real_embedder(backbone: str, model: str, prompting: str | None, placement: str,
+                   pooling: str) -> Any:
+    """One load of a real checkpoint, shared (frozen modules) by every placement/pooling."""
+    from dataclasses import replace
+
+    from pe_core.embedder import PromptEmbedder
+
+    base = _loaded(backbone, model, prompting)
+    config = replace(base.config, placement=placement, pooling=pooling)
+    return PromptEmbedder(base.prompting, base.alignment, base.backbone, base.tokenizer,
+                          config).eval()
+
+
 def _realistic_soft(embedder: Any, batch: int) -> Any:
     """Soft vectors at the scale of real token embeddings. A random Prompting LLM gives
     near-uniform distributions whose soft tokens average to ~0, where RMSNorm is
@@ -64,16 +96,26 @@ class BackboneConformance:
 
     backbone: str = ""
     placements = ("prefix", "suffix")
+    # a real checkpoint to run on instead of the tiny models, its model_type, and the
+    # Prompting LLM to pair it with (None: pe's default)
+    model: str | None = None
+    model_type: str | None = None
+    prompting: str | None = None
+    tol: float = TOL
+    same_weights_tol: float = SAME_WEIGHTS_TOL
 
     def pytest_generate_tests(self, metafunc: Any) -> None:
         from pe_core.plugins import get_backbone
 
         if "model_type" in metafunc.fixturenames:
-            metafunc.parametrize("model_type", list(get_backbone(self.backbone).model_types))
+            types = [self.model_type] if self.model else get_backbone(self.backbone).model_types
+            metafunc.parametrize("model_type", list(types))
         if "placement" in metafunc.fixturenames:
             metafunc.parametrize("placement", list(self.placements))
 
     def embedder(self, model_type: str, placement: str = "suffix", pooling: str = "last") -> Any:
+        if self.model:
+            return _real_embedder(self.backbone, self.model, self.prompting, placement, pooling)
         return _embedder(self.backbone, model_type, placement, pooling)
 
     # -- the registration itself -------------------------------------------------------
@@ -115,8 +157,8 @@ class BackboneConformance:
             via_tokens = model(
                 inputs_embeds=spec.token_embeddings(model, ids), attention_mask=mask
             ).last_hidden_state
-        torch.testing.assert_close(via_hook, ref, atol=TOL, rtol=0)
-        torch.testing.assert_close(via_tokens, ref, atol=TOL, rtol=0)
+        torch.testing.assert_close(via_hook, ref, atol=self.tol, rtol=0)
+        torch.testing.assert_close(via_tokens, ref, atol=self.tol, rtol=0)
 
     # -- gradients -----------------------------------------------------------------------
     def test_gradients_reach_prompting_and_alignment_only(
@@ -147,7 +189,7 @@ class BackboneConformance:
             with torch.no_grad():
                 right = m(*_batch(m, TEXTS, "right"), soft)
                 left = m(*_batch(m, TEXTS, "left"), soft)
-            torch.testing.assert_close(left, right, atol=TOL, rtol=0)
+            torch.testing.assert_close(left, right, atol=self.tol, rtol=0)
 
     def test_batch_invariance(self, model_type: str, placement: str) -> None:
         import numpy as np
@@ -155,7 +197,7 @@ class BackboneConformance:
         m = self.embedder(model_type, placement)
         together = m.encode(TEXTS, instruction=INSTRUCTION, batch_size=len(TEXTS))
         alone = np.stack([m.encode([t], instruction=INSTRUCTION)[0] for t in TEXTS])
-        np.testing.assert_allclose(together, alone, atol=TOL, rtol=0)
+        np.testing.assert_allclose(together, alone, atol=self.tol, rtol=0)
 
     def test_matches_reference_without_cache(self, model_type: str, placement: str) -> None:
         import torch
@@ -167,7 +209,7 @@ class BackboneConformance:
             with torch.no_grad():
                 fast = m.backbone(ids, mask, soft, placement, pooling)
                 ref = m.backbone.reference(ids, mask, soft, placement, pooling)
-            torch.testing.assert_close(fast, ref, atol=TOL, rtol=0)
+            torch.testing.assert_close(fast, ref, atol=self.tol, rtol=0)
 
     def test_suffix_gradient_matches_reference(self, model_type: str) -> None:
         import torch
@@ -212,9 +254,46 @@ class BackboneConformance:
             (pooled @ probe).sum().backward()
             outs.append(pooled.detach())
             grads.append(s.grad)
-        torch.testing.assert_close(outs[0], outs[1], atol=TOL, rtol=0)
+        torch.testing.assert_close(outs[0], outs[1], atol=self.tol, rtol=0)
         rel = (grads[0] - grads[1]).norm() / grads[1].norm()
         assert rel < 1e-4, f"training's suffix gradient differs from the full pass by {rel:.2e}"
+
+    def test_text_longer_than_the_window(self, model_type: str) -> None:
+        """A text longer than the model's sliding window (Gemma 3: 512 tokens; a model
+        without one: 128 + 64) through the suffix path and the training key/value store,
+        padded beside a short one, equals the cache-free reference, gradients included."""
+        import torch
+
+        from pe_core.training.kvcache import TextKVStore, soft_pass
+
+        m = self.embedder(model_type, "suffix")
+        config = m.backbone.model.config
+        n = (getattr(config, "sliding_window", None) or 128) + 64
+        tok = m.tokenizer
+        tok.padding_side = m.backbone.spec.padding_side
+        enc = tok([" ".join(TEXTS * 400), TEXTS[0]], return_tensors="pt", padding=True,
+                  truncation=True, max_length=n)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        assert int(mask.sum(-1).max()) == n
+        soft = _realistic_soft(m, 2)
+        probe = torch.randn(m.dim, generator=torch.Generator().manual_seed(1))
+        store = TextKVStore(1 << 30, call_cost=0)
+        paths = {
+            "reference": lambda s: m.backbone.reference(ids, mask, s, "suffix", "last"),
+            "inference": lambda s: m.backbone(ids, mask, s, "suffix", "last"),
+            "training": lambda s: soft_pass(m.backbone, store.cache(m.backbone, ids, mask),
+                                            mask, s),
+        }
+        outs, grads = {}, {}
+        for name, fn in paths.items():
+            s = soft.clone().requires_grad_(True)
+            pooled = fn(s)
+            (pooled @ probe).sum().backward()
+            outs[name], grads[name] = pooled.detach(), s.grad
+        for name in ("inference", "training"):
+            torch.testing.assert_close(outs[name], outs["reference"], atol=self.tol, rtol=0)
+            rel = (grads[name] - grads["reference"]).norm() / grads["reference"].norm()
+            assert rel < 1e-4, f"{name} gradient differs from the full pass by {rel:.2e}"
 
     # -- persistence and determinism ----------------------------------------------------
     def test_save_load_roundtrip(self, model_type: str, tmp_path: Any) -> None:
@@ -225,14 +304,15 @@ class BackboneConformance:
         from pe_core.testing.tiny import save_tiny_folders
 
         m = self.embedder(model_type)
-        folders = save_tiny_folders(m.backbone.spec, tmp_path, model_type)
-        # save_tiny_folders rebuilds the same seeded models as the cached embedder
+        if self.model:
+            model, prompting = self.model, self.prompting
+        else:
+            folders = save_tiny_folders(m.backbone.spec, tmp_path, model_type)
+            # save_tiny_folders rebuilds the same seeded models as the cached embedder
+            model, prompting = str(folders["model"]), str(folders["prompting"])
         m.save(tmp_path / "align")
-        again = pe_core.load(
-            backbone=self.backbone, model=str(folders["model"]),
-            prompting=str(folders["prompting"]), alignment=str(tmp_path / "align"),
-            device="cpu",
-        )
+        again = pe_core.load(backbone=self.backbone, model=model, prompting=prompting,
+                             alignment=str(tmp_path / "align"), device="cpu")
         assert again.config == m.config.__class__(**{
             **m.config.to_dict(), "model_id": again.config.model_id,
             "prompting_id": again.config.prompting_id,
@@ -245,7 +325,7 @@ class BackboneConformance:
                 assert torch.equal(tensor, loaded[name]), f"{part}.{name}"
         a = m.encode(TEXTS, instruction=INSTRUCTION)
         b = again.encode(TEXTS, instruction=INSTRUCTION)
-        np.testing.assert_allclose(a, b, atol=SAME_WEIGHTS_TOL, rtol=0)
+        np.testing.assert_allclose(a, b, atol=self.same_weights_tol, rtol=0)
 
     def test_deterministic(self, model_type: str) -> None:
         import numpy as np
@@ -254,7 +334,7 @@ class BackboneConformance:
         a = m.encode(TEXTS, instruction=INSTRUCTION)
         m.clear_prompt_cache()
         b = m.encode(TEXTS, instruction=INSTRUCTION)
-        np.testing.assert_allclose(a, b, atol=SAME_WEIGHTS_TOL, rtol=0)
+        np.testing.assert_allclose(a, b, atol=self.same_weights_tol, rtol=0)
 
 
 __all__ = ["BackboneConformance", "pytest"]

@@ -30,6 +30,7 @@ import torch
 
 from pe_core.batching import length_groups
 from pe_core.encoder import BackboneEncoder
+from pe_core.layout import align_text
 from pe_core.training.suffix_attention import new_keys_only
 
 
@@ -137,6 +138,7 @@ class TextKVStore:
 
     def cache(self, backbone: BackboneEncoder, ids: torch.Tensor, mask: torch.Tensor) -> Any:
         """A cache for the batch, computing (and storing) only the rows not yet stored."""
+        ids, mask = align_text(ids, mask, to_end=True)  # as the suffix layout places text
         if self.supported is None:
             probe = _new_cache(backbone.model)
             self.supported = probe is not None
