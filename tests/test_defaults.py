@@ -19,6 +19,7 @@ from pe_core.defaults import (
     recipe,
 )
 from pe_core.defaults import build as build_mod
+from pe_core.defaults import cli as cli_mod
 from pe_core.errors import ConfigError
 
 FAMILIES = {
@@ -161,7 +162,7 @@ def test_table_and_cli(folders, capsys):
     assert [r["name"] for r in rows] == list(DEFAULT_NAMES)
     md = format_table(rows)
     assert md.count("\n") == len(rows) + 1 and "GemmaConfig" in md
-    assert build_mod.main(["--tiny", "qwen"]) == 0
+    assert cli_mod.main(["--tiny", "qwen"]) == 0
     out = capsys.readouterr().out
     assert "Qwen2Config" in out and "prompting" not in out
     meta = json.loads((folders["qwen"] / "pe_default.json").read_text())
