@@ -80,8 +80,15 @@ def is_optional(cls: type, f: Field[Any]) -> bool:
     return type(None) in typing.get_args(typing.get_type_hints(cls)[f.name])
 
 
-def help_text(f: Field[Any]) -> str:
-    """The flag's help: the field's help and its default."""
+def help_text(f: Field[Any], command: str) -> str:
+    """The flag's help in ``command``: the field's help and its default (an on/off flag's
+    default is that it is not given; in ``pe align`` an inherited field's is the source
+    run's value)."""
     m = meta(f)
-    default = m["default_text"] or f"default {f.default}"
+    if isinstance(f.default, bool):
+        return str(m["help"])
+    if command == ALIGN and m["transfer"] == INHERIT:
+        return f"{m['help']} (default: the source run's)"
+    value = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+    default = m["default_text"] or f"default {value}"
     return f"{m['help']} ({default})" if m["help"] else f"({default})"

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pe_core.config import ALIGNMENT_FORMAT, CONFIG_NAME, WEIGHTS_NAME, EmbedderConfig
+from pe_core.config import ALIGNMENT_FORMAT, ALIGNMENT_WEIGHTS_NAME, CONFIG_NAME, EmbedderConfig
 from pe_core.errors import (
     ConfigError,
     CorruptFileError,
@@ -51,12 +51,12 @@ def detect_kind(folder: str | Path) -> str:
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"{folder} is not a folder")
-    if (folder / WEIGHTS_NAME).is_file() or (folder / CONFIG_NAME).is_file():
+    if (folder / ALIGNMENT_WEIGHTS_NAME).is_file() or (folder / CONFIG_NAME).is_file():
         return ALIGNMENT
     if (folder / PROMPTING_NAME).is_file():
         return PROMPTING
     raise MissingFileError(
-        f"{folder} is not a pe artifact: it has neither {WEIGHTS_NAME} + {CONFIG_NAME} "
+        f"{folder} is not a pe artifact: it has neither {ALIGNMENT_WEIGHTS_NAME} + {CONFIG_NAME} "
         f"(an alignment or training run) nor {PROMPTING_NAME} (a Prompting LLM)"
     )
 
@@ -96,7 +96,7 @@ def check_alignment(folder: str | Path) -> EmbedderConfig:
     """
     folder = Path(folder)
     cfg = EmbedderConfig.load(folder)
-    weights = folder / WEIGHTS_NAME
+    weights = folder / ALIGNMENT_WEIGHTS_NAME
     tensors, meta = safetensors_header(weights)
     fmt = meta.get("format")
     if fmt is not None and fmt != ALIGNMENT_FORMAT:
@@ -117,7 +117,7 @@ def check_alignment(folder: str | Path) -> EmbedderConfig:
     if (cfg.d_P, cfg.d_B) != (rows, cols):
         raise DimensionMismatchError(
             f"{folder}: {CONFIG_NAME} declares d_P x d_B = {cfg.d_P} x {cfg.d_B} but "
-            f"{WEIGHTS_NAME} is {rows} x {cols}; fix the config or save the weights again"
+            f"{ALIGNMENT_WEIGHTS_NAME} is {rows} x {cols}; fix the config or save the weights again"
         )
     bias = tensors.get("bias")
     if bias is not None and [int(d) for d in bias["shape"]] != [cols]:
@@ -174,7 +174,7 @@ def stage_alignment(
     ``source``, ``cfg`` as ``pe_config.json``, a card for ``name`` and the manifest."""
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(source) / WEIGHTS_NAME, dst / WEIGHTS_NAME)
+    shutil.copyfile(Path(source) / ALIGNMENT_WEIGHTS_NAME, dst / ALIGNMENT_WEIGHTS_NAME)
     cfg.save(dst)
     return finish_alignment(dst, name)
 
