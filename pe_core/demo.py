@@ -138,8 +138,8 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None) 
 def _publish(runs: Path, rows: list[Row]) -> None:
     from pe_core.plugins import get_plugin_manager
 
-    store = get_plugin_manager().resolvers().get("registry")
-    if store is None or store.publish is None:
+    store = get_plugin_manager().publishers().get("registry")
+    if store is None:
         _say("no local registry installed (pip install pe-registry): skipping push")
         return
     for name in (SOURCE, *TARGETS):

@@ -21,6 +21,7 @@ from pe_core import hookspecs
 from pe_core.backbones import BackboneRegistry
 from pe_core.errors import PluginError
 from pe_core.exporters import ExporterRegistry
+from pe_core.publishers import PublisherRegistry
 from pe_core.resolvers import ResolverRegistry, resolve_local
 
 
@@ -55,6 +56,7 @@ class PluginManager:
         self._backbones: BackboneRegistry | None = None
         self._resolvers: ResolverRegistry | None = None
         self._exporters: ExporterRegistry | None = None
+        self._publishers: PublisherRegistry | None = None
         if os.environ.get("PE_TRACE_HOOKS"):
             self.pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
             self.pm.enable_tracing()
@@ -99,6 +101,7 @@ class PluginManager:
         self._backbones = None
         self._resolvers = None
         self._exporters = None
+        self._publishers = None
 
     def _check_pending(self) -> None:
         try:
@@ -144,6 +147,14 @@ class PluginManager:
             self.pm.hook.pe_register_exporters(registry=registry)
             self._exporters = registry
         return self._exporters
+
+    def publishers(self) -> PublisherRegistry:
+        if self._publishers is None:
+            self.load()
+            registry = PublisherRegistry()
+            self.pm.hook.pe_register_publishers(registry=registry)
+            self._publishers = registry
+        return self._publishers
 
     def infos(self) -> list[PluginInfo]:
         self.backbones()
