@@ -38,7 +38,8 @@ class TrainSettings:
     # lr (measured: benchmarks/results/choices.md, "Learning rates")
     lr: float = option(1e-4, help="Prompting LLM lr (full fine-tuning)", cli=BOTH,
                        group="schedule")
-    # None: decided by the method, since `pe align` starts from a trained alignment
+    # None: decided by the method, since `pe align` starts from a trained alignment (same
+    # measurements)
     alignment_lr: float | None = option(
         None, help="alignment lr", cli=BOTH, group="schedule",
         default_text="default: 1e-2 in train, 3e-3 in align",
