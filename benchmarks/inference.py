@@ -5,7 +5,7 @@ plain backbone, the int8 graph's retrieval score against fp32, and how often the
 Prompting LLM runs per batch (never: its soft prompt is cached / baked in).
 
 The default model is CPU-sized and random (hidden 256, 4 layers, 8 heads / 4 KV heads,
-as in PITFALLS' measurements), so the numbers do not depend on a trained model existing;
+the training benchmark's size), so the numbers do not depend on a trained model existing;
 ``--model`` / ``--prompting`` / ``--alignment`` measure a real one instead. Retrieval
 uses the local corpus' test pairs (``pe_core.data``): queries get the instruction,
 documents the config's document instruction, one graph each.

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.errors import ConfigError, MissingFileError
+from pe_core.options import BOTH, FIXED, INHERIT, SOURCE_PROMPTING, TRAIN, option
 
 CONFIG_NAME = "pe_config.json"
-WEIGHTS_NAME = "alignment.safetensors"  # the alignment's weights, next to CONFIG_NAME
+ALIGNMENT_WEIGHTS_NAME = "alignment.safetensors"  # the alignment's weights, next to CONFIG_NAME
+WEIGHTS_NAME = ALIGNMENT_WEIGHTS_NAME  # the former name, still imported by loading code
 ALIGNMENT_FORMAT = "pe-alignment/1"  # safetensors header "format" of those weights
 DEFAULT_TEMPLATE = "Instruction: {instruction}\nSoft prompt:"
 PLACEMENTS = ("prefix", "suffix")
@@ -19,7 +21,8 @@ POOLINGS = ("last", "mean")
 
 @dataclass
 class EmbedderConfig:
-    """How a PromptEmbedder is put together; every field is JSON.
+    """How a PromptEmbedder is put together; every field is JSON. Fields declared with
+    :func:`~pe_core.options.option` are the ones training accepts as model options.
 
     Example::
 
@@ -38,16 +41,26 @@ class EmbedderConfig:
     backbone: str
     d_P: int
     d_B: int
-    model_id: str | None = None
-    model_revision: str | None = None
-    prompting_id: str | None = None
-    prompting_revision: str | None = None
-    num_soft_tokens: int = 5
-    placement: str = "suffix"
-    pooling: str = "last"
-    template: str = DEFAULT_TEMPLATE
-    document_instruction: str | None = "Represent the text for retrieval"
-    max_length: int = 512
+    model_id: str | None = option(None, help="the backbone model's folder or Hub id")
+    model_revision: str | None = option(None, help="the backbone model's Hub revision")
+    prompting_id: str | None = option(None, help="the Prompting LLM's folder or Hub id",
+                                      transfer=SOURCE_PROMPTING)
+    prompting_revision: str | None = option(None, help="the Prompting LLM's Hub revision",
+                                            transfer=SOURCE_PROMPTING)
+    num_soft_tokens: int = option(5, help="K", cli=(TRAIN,), group="PromptEmbedder",
+                                  transfer=FIXED)
+    placement: str = option("suffix", help="where the soft prompt goes", cli=BOTH,
+                            group="PromptEmbedder", transfer=INHERIT, choices=PLACEMENTS)
+    pooling: str = option("last", help="pooled positions", cli=(TRAIN,),
+                          group="PromptEmbedder", transfer=INHERIT, choices=POOLINGS,
+                          default_text="default: the backbone's")
+    template: str = option(DEFAULT_TEMPLATE, help="the Prompting LLM's input", transfer=FIXED)
+    document_instruction: str | None = option(
+        "Represent the text for retrieval", help="generic instruction for documents ('' for "
+        "none)", cli=(TRAIN,), group="PromptEmbedder", transfer=INHERIT,
+    )
+    max_length: int = option(512, help="tokens per text", cli=BOTH, group="PromptEmbedder",
+                             transfer=INHERIT)
     training_data_hash: str | None = None
     eval_results: dict[str, Any] = field(default_factory=dict)
     pe_version: str | None = None

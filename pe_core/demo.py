@@ -33,9 +33,9 @@ class DemoSettings:
     train_steps: int = 120
     lora_steps: int = 60
     align_steps: int = 40
-    # LoRA lr for these few-million-parameter backbones, picked on the dev split (100
-    # steps, dev nDCG@10): 1e-3 0.14, 3e-3 0.33, 6e-3 0.32, 1e-2 collapses (0.02). The
-    # E5 recipe's 2e-4 (pe's default, for billion-parameter backbones) stays at 0.06.
+    # pe's default LoRA lr is meant for billion-parameter backbones; these few-million-
+    # parameter ones need a larger one (measured: benchmarks/results/choices.md,
+    # "LoRA learning rate of pe demo")
     lora_lr: float = 3e-3
     batch_size: int = 32
     max_length: int = 128  # tokens per text: docstrings are long, CPU time is short
@@ -138,8 +138,8 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None) 
 def _publish(runs: Path, rows: list[Row]) -> None:
     from pe_core.plugins import get_plugin_manager
 
-    store = get_plugin_manager().resolvers().get("registry")
-    if store is None or store.publish is None:
+    store = get_plugin_manager().publishers().get("registry")
+    if store is None:
         _say("no local registry installed (pip install pe-registry): skipping push")
         return
     for name in (SOURCE, *TARGETS):

@@ -13,7 +13,7 @@ from torch import nn
 
 from pe_core.alignment import Alignment
 from pe_core.batching import check_convert_to, encode_batches
-from pe_core.config import WEIGHTS_NAME, EmbedderConfig
+from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.encoder import BackboneEncoder
 from pe_core.prompting import PromptingLLM
 
@@ -182,7 +182,7 @@ class PromptEmbedder(nn.Module):
         ``save_prompting``, the Prompting LLM under ``prompting/``)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.alignment.save(folder / WEIGHTS_NAME)
+        self.alignment.save(folder / ALIGNMENT_WEIGHTS_NAME)
         if save_prompting:
             self.prompting.model.save_pretrained(folder / "prompting", safe_serialization=True)
             self.prompting.tokenizer.save_pretrained(folder / "prompting")

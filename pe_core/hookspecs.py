@@ -13,6 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     from pe_core.backbones import BackboneRegistry
     from pe_core.exporters import ExporterRegistry
+    from pe_core.publishers import PublisherRegistry
     from pe_core.resolvers import ResolverRegistry
 
 PROJECT = "pe_core"
@@ -40,7 +41,20 @@ def pe_register_resolvers(registry: ResolverRegistry) -> None:
 
         @pe_core.hookimpl
         def pe_register_resolvers(registry):
-            registry.register("local", resolve_fn, find_fn, priority=10, publish=push_fn)
+            registry.register("local", resolve_fn, find_fn, priority=10)
+    """
+
+
+@hookspec
+def pe_register_publishers(registry: PublisherRegistry) -> None:
+    """Register places that store trained runs: ``registry.register(name, publish)``
+    where ``publish(folder, name)`` stores the run or artifact in ``folder`` as ``name``.
+
+    Example::
+
+        @pe_core.hookimpl
+        def pe_register_publishers(registry):
+            registry.register("registry", push_fn)
     """
 
 

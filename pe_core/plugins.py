@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pluggy
 
@@ -21,7 +22,10 @@ from pe_core import hookspecs
 from pe_core.backbones import BackboneRegistry
 from pe_core.errors import PluginError
 from pe_core.exporters import ExporterRegistry
+from pe_core.publishers import PublisherRegistry
 from pe_core.resolvers import ResolverRegistry, resolve_local
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -53,8 +57,7 @@ class PluginManager:
         self._loaded = False
         self._infos: dict[str, PluginInfo] = {}
         self._backbones: BackboneRegistry | None = None
-        self._resolvers: ResolverRegistry | None = None
-        self._exporters: ExporterRegistry | None = None
+        self._filled: dict[str, Any] = {}  # hook name -> the registry it filled
         if os.environ.get("PE_TRACE_HOOKS"):
             self.pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
             self.pm.enable_tracing()
@@ -97,8 +100,7 @@ class PluginManager:
 
     def _forget_registries(self) -> None:
         self._backbones = None
-        self._resolvers = None
-        self._exporters = None
+        self._filled = {}
 
     def _check_pending(self) -> None:
         try:
@@ -128,22 +130,23 @@ class PluginManager:
             self._backbones = registry
         return self._backbones
 
-    def resolvers(self) -> ResolverRegistry:
-        if self._resolvers is None:
+    def _fill(self, hook: str, make: Callable[[], R]) -> R:
+        """The registry ``make()`` returns, filled once by every plugin's ``hook``, then kept."""
+        if hook not in self._filled:
             self.load()
-            registry = ResolverRegistry()
-            registry.register("folder", resolve_local, None, priority=0)
-            self.pm.hook.pe_register_resolvers(registry=registry)
-            self._resolvers = registry
-        return self._resolvers
+            registry = make()
+            getattr(self.pm.hook, hook)(registry=registry)
+            self._filled[hook] = registry
+        return cast(R, self._filled[hook])
+
+    def resolvers(self) -> ResolverRegistry:
+        return self._fill("pe_register_resolvers", _with_folder_resolver)
 
     def exporters(self) -> ExporterRegistry:
-        if self._exporters is None:
-            self.load()
-            registry = ExporterRegistry()
-            self.pm.hook.pe_register_exporters(registry=registry)
-            self._exporters = registry
-        return self._exporters
+        return self._fill("pe_register_exporters", ExporterRegistry)
+
+    def publishers(self) -> PublisherRegistry:
+        return self._fill("pe_register_publishers", PublisherRegistry)
 
     def infos(self) -> list[PluginInfo]:
         self.backbones()
@@ -153,6 +156,12 @@ class PluginManager:
     def hook(self) -> Any:
         self.load()
         return self.pm.hook
+
+
+def _with_folder_resolver() -> ResolverRegistry:
+    registry = ResolverRegistry()
+    registry.register("folder", resolve_local, None, priority=0)  # plain folders first
+    return registry
 
 
 _manager: PluginManager | None = None

@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ResolveFn = Callable[[str], "Path | None"]
 FindFn = Callable[[str, str], "Path | None"]
-PublishFn = Callable[[Path, str], Any]
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,6 @@ class Resolver:
     resolve: ResolveFn
     find: FindFn | None
     priority: int
-    publish: PublishFn | None = None
 
 
 class ResolverRegistry:
@@ -38,12 +35,11 @@ class ResolverRegistry:
         resolve: ResolveFn,
         find: FindFn | None = None,
         priority: int = 50,
-        publish: PublishFn | None = None,
     ) -> None:
         """Add a resolver. ``resolve(ref)`` returns a folder or None when ``ref`` is not
-        its kind; ``find(prompting_id, model_id)`` returns a matching artifact or None;
-        ``publish(folder, name)`` stores an artifact there (returns what the store says)."""
-        self._resolvers.append(Resolver(name, resolve, find, priority, publish))
+        its kind; ``find(prompting_id, model_id)`` returns a matching artifact or None.
+        (Storing artifacts is a publisher's job: :mod:`pe_core.publishers`.)"""
+        self._resolvers.append(Resolver(name, resolve, find, priority))
         self._resolvers.sort(key=lambda r: r.priority)
 
     def get(self, name: str) -> Resolver | None:

@@ -19,6 +19,7 @@ from pe_core.defaults import (
     recipe,
 )
 from pe_core.defaults import build as build_mod
+from pe_core.defaults import cli as cli_mod
 from pe_core.errors import ConfigError
 
 FAMILIES = {
@@ -161,8 +162,37 @@ def test_table_and_cli(folders, capsys):
     assert [r["name"] for r in rows] == list(DEFAULT_NAMES)
     md = format_table(rows)
     assert md.count("\n") == len(rows) + 1 and "GemmaConfig" in md
-    assert build_mod.main(["--tiny", "qwen"]) == 0
+    assert cli_mod.main(["--tiny", "qwen"]) == 0
     out = capsys.readouterr().out
     assert "Qwen2Config" in out and "prompting" not in out
     meta = json.loads((folders["qwen"] / "pe_default.json").read_text())
     assert meta["name"] == "qwen"
+
+
+def test_defaults_modules_import_one_way():
+    """No module of pe_core.defaults imports (even inside a function) one that imports it
+    back: building, the lookup policy and the CLI sit in a chain."""
+    import ast
+    import pathlib
+
+    import pe_core.defaults
+
+    root = pathlib.Path(pe_core.defaults.__file__).parent
+    names = {p.stem for p in root.glob("*.py")} - {"__init__", "__main__"}
+    graph = {}
+    for name in names:
+        tree = ast.parse((root / f"{name}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("pe_core.defaults."):
+                    found.add(node.module.rsplit(".", 1)[1])
+                elif node.module == "pe_core.defaults":
+                    found |= {a.name for a in node.names if a.name in names}
+        graph[name] = found & names
+    order = ["tokenizer", "pretrain", "recipes", "folder", "build", "shipped", "lookup",
+             "table", "cli"]
+    assert set(order) == names
+    for name, imported in graph.items():
+        later = {m for m in imported if order.index(m) >= order.index(name)}
+        assert not later, f"{name} imports {sorted(later)}, which come after it"

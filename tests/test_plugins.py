@@ -155,34 +155,59 @@ def test_hook_pe_register_commands(fresh_plugins, capsys):
     assert "hello from a plugin" in capsys.readouterr().out
 
 
-def test_hook_pe_register_exporters(fresh_plugins, tmp_path):
+def _export(embedder, instruction, out_dir, **options):
+    raise AssertionError("pe only registers an exporter; exporting is the plugin's")
+
+
+def _load(folder, **options):
+    raise AssertionError("pe only registers an exporter; loading is the plugin's")
+
+
+def test_hook_pe_register_exporters(fresh_plugins):
+    """The hook fills pe's exporter registry once; pe refuses a second exporter of one
+    name and names what is installed when one is missing."""
     calls = []
 
-    def export(embedder, instruction, out_dir, **options):
-        calls.append((instruction, options))
-        return out_dir
+    def register(registry):
+        calls.append(registry)
+        registry.register("toy", _export, _load)
 
-    plugin = make_plugin(
-        pe_register_exporters=lambda registry: registry.register("toy", export, lambda d: d)
-    )
     manager = fresh_plugins.get_plugin_manager()
-    manager.register(plugin, name="toy-exporter")
-    exporter = manager.exporters().get("toy")
-    assert exporter.export(None, "instr", tmp_path, int8=True) == tmp_path
-    assert calls == [("instr", {"int8": True})]
-    assert exporter.load(tmp_path) == tmp_path
-    with pytest.raises(pe_core.PEError, match="no exporter 'tflite'"):
-        manager.exporters().get("tflite")
+    manager.register(make_plugin(pe_register_exporters=register), name="toy-exporter")
+    exporters = manager.exporters()
+    assert manager.exporters() is exporters and calls == [exporters]  # built once
+    toy = exporters.get("toy")
+    assert (toy.name, toy.export, toy.load) == ("toy", _export, _load)
+    with pytest.raises(pe_core.PEError, match="exporter 'toy' is registered twice"):
+        exporters.register("toy", _export, _load)
+    with pytest.raises(pe_core.PEError, match=r"no exporter 'tflite' is installed \(.*toy"):
+        exporters.get("tflite")
 
 
-def test_resolver_publish_is_optional(fresh_plugins, tmp_path):
-    published = []
-    plugin = make_plugin(
-        pe_register_resolvers=lambda registry: registry.register(
-            "store", lambda ref: None, publish=lambda folder, name: published.append(name)
-        )
-    )
+def _publish(folder, name):
+    raise AssertionError("pe only registers a publisher; storing is the plugin's")
+
+
+def test_hook_pe_register_publishers(fresh_plugins):
+    """A publisher is registered by its own hook, apart from the resolvers; pe refuses a
+    second publisher of one name and a missing one is None (pe demo then skips its push)."""
     manager = fresh_plugins.get_plugin_manager()
-    manager.register(plugin, name="store")
-    manager.resolvers().get("store").publish(tmp_path, "x")
-    assert published == ["x"] and manager.resolvers().get("folder").publish is None
+    manager.register(
+        make_plugin(pe_register_publishers=lambda registry: registry.register("toy", _publish)),
+        name="toy-publisher",
+    )
+    publishers = manager.publishers()
+    assert publishers.get("toy").publish is _publish
+    assert "toy" not in [r.name for r in manager.resolvers()]
+    with pytest.raises(pe_core.PEError, match="publisher 'toy' is registered twice"):
+        publishers.register("toy", _publish)
+    assert publishers.get("elsewhere") is None
+
+
+def test_demo_skips_the_push_without_a_publisher(fresh_plugins, monkeypatch, tmp_path, capsys):
+    from pe_core import demo
+
+    monkeypatch.setenv("PE_LOAD_PLUGINS", "llama")
+    fresh_plugins.reset_plugin_manager()
+    demo._publish(tmp_path, [])
+    assert "no local registry installed (pip install pe-registry)" in capsys.readouterr().out

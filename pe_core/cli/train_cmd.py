@@ -10,16 +10,6 @@ import argparse
 import sys
 from typing import Any
 
-# argparse dest -> TrainSettings / model option (only those given are passed on)
-_SETTING_FLAGS = (
-    "steps", "epochs", "batch_size", "lr", "alignment_lr", "lora_lr", "weight_decay",
-    "warmup", "max_grad_norm", "temperature", "hard_negatives", "gumbel_tau_start",
-    "gumbel_tau_end", "gumbel_anneal_steps", "straight_through", "prompting_lora", "lora_r",
-    "grad_cache_chunk", "gradient_checkpointing", "bf16", "text_kv_cache_mb", "save_every",
-    "keep_checkpoints", "eval_every", "dev_size", "seed",
-)
-_MODEL_FLAGS = ("placement", "pooling", "num_soft_tokens", "document_instruction", "max_length")
-
 
 def _bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
@@ -27,6 +17,37 @@ def _bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+
+
+def _option_classes() -> tuple[type, ...]:
+    from pe_core.config import EmbedderConfig
+    from pe_core.training.settings import TrainSettings
+
+    return (TrainSettings, EmbedderConfig)
+
+
+def _add_options(p: argparse.ArgumentParser, command: str) -> None:
+    """One flag per setting and model option that ``command`` offers, as the fields
+    declare them (:mod:`pe_core.options`); a flag left out passes nothing on."""
+    from pe_core.options import cli_fields, help_text, is_optional, meta, value_type
+
+    groups: dict[str | None, Any] = {None: p}
+    for cls in _option_classes():
+        for f in cli_fields(cls, command):
+            m = meta(f)
+            group = m["group"]
+            if group not in groups:
+                groups[group] = p.add_argument_group(group)
+            flag = m["flag"] or "--" + f.name.replace("_", "-")
+            kind = value_type(cls, f)
+            kw: dict[str, Any] = {"dest": f.name, "help": help_text(f, command), "default": None}
+            if kind is bool and is_optional(cls, f):
+                kw.update(type=_bool, metavar="on|off")
+            elif kind is bool:
+                kw["action"] = "store_false" if f.default else "store_true"
+            else:
+                kw.update(type=kind, choices=m["choices"], metavar=m["metavar"])
+            groups[group].add_argument(flag, **kw)
 
 
 def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
@@ -39,33 +60,6 @@ def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
     if device:  # `pe train` has them from add_model_args
         p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
         p.add_argument("--dtype", help="weights dtype: float32 (default), bfloat16")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("schedule")
-    g.add_argument("--steps", type=int, help="optimizer steps (default: --epochs passes)")
-    g.add_argument("--epochs", type=float)
-    g.add_argument("--batch-size", type=int, help="global batch size (default 32)")
-    g.add_argument("--lr", type=float, help="Prompting LLM lr (full fine-tuning; default 1e-4)")
-    g.add_argument("--alignment-lr", type=float,
-                   help="alignment lr (default: 1e-2 in train, 3e-3 in align)")
-    g.add_argument("--lora-lr", type=float, help="lr of LoRA weights (default 2e-4)")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--warmup", type=float, help="fraction (<1) or number of warmup steps")
-    g.add_argument("--max-grad-norm", type=float)
-    g.add_argument("--seed", type=int)
-    g = p.add_argument_group("loss")
-    g.add_argument("--temperature", type=float, help="InfoNCE temperature (default 0.05)")
-    g.add_argument("--hard-negatives", type=int, help="hard negatives per example (default 1)")
-    g = p.add_argument_group("efficiency")
-    g.add_argument("--grad-cache-chunk", type=int, help="GradCache sub-batch size (0: off)")
-    g.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    g.add_argument("--bf16", type=_bool, metavar="on|off", help="bf16 autocast (default: on CUDA)")
-    g.add_argument("--text-kv-cache-mb", type=float,
-                   help="suffix: keep texts' keys/values across epochs (MB, 0: off)")
-    g = p.add_argument_group("bookkeeping")
-    g.add_argument("--save-every", type=int, help="checkpoint every N steps (default 200)")
-    g.add_argument("--keep-checkpoints", type=int)
-    g.add_argument("--eval-every", type=int, help="dev score every N steps (0: at the end)")
-    g.add_argument("--dev-size", type=int, help="hold out N training pairs as dev data")
 
 
 def register(sub: Any) -> None:
@@ -77,19 +71,7 @@ def register(sub: Any) -> None:
     p.add_argument("--method", choices=("pe", "lora", "full"), default="pe",
                    help="pe: Prompting LLM + alignment; lora: LoRA baseline on the backbone")
     _common(p, device=False)
-    g = p.add_argument_group("PromptEmbedder")
-    g.add_argument("--prompting-lora", type=int, metavar="R",
-                   help="peft LoRA of rank R on the Prompting LLM (default: full)")
-    g.add_argument("--placement", choices=("prefix", "suffix"))
-    g.add_argument("--pooling", choices=("last", "mean"))
-    g.add_argument("--num-soft-tokens", type=int, help="K (default 5)")
-    g.add_argument("--document-instruction", help="generic instruction for documents ('' for none)")
-    g.add_argument("--max-length", type=int)
-    g.add_argument("--gumbel-tau-start", type=float)
-    g.add_argument("--gumbel-tau-end", type=float)
-    g.add_argument("--gumbel-anneal-steps", type=int)
-    g.add_argument("--straight-through", action="store_true", default=None)
-    g.add_argument("--lora-r", type=int, help="LoRA baseline rank (default 16)")
+    _add_options(p, "train")
     p.set_defaults(func=run_train)
 
     a = sub.add_parser("align", help="transfer a trained run to a new backbone (alignment only)")
@@ -97,8 +79,7 @@ def register(sub: Any) -> None:
     a.add_argument("--backbone", required=True, help="the new backbone's name")
     a.add_argument("--model", help="the new backbone model: folder or Hub id[@revision]")
     _common(a)
-    a.add_argument("--placement", choices=("prefix", "suffix"))
-    a.add_argument("--max-length", type=int)
+    _add_options(a, "align")
     a.add_argument("--init", choices=("source", "tokens"), default="source",
                    help="source (default): carry the trained alignment over through the two "
                         "backbones' token embeddings; tokens: fit the Prompting LLM's "
@@ -111,16 +92,16 @@ def register(sub: Any) -> None:
     pl.set_defaults(func=run_plot)
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
+def _options(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The settings and model options given on the command line ('' means None)."""
+    from pe_core.options import cli_fields
+
     out = {}
-    for name in _SETTING_FLAGS + _MODEL_FLAGS:
-        value = getattr(args, name, None)
-        if value is not None:
-            out[name] = value
-    if out.get("document_instruction") == "":
-        out["document_instruction"] = None
-    if getattr(args, "no_progress", False):
-        out["progress"] = False
+    for cls in _option_classes():
+        for f in cli_fields(cls, command):
+            value = getattr(args, f.name)
+            if value is not None:
+                out[f.name] = None if value == "" else value
     return out
 
 
@@ -142,7 +123,7 @@ def run_train(args: argparse.Namespace) -> int:
         args.data, backbone=args.backbone, model=args.model, prompting=args.prompting,
         out=args.out, method=args.method, alignment=args.alignment, dev_data=args.dev_data,
         resume=args.resume, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
-        **_options(args),
+        **_options(args, "train"),
     )
     _report(result)
     return 0
@@ -154,7 +135,7 @@ def run_align(args: argparse.Namespace) -> int:
     result = pe_core.align(
         args.source, args.data, backbone=args.backbone, model=args.model, out=args.out,
         dev_data=args.dev_data, resume=args.resume, overwrite=args.overwrite,
-        device=args.device, dtype=args.dtype, init=args.init, **_options(args),
+        device=args.device, dtype=args.dtype, init=args.init, **_options(args, "align"),
     )
     _report(result)
     return 0

@@ -2,15 +2,20 @@
 
 One Prompting LLM (``"prompting"``, Llama architecture) and one small backbone per family
 (``"llama"``, ``"mistral"``, ``"qwen"``, ``"gemma"``), each with its own byte-level BPE
-tokenizer. Nothing is downloaded: the first call builds and caches them
-(``python -m pe_core.defaults.build`` builds them all ahead of time).
+tokenizer. Nothing is downloaded: the built weights ship inside the package
+(:mod:`pe_core.defaults.shipped`); ``python -m pe_core.defaults --force`` rebuilds them on
+this machine, and a model of another recipe is built on first use.
+
+Modules, each importing only those above it: ``recipes`` (what to build), ``folder``
+(what a finished folder holds), ``build`` (building one), ``shipped`` (the packaged
+copies), ``lookup`` (which folder a caller gets), ``table`` and ``cli``.
 
 Names are loaded on first use so importing this package stays cheap.
 
 Example::
 
     from pe_core.defaults import ensure_default
-    path = ensure_default("mistral")   # <cache>/defaults/v1/mistral/
+    path = ensure_default("mistral")   # <package>/defaults/shipped/v2/mistral/
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "ensure_default": "pe_core.defaults.build",
-    "defaults_root": "pe_core.defaults.build",
-    "is_built": "pe_core.defaults.build",
-    "read_meta": "pe_core.defaults.build",
+    "ensure_default": "pe_core.defaults.lookup",
+    "existing_default": "pe_core.defaults.lookup",
+    "defaults_root": "pe_core.defaults.lookup",
+    "read_meta": "pe_core.defaults.lookup",
+    "is_built": "pe_core.defaults.folder",
     "build_model": "pe_core.defaults.build",
     "DEFAULT_NAMES": "pe_core.defaults.recipes",
     "RECIPE_VERSION": "pe_core.defaults.recipes",

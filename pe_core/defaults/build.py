@@ -1,13 +1,11 @@
-"""Build the embedded default models from local text, once per machine, safely.
+"""Build one embedded default model from local text: tokenizer, pretraining, metadata.
 
-``python -m pe_core.defaults.build [--tiny] [--force] [--ship] [NAME ...]`` builds them all
-(or the named ones) and prints the size/perplexity table; ``--ship`` then copies them into
-the package (:mod:`pe_core.defaults.shipped`). Library code calls :func:`ensure_default`.
+Which folder a caller gets (this machine's build, the shipped copy, or a new build) is
+decided in :mod:`pe_core.defaults.lookup`; the command line is :mod:`pe_core.defaults.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -19,26 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pe_core.data import Pair, cache_dir, corpus_fingerprint, load_corpus
-from pe_core.defaults.folder import META_NAME, WEIGHTS_NAME, folder_meta, is_built
+from pe_core.data import Pair, corpus_fingerprint, load_corpus
+from pe_core.defaults.folder import META_NAME, MODEL_WEIGHTS_NAME, is_built
 from pe_core.defaults.pretrain import perplexity, pretrain, tokenize_stream
-from pe_core.defaults.recipes import DEFAULT_NAMES, RECIPE_VERSION, ModelRecipe, recipe
-from pe_core.defaults.shipped import ship, shipped_folder
+from pe_core.defaults.recipes import RECIPE_VERSION, ModelRecipe
 from pe_core.defaults.tokenizer import train_tokenizer
-from pe_core.errors import ConfigError
-
-
-def _tiny_from_env(tiny: bool | None) -> bool:
-    if tiny is not None:
-        return tiny
-    return os.environ.get("PE_DEFAULTS_TINY", "").lower() in ("1", "true", "yes")
-
-
-def defaults_root(tiny: bool | None = None) -> Path:
-    """``<cache>/defaults/<recipe version>/`` (or ``...-tiny/``): one folder per default model
-    built on this machine."""
-    suffix = "-tiny" if _tiny_from_env(tiny) else ""
-    return cache_dir() / "defaults" / f"{RECIPE_VERSION}{suffix}"
 
 
 def _texts(corpus: list[Pair], split: str, limit: int | None) -> list[str]:
@@ -125,7 +108,7 @@ def build_model(r: ModelRecipe, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    weights = out_dir / WEIGHTS_NAME
+    weights = out_dir / MODEL_WEIGHTS_NAME
     meta = {
         "name": r.name,
         "recipe_version": RECIPE_VERSION,
@@ -177,33 +160,21 @@ def measure_dev_perplexity(r: ModelRecipe, folder: Path) -> tuple[float, float]:
     return dev.ppl, dev.bits_per_byte
 
 
-def ensure_default(name: str, *, tiny: bool | None = None, rebuild: bool = False) -> Path:
-    """The folder of default model ``name``: built on this machine, else shipped with the
-    package (:mod:`pe_core.defaults.shipped`), else built now.
+def build_once(r: ModelRecipe, root: Path, *, rebuild: bool = False) -> Path:
+    """Build recipe ``r`` into ``root/<name>`` unless it is there already (or ``rebuild``).
 
-    ``name`` is one of ``"prompting"``, ``"llama"``, ``"mistral"``, ``"qwen"``, ``"gemma"``.
-    The folder loads with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``.
-    ``tiny`` (default: env ``PE_DEFAULTS_TINY``) selects the seconds-to-build test variants.
-    ``rebuild`` builds on this machine even when a model is cached or shipped.
     A file lock makes concurrent callers wait for one build; the build goes to a temporary
     folder renamed into place, so a crash never leaves a half-written model behind.
 
     Example::
 
-        >>> from transformers import AutoModelForCausalLM
-        >>> path = ensure_default("qwen")
-        >>> model = AutoModelForCausalLM.from_pretrained(path)
+        >>> build_once(recipe("qwen", tiny=True), Path("/tmp/defaults"))  # doctest: +SKIP
+        PosixPath('/tmp/defaults/qwen')
     """
     from filelock import FileLock
 
-    r = recipe(name, tiny=_tiny_from_env(tiny))
-    root = defaults_root(r.tiny)
+    name = r.name
     final = root / name
-    if is_built(final) and not rebuild:
-        return final
-    shipped = None if (r.tiny or rebuild) else shipped_folder(name)
-    if shipped is not None:
-        return shipped
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f".{name}.lock")):
         if is_built(final) and not rebuild:
@@ -222,52 +193,3 @@ def ensure_default(name: str, *, tiny: bool | None = None, rebuild: bool = False
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return final
-
-
-def read_meta(name: str, *, tiny: bool | None = None) -> dict[str, Any] | None:
-    """The ``pe_default.json`` of the default model :func:`ensure_default` would return
-    without building (this machine's build, else the shipped one), or None."""
-    meta = folder_meta(defaults_root(tiny) / name)
-    if meta is None and not _tiny_from_env(tiny):
-        shipped = shipped_folder(name)
-        meta = None if shipped is None else folder_meta(shipped)
-    return meta
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pe_core.defaults.table import default_table, format_table
-
-    parser = argparse.ArgumentParser(
-        prog="python -m pe_core.defaults.build",
-        description="Build pe's default models (tokenizers + small causal LMs) from local text.",
-    )
-    parser.add_argument(
-        "names", nargs="*", help=f"models to build (default: all of {DEFAULT_NAMES})"
-    )
-    parser.add_argument("--tiny", action="store_true", help="the seconds-to-build test variants")
-    parser.add_argument("--force", action="store_true", help="rebuild even if already built")
-    parser.add_argument(
-        "--ship", action="store_true",
-        help="copy this machine's builds into the package (float16 weights), for release",
-    )
-    args = parser.parse_args(argv)
-    names = args.names or list(DEFAULT_NAMES)
-    unknown = [n for n in names if n not in DEFAULT_NAMES]
-    if unknown:
-        raise ConfigError(f"unknown default model(s) {unknown}; choose from {DEFAULT_NAMES}")
-    started = time.perf_counter()
-    load_corpus()
-    for name in names:
-        path = ensure_default(name, tiny=args.tiny, rebuild=args.force)
-        if args.ship:
-            if args.tiny:
-                raise ConfigError("--ship is for the full-size models, not --tiny")
-            path = ship(name, path)
-        print(f"{name}: {path}", file=sys.stderr)
-    print(format_table(default_table(tiny=args.tiny, names=names)))
-    print(f"\ntotal {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 META_NAME = "pe_default.json"
-WEIGHTS_NAME = "model.safetensors"
+MODEL_WEIGHTS_NAME = "model.safetensors"
 
 
 def is_built(folder: Path) -> bool:
     """A folder holds a finished default model (the metadata file is written last)."""
-    return (folder / META_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+    return (folder / META_NAME).is_file() and (folder / MODEL_WEIGHTS_NAME).is_file()
 
 
 def folder_meta(folder: Path) -> dict[str, Any] | None:

@@ -37,9 +37,8 @@ class ModelRecipe:
     config: dict[str, Any]
     specials: SpecialTokens
     seed: int
-    # many small steps beat few big ones at this data size: 8x64 tokens x 800 steps reached
-    # 2.06 bits/byte where 16x128 x 200 steps (same tokens, same time) reached 2.30; 600 steps
-    # (2.12) keeps the whole family near 2 minutes on 2 idle cores
+    # many small steps beat few big ones at this data size (measured:
+    # benchmarks/results/choices.md, "Pretraining budget")
     steps: int = 600
     batch_size: int = 8
     seq_len: int = 64
@@ -90,13 +89,11 @@ def _common(max_positions: int) -> dict[str, Any]:
     }
 
 
-# Backbones need far more than the Prompting LLM: with 2-3 layers and one pass over the
-# text (recipe v1) their hidden states carried no retrieval signal at all, and neither a
-# free soft prompt nor LoRA could train one in (nDCG@10 at chance). Four layers and ~17
-# passes (v2) give a frozen mean-pooled nDCG@10 of 0.29 and a soft-prompt-tuned 0.48 on
-# dev. That costs ~20 min of CPU for the source backbone (llama, 2500 steps) and ~8 min for
-# each transfer target (1000 steps), so the built weights are shipped with the package
-# (see ``shipped.py``) and this recipe rebuilds them.
+# Backbones need far more than the Prompting LLM: shallower ones trained on less text
+# had hidden states no prompt could make useful for retrieval (measured:
+# benchmarks/results/choices.md, "Backbone depth and budget"). Building them takes
+# minutes of CPU each, so the built weights ship with the package (``shipped.py``) and
+# this recipe rebuilds them.
 _BACKBONE_TRAINING: dict[str, Any] = dict(steps=1000, batch_size=16, seq_len=128, lr=2e-3)
 
 _FULL: dict[str, ModelRecipe] = {

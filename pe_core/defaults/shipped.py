@@ -3,9 +3,9 @@
 The full-size backbones of recipe v2 take about 20 minutes of CPU each to pretrain, too
 long for a first run of ``pe demo``. Their built folders are therefore copied into
 ``pe_core/defaults/shipped/<version>/<name>/`` with the weights stored as float16 (half the
-bytes; the tensors load into float32 models). ``python -m pe_core.defaults.build --ship``
-makes these folders from this machine's builds; :func:`pe_core.defaults.ensure_default`
-prefers a model built on this machine, then a shipped one, then builds.
+bytes; the tensors load into float32 models). ``python -m pe_core.defaults --ship``
+makes these folders from this machine's builds; :mod:`pe_core.defaults.lookup` decides
+when a shipped folder is used.
 
 Example::
 
@@ -22,7 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pe_core.defaults.folder import META_NAME, WEIGHTS_NAME, folder_meta
+from pe_core.defaults.build import measure_dev_perplexity
+from pe_core.defaults.folder import META_NAME, MODEL_WEIGHTS_NAME, folder_meta
 from pe_core.defaults.recipes import RECIPE_VERSION, recipe
 
 SHIPPED_ROOT = Path(__file__).resolve().parent / "shipped"
@@ -65,8 +66,6 @@ def ship(name: str, built: Path) -> Path:
     The metadata keeps the build's numbers and adds the shipped weights' own dev
     perplexity (``dev_perplexity``; the float32 build's is ``built_dev_perplexity``).
     """
-    from pe_core.defaults.build import measure_dev_perplexity
-
     meta = folder_meta(built)
     if meta is None:
         raise FileNotFoundError(f"{built} holds no built default model")
@@ -75,9 +74,9 @@ def ship(name: str, built: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
     try:
         for item in built.iterdir():
-            if item.name not in (WEIGHTS_NAME, META_NAME) and item.is_file():
+            if item.name not in (MODEL_WEIGHTS_NAME, META_NAME) and item.is_file():
                 shutil.copy2(item, tmp / item.name)
-        _half_weights(built / WEIGHTS_NAME, tmp / WEIGHTS_NAME)
+        _half_weights(built / MODEL_WEIGHTS_NAME, tmp / MODEL_WEIGHTS_NAME)
         shipped = dict(meta)
         shipped["recipe_version"] = RECIPE_VERSION
         shipped["shipped_dtype"] = SHIPPED_DTYPE
@@ -85,7 +84,7 @@ def ship(name: str, built: Path) -> Path:
         shipped["dev_perplexity"], shipped["dev_bits_per_byte"] = measure_dev_perplexity(
             recipe(name), tmp
         )
-        shipped["size_bytes"] = (tmp / WEIGHTS_NAME).stat().st_size
+        shipped["size_bytes"] = (tmp / MODEL_WEIGHTS_NAME).stat().st_size
         (tmp / META_NAME).write_text(json.dumps(shipped, indent=2) + "\n", encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp made it private; the package's files are world-readable
         for item in tmp.iterdir():

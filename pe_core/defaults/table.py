@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pe_core.defaults.build import read_meta
+from pe_core.defaults.lookup import read_meta
 from pe_core.defaults.recipes import DEFAULT_NAMES
 
 COLUMNS = (

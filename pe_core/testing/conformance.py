@@ -129,7 +129,12 @@ class BackboneConformance:
 
     # -- forward -------------------------------------------------------------------------
     def test_forward(self, model_type: str, placement: str) -> None:
+        """Encoding with a prompt, and with none at all (``document_instruction=None``):
+        with last-token pooling the no-prompt path is the backbone's own last state."""
+        from dataclasses import replace
+
         import numpy as np
+        import torch
 
         for pooling in ("last", "mean"):
             m = self.embedder(model_type, placement, pooling)
@@ -137,8 +142,24 @@ class BackboneConformance:
             assert out.shape == (len(TEXTS), m.dim)
             assert np.isfinite(out).all()
             np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-            plain = m.encode(TEXTS[:1], instruction=None)
-            assert plain.shape == (1, m.dim)
+            documents = m.encode(TEXTS, instruction=None)  # the generic document prompt
+            saved = m.config
+            m.config = replace(saved, document_instruction=None)
+            try:
+                plain = m.encode(TEXTS, instruction=None)
+            finally:
+                m.config = saved
+            assert plain.shape == (len(TEXTS), m.dim) and np.isfinite(plain).all()
+            np.testing.assert_allclose(np.linalg.norm(plain, axis=1), 1.0, atol=1e-5)
+            assert np.abs(plain - documents).max() > 1e-3, "the document prompt was not dropped"
+            if pooling != "last":
+                continue
+            for text, row in zip(TEXTS, plain, strict=True):
+                ids, mask = _batch(m, [text], "right")
+                with torch.no_grad():
+                    hidden = m.backbone.model(input_ids=ids, attention_mask=mask)
+                ref = torch.nn.functional.normalize(hidden.last_hidden_state[0, -1], dim=-1)
+                torch.testing.assert_close(torch.from_numpy(row), ref.float(), atol=TOL, rtol=0)
 
     def test_embedding_hook_matches_input_ids(self, model_type: str) -> None:
         """Raw embedding rows through the plugin's hook read exactly like input_ids:

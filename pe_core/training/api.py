@@ -74,7 +74,7 @@ def _data(data: Any, dev_data: Any, settings: TrainSettings) -> tuple[Any, Any]:
         train, dev = train.split_dev(settings.dev_size, settings.seed)
     if dev is None and settings.eval_every:
         warnings.warn("eval_every is set but there is no dev data: pass dev_data= "
-                      "(--dev-data) or dev_size= (--dev-size)", stacklevel=3)
+                      "(--dev-data) or dev_size= (--dev-size)", stacklevel=4)
     return train, dev
 
 
@@ -120,35 +120,47 @@ def train(
                                out="runs/llama", steps=500, batch_size=64)
         result.model.encode(["a query"], instruction="Retrieve the documentation")
     """
+    settings_kw, config_kw = split_kwargs(kwargs)
+    s = _settings(settings, method, settings_kw)
+    if s.method == "align":
+        raise ConfigError("method 'align' trains through pe_core.align(source, ...)")
+    if s.method in ("lora", "full") and config_kw.keys() - {"max_length"}:
+        raise ConfigError(f"the LoRA baseline takes no model options {sorted(config_kw)}")
+
+    def build(device: Any, train_data: Any) -> tuple[Any, Any, Any]:
+        if s.method in ("lora", "full"):
+            return _lora(backbone, model, s, config_kw, device, dtype, train_data)
+        return _prompt_embedder(
+            backbone, model, prompting, alignment, s, config_kw, device, dtype, train_data
+        )
+
+    return _run(build, s, data, dev_data, out, resume, overwrite, device, on_step)
+
+
+def _run(
+    build: Any, s: TrainSettings, data: Any, dev_data: Any, out: str | Path, resume: bool,
+    overwrite: bool, device: str | None, on_step: Any,
+) -> Any:
+    """The sequence every run shares: processes and device, the output folder, the data,
+    the seed, then ``build(device, train_data) -> (model, method, save)`` makes what
+    trains, and the trainer runs it. Returns the trainer's result with ``model`` set."""
     import torch
 
     from pe_core.training import distributed as dist_util
     from pe_core.training.trainer import Trainer
 
-    settings_kw, config_kw = split_kwargs(kwargs)
-    s = _settings(settings, method, settings_kw)
-    if s.method == "align":
-        raise ConfigError("method 'align' trains through pe_core.align(source, ...)")
     dist_info = dist_util.setup(device)
     dev_ = _device(device, dist_info.local_rank)
     out = Path(out)
     _prepare_out(out, resume, overwrite, dist_info.is_main)
     train_data, dev = _data(data, dev_data, s)
     torch.manual_seed(s.seed)
-    if s.method in ("lora", "full"):
-        if config_kw.keys() - {"max_length"}:
-            raise ConfigError(f"the LoRA baseline takes no model options {sorted(config_kw)}")
-        trained, method_obj, save = _lora(backbone, model, s, config_kw, dev_, dtype, train_data)
-    else:
-        trained, method_obj, save = _prompt_embedder(
-            backbone, model, prompting, alignment, s, config_kw, dev_, dtype, train_data
-        )
-    method_obj.module = dist_util.wrap_ddp(method_obj.module, dev_)
+    trained, method, save = build(dev_, train_data)
+    method.module = dist_util.wrap_ddp(method.module, dev_)
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         s.save(out)
-    trainer = Trainer(method_obj, train_data, s, out, save, dev, dev_, on_step)
-    result = trainer.fit(resume=resume)
+    result = Trainer(method, train_data, s, out, save, dev, dev_, on_step).fit(resume=resume)
     result.model = trained
     return result
 
@@ -246,19 +258,16 @@ def align(
         result = pe_core.align("runs/llama", "pairs.jsonl", backbone="gemma",
                                model="path/to/gemma", out="runs/gemma", steps=200)
     """
-    import torch
-
     from pe_core.config import EmbedderConfig
     from pe_core.loading import assemble
     from pe_core.model_refs import resolve_model
+    from pe_core.options import FIXED, INHERIT, SOURCE_PROMPTING, transfer_names
     from pe_core.plugins import get_backbone
-    from pe_core.training import distributed as dist_util
     from pe_core.training.align_init import carried_alignment, check_init
     from pe_core.training.methods import AlignMethod
-    from pe_core.training.trainer import Trainer
 
     settings_kw, config_kw = split_kwargs(kwargs)
-    fixed = config_kw.keys() & {"num_soft_tokens", "template", "prompting_id", "prompting_revision"}
+    fixed = config_kw.keys() & set(transfer_names(EmbedderConfig, FIXED, SOURCE_PROMPTING))
     if fixed:
         raise ConfigError(f"{sorted(fixed)} come from the source run and cannot change in align")
     s = _settings(settings, "align", settings_kw)
@@ -270,45 +279,33 @@ def align(
         if src_cfg.prompting_id is None:
             raise ConfigError(f"{source} has no prompting/ folder and no prompting_id")
         prompting_dir = resolve_model(src_cfg.prompting_id)
-    dist_info = dist_util.setup(device)
-    dev_ = _device(device, dist_info.local_rank)
-    out = Path(out)
-    _prepare_out(out, resume, overwrite, dist_info.is_main)
-    train_data, dev = _data(data, dev_data, s)
-    torch.manual_seed(s.seed)
-    spec = get_backbone(backbone)
-    model_ref = _model_ref(spec, model)
-    inherited = {
-        "num_soft_tokens": src_cfg.num_soft_tokens, "template": src_cfg.template,
-        "placement": src_cfg.placement, "pooling": src_cfg.pooling,
-        "document_instruction": src_cfg.document_instruction, "max_length": src_cfg.max_length,
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        embedder = assemble(
-            spec, resolve_model(model_ref), prompting_dir, device=str(dev_), dtype=dtype,
-            refs={"model_id": str(model_ref), "prompting_id": str(prompting_dir.resolve()),
-                  **({"prompting_revision": src_cfg.prompting_revision}
-                     if src_cfg.prompting_revision else {})},
-            **{**inherited, **config_kw},
-        )
-    if init == "source" and not resume:
-        carried = carried_alignment(source, src_cfg, embedder)
-        if carried is not None:
-            embedder.alignment = carried.to(embedder.alignment.weight.device)
-    method = AlignMethod(embedder, s)
-    method.module = dist_util.wrap_ddp(method.module, dev_)
+    inherited = {name: getattr(src_cfg, name)
+                 for name in transfer_names(EmbedderConfig, FIXED, INHERIT)}
 
-    def save(folder: Path, dev_scores: dict[str, float]) -> None:
-        embedder.config = replace(
-            embedder.config, training_data_hash=train_data.data_hash,
-            eval_results={"dev": dev_scores} if dev_scores else {},
-        )
-        embedder.save(folder, save_prompting=False)
+    def build(device: Any, train_data: Any) -> tuple[Any, Any, Any]:
+        spec = get_backbone(backbone)
+        model_ref = _model_ref(spec, model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            embedder = assemble(
+                spec, resolve_model(model_ref), prompting_dir, device=str(device), dtype=dtype,
+                refs={"model_id": str(model_ref), "prompting_id": str(prompting_dir.resolve()),
+                      **({"prompting_revision": src_cfg.prompting_revision}
+                         if src_cfg.prompting_revision else {})},
+                **{**inherited, **config_kw},
+            )
+        if init == "source" and not resume:
+            carried = carried_alignment(source, src_cfg, embedder)
+            if carried is not None:
+                embedder.alignment = carried.to(embedder.alignment.weight.device)
 
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        s.save(out)
-    result = Trainer(method, train_data, s, out, save, dev, dev_, on_step).fit(resume=resume)
-    result.model = embedder
-    return result
+        def save(folder: Path, dev_scores: dict[str, float]) -> None:
+            embedder.config = replace(
+                embedder.config, training_data_hash=train_data.data_hash,
+                eval_results={"dev": dev_scores} if dev_scores else {},
+            )
+            embedder.save(folder, save_prompting=False)
+
+        return embedder, AlignMethod(embedder, s), save
+
+    return _run(build, s, data, dev_data, out, resume, overwrite, device, on_step)

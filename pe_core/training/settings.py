@@ -1,6 +1,7 @@
 """Every training setting in one JSON-able dataclass, saved as ``train_settings.json``.
 
-Defaults are pe's choices where the paper is silent; each is explained next to it.
+Defaults are pe's choices where the paper is silent; each is explained next to it. Every
+field declares its help and its ``pe train`` / ``pe align`` flag (:mod:`pe_core.options`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.errors import ConfigError
+from pe_core.options import BOTH, TRAIN, option, option_fields
 
 METHODS = ("pe", "align", "lora", "full")
 SETTINGS_NAME = "train_settings.json"
@@ -25,52 +27,73 @@ class TrainSettings:
         TrainSettings(batch_size=64, temperature=0.02, grad_cache_chunk=16)
     """
 
-    method: str = "pe"
+    method: str = "pe"  # set by `pe train --method` / `pe align`, not a settings flag
     # length: ``steps`` wins; otherwise ``epochs`` passes over the data
-    steps: int | None = None
-    epochs: float = 1.0
-    batch_size: int = 32  # global: split across processes
-    # Full fine-tuning of the small Prompting LLM, and a fresh linear alignment that needs
-    # a much larger lr. Measured on the default llama (suffix, 150 steps, dev nDCG@10):
-    # 1e-4 / 1e-2 reached 0.42 (last-token) and 0.46 (mean pooling), against 0.48 for a
-    # free soft prompt tuned directly at 1e-2 (the most any prompt could do there).
-    lr: float = 1e-4
-    # None: 1e-2 in `pe train` (a fresh alignment, trained with the Prompting LLM) and
-    # 3e-3 in `pe align` (it starts from the carried trained alignment). Measured on the
-    # default qwen from a llama run, dev nDCG@10 after 10 / 50 / 150 align steps: 3e-3
-    # 0.319 / 0.372 / 0.379; 1e-2 0.331 / 0.355 / 0.371; 3e-2 0.272 / 0.321 / 0.331.
-    alignment_lr: float | None = None
-    lora_lr: float = 2e-4  # LoRA on the Prompting LLM and the LoRA baseline
-    weight_decay: float = 0.01
-    warmup: float = 0.05  # < 1: fraction of the steps; >= 1: a number of steps
-    max_grad_norm: float = 1.0
-    # loss
-    temperature: float = 0.05
-    hard_negatives: int = 1  # per example (the fewest any row of a batch has, at most this)
+    steps: int | None = option(None, help="optimizer steps", cli=BOTH, group="schedule",
+                               default_text="default: --epochs passes")
+    epochs: float = option(1.0, help="passes over the data", cli=BOTH, group="schedule")
+    batch_size: int = option(32, help="global batch size, split across processes",
+                             cli=BOTH, group="schedule")
+    # full fine-tuning of the small Prompting LLM; the fresh alignment needs a much larger
+    # lr (measured: benchmarks/results/choices.md, "Learning rates")
+    lr: float = option(1e-4, help="Prompting LLM lr (full fine-tuning)", cli=BOTH,
+                       group="schedule")
+    # None: decided by the method, since `pe align` starts from a trained alignment (same
+    # measurements)
+    alignment_lr: float | None = option(
+        None, help="alignment lr", cli=BOTH, group="schedule",
+        default_text="default: 1e-2 in train, 3e-3 in align",
+    )
+    lora_lr: float = option(2e-4, help="lr of LoRA weights (Prompting LLM or the baseline)",
+                            cli=BOTH, group="schedule")
+    weight_decay: float = option(0.01, help="AdamW weight decay", cli=BOTH, group="schedule")
+    warmup: float = option(0.05, help="fraction (<1) or number of warmup steps", cli=BOTH,
+                           group="schedule")
+    max_grad_norm: float = option(1.0, help="gradient clipping norm", cli=BOTH,
+                                  group="schedule")
+    temperature: float = option(0.05, help="InfoNCE temperature", cli=BOTH, group="loss")
+    # the fewest any row of a batch has, at most this
+    hard_negatives: int = option(1, help="hard negatives per example", cli=BOTH, group="loss")
     # relaxed generation: no annealing by default, so training matches inference (tau=1)
-    gumbel_tau_start: float = 1.0
-    gumbel_tau_end: float = 1.0
-    gumbel_anneal_steps: int | None = None  # None: all steps
-    gumbel_noise: bool = True
-    straight_through: bool = False
-    # what trains
-    prompting_lora: int = 0  # > 0: peft LoRA of this rank on the Prompting LLM
-    lora_r: int = 16  # the LoRA baseline: E5-mistral recipe
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    # efficiency
-    grad_cache_chunk: int = 0  # > 0: GradCache with sub-batches of this many texts
-    gradient_checkpointing: bool = False
-    bf16: bool | None = None  # None: on where CUDA supports bf16
-    text_kv_cache_mb: float = 2048.0  # suffix: keep texts' keys/values across epochs
-    # bookkeeping
-    save_every: int = 200
-    keep_checkpoints: int = 2
-    eval_every: int = 0  # 0: evaluate at the end only (when there is dev data)
-    dev_size: int = 0  # held out of the training data when no dev data is given
-    eval_batch_size: int = 32
-    seed: int = 0
-    progress: bool = True
+    gumbel_tau_start: float = option(1.0, help="Gumbel-softmax temperature at step 0",
+                                     cli=(TRAIN,), group="PromptEmbedder")
+    gumbel_tau_end: float = option(1.0, help="Gumbel-softmax temperature at the end",
+                                   cli=(TRAIN,), group="PromptEmbedder")
+    gumbel_anneal_steps: int | None = option(
+        None, help="steps to anneal the temperature over", cli=(TRAIN,),
+        group="PromptEmbedder", default_text="default: all steps",
+    )
+    gumbel_noise: bool = option(True, help="Gumbel noise in training")
+    straight_through: bool = option(False, help="straight-through Gumbel-softmax",
+                                    cli=(TRAIN,), group="PromptEmbedder")
+    prompting_lora: int = option(0, help="peft LoRA of rank R on the Prompting LLM (0: full)",
+                                 cli=(TRAIN,), group="PromptEmbedder", metavar="R")
+    # the LoRA baseline: E5-mistral recipe
+    lora_r: int = option(16, help="LoRA baseline rank", cli=(TRAIN,), group="PromptEmbedder")
+    lora_alpha: int = option(32, help="LoRA alpha")
+    lora_dropout: float = option(0.05, help="LoRA dropout")
+    grad_cache_chunk: int = option(0, help="GradCache sub-batch size (0: off)", cli=BOTH,
+                                   group="efficiency")
+    gradient_checkpointing: bool = option(False, help="gradient checkpointing", cli=BOTH,
+                                          group="efficiency")
+    bf16: bool | None = option(None, help="bf16 autocast", cli=BOTH, group="efficiency",
+                               default_text="default: on where CUDA supports it")
+    text_kv_cache_mb: float = option(
+        2048.0, help="suffix: keep texts' keys/values across epochs (MB, 0: off)", cli=BOTH,
+        group="efficiency",
+    )
+    save_every: int = option(200, help="checkpoint every N steps", cli=BOTH,
+                             group="bookkeeping")
+    keep_checkpoints: int = option(2, help="checkpoints kept", cli=BOTH, group="bookkeeping")
+    eval_every: int = option(0, help="dev score every N steps (0: at the end)", cli=BOTH,
+                             group="bookkeeping")
+    # held out of the training data when no dev data is given
+    dev_size: int = option(0, help="hold out N training pairs as dev data", cli=BOTH,
+                           group="bookkeeping")
+    eval_batch_size: int = option(32, help="batch size of the dev score")
+    seed: int = option(0, help="seed of data order, noise and initialisation", cli=BOTH,
+                       group="schedule")
+    progress: bool = option(True, help="no progress bar", cli=BOTH, flag="--no-progress")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -109,9 +132,7 @@ def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     error naming the valid keys."""
     from pe_core.config import EmbedderConfig
 
-    config_names = {f.name for f in fields(EmbedderConfig)} - {
-        "backbone", "d_P", "d_B", "training_data_hash", "eval_results", "pe_version",
-    }
+    config_names = {f.name for f in option_fields(EmbedderConfig)}
     settings = {k: v for k, v in kwargs.items() if k in TrainSettings.names()}
     config = {k: v for k, v in kwargs.items() if k in config_names}
     unknown = sorted(set(kwargs) - set(settings) - set(config))

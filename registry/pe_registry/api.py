@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.errors import RegistryError
+from pe_registry.entry import Entry
 from pe_registry.hub import HubClient
-from pe_registry.local import Entry, LocalRegistry
+from pe_registry.local import LocalRegistry
 from pe_registry.refs import parse_ref, try_parse_ref
 from pe_registry.remote import find_on_hub, pull_from_hub, push_to_hub, resolve_hub
 
@@ -145,18 +146,20 @@ def remove(ref: str, *, force: bool = False, registry: LocalRegistry | None = No
     return (registry or LocalRegistry()).remove(ref, force=force)
 
 
-def resolve(ref: str, *, registry: LocalRegistry | None = None) -> Path | None:
-    """The folder of a registry name or Hub artifact (pulled if needed), or None when
-    ``ref`` is neither (a path, a plain Hub model, an unknown name).
+def resolve(
+    ref: str, *, local: bool = True, hub: bool = True, registry: LocalRegistry | None = None
+) -> Path | None:
+    """The folder of a registry name (``local``) or Hub artifact (``hub``; pulled if
+    needed), or None when ``ref`` is neither (a path, a plain Hub model, an unknown name).
 
     Example::
 
         resolve("llama@2")     # -> ~/.cache/pe/registry/artifacts/llama/2
     """
-    registry = registry or LocalRegistry()
     parsed = try_parse_ref(ref)
-    if parsed is None:
+    if parsed is None or not (hub if parsed.is_hub else local):
         return None
+    registry = registry or LocalRegistry()
     if parsed.is_hub:
         return resolve_hub(ref, registry, HubClient())
     entry = registry.entry(parsed.name, parsed.version)
@@ -164,17 +167,23 @@ def resolve(ref: str, *, registry: LocalRegistry | None = None) -> Path | None:
 
 
 def find(
-    prompting_id: str, model_id: str, *, hub: bool = True, registry: LocalRegistry | None = None
+    prompting_id: str,
+    model_id: str,
+    *,
+    local: bool = True,
+    hub: bool = True,
+    registry: LocalRegistry | None = None,
 ) -> Path | None:
     """An alignment trained for (prompting model, backbone model): the best one in the
-    local registry, else (``hub=True``) the newest tagged one on the Hub, pulled.
+    registry (``local``: local names and pulled Hub copies), else (``hub``) the newest
+    tagged one on the Hub, pulled.
 
     Example::
 
         find("Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.2-1B")
     """
     registry = registry or LocalRegistry()
-    entry = registry.find_alignment(prompting_id, model_id)
+    entry = registry.find_alignment(prompting_id, model_id) if local else None
     if entry is not None:
         return entry.path
     if hub:

@@ -9,8 +9,9 @@ Both get a ``pe_manifest.json`` when staged. A training run folder (``runs/llama
 alignment source that may also hold ``prompting/`` (the trained Prompting LLM),
 ``checkpoints/`` and ``log.jsonl``; only the artifact files are published.
 
-Weights are checked by reading the safetensors JSON header (shapes, offsets, metadata),
-never by loading tensors, so checking needs no torch and nothing is ever unpickled.
+An alignment's weights are checked by reading the safetensors JSON header (shapes,
+offsets, metadata), never by loading tensors, so checking one needs no torch; a Prompting
+LLM folder is checked as pe-core checks every model folder. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import json
 import logging
 import shutil
 import struct
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pe_core.config import ALIGNMENT_FORMAT, CONFIG_NAME, WEIGHTS_NAME, EmbedderConfig
+from pe_core.config import ALIGNMENT_FORMAT, ALIGNMENT_WEIGHTS_NAME, CONFIG_NAME, EmbedderConfig
 from pe_core.errors import (
     ConfigError,
     CorruptFileError,
@@ -36,11 +38,10 @@ from pe_registry.prompting import PROMPTING_NAME, PromptingInfo
 
 ALIGNMENT = "alignment"
 PROMPTING = "prompting"
-KINDS = (ALIGNMENT, PROMPTING)
+PROMPTING_SUFFIX = "-prompting"
 CARD_NAME = "README.md"
 PROMPTING_DIR = "prompting"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 WIDTH_KEYS = ("hidden_size", "n_embd", "d_model")
 _MAX_HEADER = 100 * 1024 * 1024
 logger = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ def detect_kind(folder: str | Path) -> str:
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"{folder} is not a folder")
-    if (folder / WEIGHTS_NAME).is_file() or (folder / CONFIG_NAME).is_file():
+    if (folder / ALIGNMENT_WEIGHTS_NAME).is_file() or (folder / CONFIG_NAME).is_file():
         return ALIGNMENT
     if (folder / PROMPTING_NAME).is_file():
         return PROMPTING
     raise MissingFileError(
-        f"{folder} is not a pe artifact: it has neither {WEIGHTS_NAME} + {CONFIG_NAME} "
+        f"{folder} is not a pe artifact: it has neither {ALIGNMENT_WEIGHTS_NAME} + {CONFIG_NAME} "
         f"(an alignment or training run) nor {PROMPTING_NAME} (a Prompting LLM)"
     )
 
@@ -96,7 +97,7 @@ def check_alignment(folder: str | Path) -> EmbedderConfig:
     """
     folder = Path(folder)
     cfg = EmbedderConfig.load(folder)
-    weights = folder / WEIGHTS_NAME
+    weights = folder / ALIGNMENT_WEIGHTS_NAME
     tensors, meta = safetensors_header(weights)
     fmt = meta.get("format")
     if fmt is not None and fmt != ALIGNMENT_FORMAT:
@@ -117,7 +118,7 @@ def check_alignment(folder: str | Path) -> EmbedderConfig:
     if (cfg.d_P, cfg.d_B) != (rows, cols):
         raise DimensionMismatchError(
             f"{folder}: {CONFIG_NAME} declares d_P x d_B = {cfg.d_P} x {cfg.d_B} but "
-            f"{WEIGHTS_NAME} is {rows} x {cols}; fix the config or save the weights again"
+            f"{ALIGNMENT_WEIGHTS_NAME} is {rows} x {cols}; fix the config or save the weights again"
         )
     bias = tensors.get("bias")
     if bias is not None and [int(d) for d in bias["shape"]] != [cols]:
@@ -128,12 +129,13 @@ def check_alignment(folder: str | Path) -> EmbedderConfig:
 
 
 def check_prompting_model(folder: str | Path, d_P: int) -> None:
-    """A Prompting LLM folder has a config whose width is ``d_P``, readable safetensors
-    weights and a tokenizer."""
+    """A Prompting LLM folder is a model folder pe-core can load (config, readable
+    safetensors weights, a tokenizer) whose width is ``d_P``."""
+    from pe_core.model_refs import check_model_folder
+
     folder = Path(folder)
+    check_model_folder(folder)
     config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise MissingFileError(f"{folder} has no config.json: not a transformers model folder")
     try:
         config = json.loads(config_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -144,15 +146,6 @@ def check_prompting_model(folder: str | Path, d_P: int) -> None:
             f"{folder}: the Prompting LLM has width {width} but the alignment expects "
             f"d_P={d_P}; publish the prompting model the alignment was trained with"
         )
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
-        hint = f" (found only pickle weights {pickles}, which pe refuses)" if pickles else ""
-        raise MissingFileError(f"{folder} has no *.safetensors weights{hint}")
-    for path in weights:
-        safetensors_header(path)
-    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
-        raise MissingFileError(f"{folder} has no tokenizer files (tokenizer.json or similar)")
 
 
 def check_artifact(folder: str | Path) -> str:
@@ -174,15 +167,8 @@ def stage_alignment(
     ``source``, ``cfg`` as ``pe_config.json``, a card for ``name`` and the manifest."""
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(source) / WEIGHTS_NAME, dst / WEIGHTS_NAME)
+    shutil.copyfile(Path(source) / ALIGNMENT_WEIGHTS_NAME, dst / ALIGNMENT_WEIGHTS_NAME)
     cfg.save(dst)
-    return finish_alignment(dst, name)
-
-
-def finish_alignment(dst: str | Path, name: str) -> Manifest:
-    """(Re)write the card and manifest of a staged alignment, e.g. after its config
-    changed; checks the result."""
-    dst = Path(dst)
     cfg = check_alignment(dst)
     card.alignment_card(cfg, name).save(dst / CARD_NAME)
     manifest = build_manifest(dst, ALIGNMENT)
@@ -250,13 +236,50 @@ def link_prompting(cfg: EmbedderConfig, prompting_id: str, revision: str | None)
     return replace(cfg, prompting_id=prompting_id, prompting_revision=revision)
 
 
-def relink_prompting(
-    folder: str | Path, name: str, prompting_id: str, revision: str | None
-) -> Manifest:
-    """Point a staged alignment at a published Prompting LLM; rewrite card and manifest."""
-    cfg = link_prompting(EmbedderConfig.load(folder), prompting_id, revision)
-    cfg.save(folder)
-    return finish_alignment(folder, name)
+def prompting_name(name: str) -> str:
+    """Where a run's Prompting LLM is published beside alignment ``name``:
+    ``llama`` -> ``llama-prompting``, ``org/pe-llama`` -> ``org/pe-llama-prompting``."""
+    head, sep, tail = name.rpartition("/")
+    return f"{head}{sep}{tail[: 96 - len(PROMPTING_SUFFIX)]}{PROMPTING_SUFFIX}"
+
+
+@dataclass
+class Staged:
+    """An artifact staged for publishing: its ``kind`` and the ``folder`` to publish."""
+
+    kind: str
+    folder: Path
+
+
+def stage_for_publishing(
+    source: str | Path, name: str, work: Path, publish_prompting: Callable[[Path, str], str]
+) -> Staged:
+    """Stage ``source`` (an artifact or training run) under ``work`` to publish as
+    ``name``: the one staging sequence of every place pe publishes to.
+
+    A run's trained Prompting LLM is staged first, as :func:`prompting_name`, and handed
+    to ``publish_prompting(folder, prompting_name) -> revision``; the alignment is then
+    staged pointing at that revision. Everything is checked before anything is staged,
+    so a source that cannot be published leaves the destination unchanged.
+
+    Example::
+
+        staged = stage_for_publishing("runs/llama", "llama", tmp, lambda folder, n: "1")
+        staged.kind, staged.folder            # ('alignment', tmp / 'alignment')
+    """
+    source = Path(source)
+    kind, meta = read_source(source)
+    folder = work / kind
+    if kind == PROMPTING:
+        stage_prompting(source, folder, name, meta)
+        return Staged(kind, folder)
+    prompting = run_prompting(source, meta)
+    if prompting is not None:
+        p_name, p_folder = prompting_name(name), work / "run-prompting"
+        stage_prompting(prompting[0], p_folder, p_name, prompting[1])
+        meta = link_prompting(meta, p_name, publish_prompting(p_folder, p_name))
+    stage_alignment(meta, source, folder, name)
+    return Staged(kind, folder)
 
 
 # -- summaries -----------------------------------------------------------------------

@@ -3,8 +3,7 @@
 Layout (``$PE_REGISTRY``, default ``<user cache dir>/pe/registry``)::
 
     artifacts/<name>/<version>/      pushed here: files + pe_manifest.json
-    hub/<org>/<repo>/<commit>/       verified copies of Hub commits (pulled or pushed)
-    hub/<org>/<repo>/index.json      revision -> commit seen at the last pull, for offline use
+    hub/                             verified copies of Hub commits (:mod:`pe_registry.hub_cache`)
     .staging/                        work folders; same file system, so publishing is a rename
     .lock                            one file lock serialises every change
 
@@ -23,36 +22,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pe_core.config import CONFIG_NAME, EmbedderConfig
-from pe_core.errors import CorruptFileError, PEError, RegistryError
-from pe_registry.artifact import (
-    ALIGNMENT,
-    PROMPTING,
-    link_prompting,
-    read_source,
-    run_prompting,
-    stage_alignment,
-    stage_prompting,
-    summarize,
-)
-from pe_registry.atomic import move_dir, remove_dir, write_json_atomic
+from pe_core.errors import PEError, RegistryError
+from pe_registry.artifact import ALIGNMENT, PROMPTING, stage_for_publishing
+from pe_registry.atomic import move_dir, remove_dir
+from pe_registry.entry import Entry
+from pe_registry.hub_cache import HubCache
 from pe_registry.manifest import Manifest, utc_now, verify
-from pe_registry.refs import (
-    COMMIT_RE,
-    VERSION_RE,
-    check_name,
-    check_repo_id,
-    parse_ref,
-    try_parse_ref,
-)
+from pe_registry.refs import VERSION_RE, check_name, parse_ref, try_parse_ref
 
 ENV_VAR = "PE_REGISTRY"
 STALE_STAGING_S = 24 * 3600
-PROMPTING_SUFFIX = "-prompting"
 
 
 def default_root() -> Path:
@@ -72,41 +55,6 @@ def default_name(source: str | Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-._")[:96] or "artifact"
 
 
-@dataclass
-class Entry:
-    """One artifact version in the registry.
-
-    ``ref`` is what resolves to it again: ``llama@2`` or ``org/repo@<commit>``.
-    """
-
-    ref: str
-    path: Path
-    manifest: Manifest
-    prompting: Entry | None = None
-
-    @property
-    def kind(self) -> str:
-        return self.manifest.kind
-
-    @property
-    def name(self) -> str:
-        return self.ref.partition("@")[0]
-
-    @property
-    def version(self) -> str:
-        return self.ref.partition("@")[2]
-
-    def row(self) -> dict[str, Any]:
-        """What ``pe list`` shows; config files are hash-checked as they are read."""
-        return {
-            "ref": self.ref,
-            "name": self.name,
-            "version": self.version,
-            **summarize(self.path, self.manifest),
-            "path": str(self.path),
-        }
-
-
 class LocalRegistry:
     """A registry folder.
 
@@ -121,15 +69,12 @@ class LocalRegistry:
     def __init__(self, root: str | Path | None = None, lock_timeout: float = 300.0) -> None:
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.lock_timeout = lock_timeout
+        self.hub = HubCache(self.root / "hub", self.lock)
 
     # -- paths --------------------------------------------------------------------------
     @property
     def artifacts_dir(self) -> Path:
         return self.root / "artifacts"
-
-    @property
-    def hub_dir(self) -> Path:
-        return self.root / "hub"
 
     @property
     def staging_dir(self) -> Path:
@@ -211,8 +156,8 @@ class LocalRegistry:
         ``org/repo[@revision]``; :class:`RegistryError` when it is not here."""
         parsed = parse_ref(ref)
         if parsed.is_hub:
-            commit = self.hub_commit_for(parsed.name, parsed.version)
-            found = self.hub_entry(parsed.name, commit) if commit else None
+            commit = self.hub.commit_for(parsed.name, parsed.version)
+            found = self.hub.entry(parsed.name, commit) if commit else None
         else:
             found = self.entry(parsed.name, parsed.version)
         if found is None:
@@ -232,33 +177,22 @@ class LocalRegistry:
         point at it. Raises :class:`DimensionMismatchError` (and the like) before anything
         is written.
         """
-        source = Path(source)
-        kind, meta = read_source(source)
         name = check_name(name or default_name(source))
         if version is not None and not VERSION_RE.match(version):
             raise RegistryError(f"{version!r} is not a valid version (letters, digits, . _ -)")
-        prompting = run_prompting(source, meta) if kind == ALIGNMENT else None
-        with self.staging("push-") as tmp:
-            if kind == PROMPTING:
-                stage_prompting(source, tmp / "a", name, meta)
-                with self.lock():
-                    return self._commit(tmp / "a", name, version, PROMPTING)
-            if prompting is None:
-                stage_alignment(meta, source, tmp / "a", name)
-                with self.lock():
-                    return self._commit(tmp / "a", name, version, ALIGNMENT)
-            p_name = check_name(name[: 96 - len(PROMPTING_SUFFIX)] + PROMPTING_SUFFIX)
-            stage_prompting(prompting[0], tmp / "p", p_name, prompting[1])
-            with self.lock():
-                # both or neither: check the alignment can be written before the prompting is
-                self._check_writable(name, ALIGNMENT)
-                self._check_writable(p_name, PROMPTING)
-                p_entry = self._commit(tmp / "p", p_name, None, PROMPTING)
-                cfg = link_prompting(meta, p_name, p_entry.version)
-                stage_alignment(cfg, source, tmp / "a", name)
-                entry = self._commit(tmp / "a", name, version, ALIGNMENT)
-            entry.prompting = p_entry
-            return entry
+        prompting: list[Entry] = []
+
+        def commit_prompting(folder: Path, p_name: str) -> str:
+            # both or neither: check the alignment can be written before the prompting is
+            self._check_writable(name, ALIGNMENT)
+            prompting.append(self._commit(folder, check_name(p_name), None, PROMPTING))
+            return prompting[0].version
+
+        with self.staging("push-") as tmp, self.lock():
+            staged = stage_for_publishing(source, name, tmp, commit_prompting)
+            entry = self._commit(staged.folder, name, version, staged.kind)
+        entry.prompting = prompting[0] if prompting else None
+        return entry
 
     def _check_writable(self, name: str, kind: str) -> None:
         # one name, one kind: "llama" must not be an alignment in v1 and a prompting in v2
@@ -296,85 +230,6 @@ class LocalRegistry:
         dest = move_dir(staged, self.artifacts_dir / name / version)
         return Entry(f"{name}@{version}", dest, manifest)
 
-    # -- Hub copies ---------------------------------------------------------------------
-    def hub_path(self, repo_id: str, commit: str) -> Path:
-        check_repo_id(repo_id)
-        if not COMMIT_RE.match(commit):
-            raise RegistryError(f"{commit!r} is not a full commit sha")
-        return self.hub_dir / repo_id / commit
-
-    def hub_index(self, repo_id: str) -> dict[str, Any]:
-        import json
-
-        path = self.hub_dir / check_repo_id(repo_id) / "index.json"
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return {"refs": {}, "pulled": {}}
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CorruptFileError(f"{path} is not valid JSON ({exc}); delete it") from exc
-        return {"refs": dict(data.get("refs", {})), "pulled": dict(data.get("pulled", {}))}
-
-    def hub_commits(self, repo_id: str) -> list[str]:
-        folder = self.hub_dir / check_repo_id(repo_id)
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and COMMIT_RE.match(p.name))
-
-    def hub_commit_for(self, repo_id: str, revision: str | None) -> str | None:
-        """The commit a Hub revision pointed at when it was last pulled (offline use)."""
-        commits = self.hub_commits(repo_id)
-        if not commits:
-            return None
-        index = self.hub_index(repo_id)
-        if revision is None:
-            revision = "main"
-            if revision not in index["refs"]:
-                # pulled only by commit: take the most recently pulled one
-                pulled = index["pulled"]
-                return max(commits, key=lambda c: (pulled.get(c, ""), c))
-        if revision in commits:
-            return revision
-        commit = index["refs"].get(revision)
-        if commit in commits:
-            return commit
-        if re.fullmatch(r"[0-9a-f]{7,39}", revision):
-            matches = [c for c in commits if c.startswith(revision)]
-            if len(matches) == 1:
-                return matches[0]
-        return None
-
-    def hub_entry(self, repo_id: str, commit: str, check: bool = True) -> Entry | None:
-        path = self.hub_path(repo_id, commit)
-        if not path.is_dir():
-            return None
-        manifest = verify(path) if check else Manifest.load(path)
-        return Entry(f"{repo_id}@{commit}", path, manifest)
-
-    def add_hub_snapshot(
-        self, staged: Path, repo_id: str, commit: str, revisions: list[str]
-    ) -> Entry:
-        """Rename a verified download of ``repo_id@commit`` into place and remember which
-        revisions pointed at it."""
-        dest = self.hub_path(repo_id, commit)
-        with self.lock():
-            if not dest.exists():
-                move_dir(staged, dest)
-            self._record_refs(repo_id, commit, revisions)
-        return self.hub_entry(repo_id, commit)  # type: ignore[return-value]
-
-    def record_hub_refs(self, repo_id: str, commit: str, revisions: list[str]) -> None:
-        with self.lock():
-            self._record_refs(repo_id, commit, revisions)
-
-    def _record_refs(self, repo_id: str, commit: str, revisions: list[str]) -> None:
-        index = self.hub_index(repo_id)
-        for rev in revisions:
-            if rev and rev != commit:
-                index["refs"][rev] = commit
-        index["pulled"][commit] = utc_now()
-        write_json_atomic(self.hub_dir / repo_id / "index.json", index)
-
     # -- listing and removal --------------------------------------------------------------
     def entries(self) -> list[Entry]:
         """Every entry, local names first; manifests are read, files are not hashed."""
@@ -384,12 +239,10 @@ class LocalRegistry:
                 if name_dir.is_dir() and not name_dir.name.startswith("."):
                     for v in self.versions(name_dir.name):
                         out.append(self._entry_or_broken(name_dir / v, f"{name_dir.name}@{v}"))
-        if self.hub_dir.is_dir():
-            for org in sorted(p for p in self.hub_dir.iterdir() if p.is_dir()):
-                for repo in sorted(p for p in org.iterdir() if p.is_dir()):
-                    for commit in self.hub_commits(f"{org.name}/{repo.name}"):
-                        ref = f"{org.name}/{repo.name}@{commit}"
-                        out.append(self._entry_or_broken(repo / commit, ref))
+        for repo_id in self.hub.repos():
+            for commit in self.hub.commits(repo_id):
+                out.append(self._entry_or_broken(self.hub.path(repo_id, commit),
+                                                 f"{repo_id}@{commit}"))
         return out
 
     @staticmethod
@@ -413,22 +266,9 @@ class LocalRegistry:
         trash = self.staging_dir
         with self.lock():
             if parsed.is_hub:
-                commits = self.hub_commits(parsed.name)
-                if parsed.version is not None:
-                    one = self.hub_commit_for(parsed.name, parsed.version)
-                    commits = [one] if one else []
+                commits = self.hub.remove(parsed.name, parsed.version, trash)
                 if not commits:
                     raise RegistryError(f"{ref!r} is not in the registry {self.root}")
-                for c in commits:
-                    remove_dir(self.hub_path(parsed.name, c), trash)
-                index = self.hub_index(parsed.name)
-                index["refs"] = {r: c for r, c in index["refs"].items() if c not in commits}
-                index["pulled"] = {c: t for c, t in index["pulled"].items() if c not in commits}
-                repo_dir = self.hub_dir / parsed.name
-                if self.hub_commits(parsed.name):
-                    write_json_atomic(repo_dir / "index.json", index)
-                else:
-                    shutil.rmtree(repo_dir, ignore_errors=True)
                 return [f"{parsed.name}@{c}" for c in commits]
             versions = self.versions(parsed.name)
             if parsed.version is not None:
@@ -498,7 +338,7 @@ class LocalRegistry:
             if ref is None or ref.version is not None or not cfg.prompting_revision:
                 return None
             if ref.is_hub:
-                linked = self.hub_entry(ref.name, cfg.prompting_revision, check=False)
+                linked = self.hub.entry(ref.name, cfg.prompting_revision, check=False)
             else:
                 linked = self.entry(ref.name, cfg.prompting_revision, check=False)
             if linked is None or linked.kind != PROMPTING:

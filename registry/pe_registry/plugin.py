@@ -1,5 +1,6 @@
-"""The pe-core plugin: registry names and Hub repos as alignment references, and the
-``pe push | pull | list | remove`` commands.
+"""The pe-core plugin: registry names and Hub repos as alignment references, the local
+registry as a publisher, ONNX as an exporter, and the ``pe push | pull | list | remove``
+and ``pe export onnx`` commands.
 
 Loaded through the ``pe_core`` entry point; pe-core never imports this package. Imports
 stay inside the hooks so ``pe --help`` does not pay for ``huggingface_hub``.
@@ -19,47 +20,37 @@ HUB_PRIORITY = 20
 
 def resolve_local(ref: str) -> Path | None:
     """``name`` / ``name@version`` -> the hash-checked registry folder, or None."""
-    from pe_registry.local import LocalRegistry
-    from pe_registry.refs import try_parse_ref
+    from pe_registry import api
 
-    parsed = try_parse_ref(ref)
-    if parsed is None or parsed.is_hub:
-        return None
-    entry = LocalRegistry().entry(parsed.name, parsed.version)
-    return entry.path if entry is not None else None
+    return api.resolve(ref, hub=False)
 
 
 def find_local(prompting_id: str, model_id: str) -> Path | None:
     """Best alignment for the pair among registry entries (including pulled Hub ones)."""
-    from pe_registry.local import LocalRegistry
+    from pe_registry import api
 
-    entry = LocalRegistry().find_alignment(prompting_id, model_id)
-    return entry.path if entry is not None else None
+    return api.find(prompting_id, model_id, hub=False)
 
 
 def resolve_hub(ref: str) -> Path | None:
     """``org/name[@revision]`` that is a pe artifact -> its pulled, hash-checked folder."""
-    from pe_registry.hub import HubClient
-    from pe_registry.local import LocalRegistry
-    from pe_registry.remote import resolve_hub as _resolve
+    from pe_registry import api
 
-    return _resolve(ref, LocalRegistry(), HubClient())
+    return api.resolve(ref, local=False)
 
 
 def find_hub(prompting_id: str, model_id: str) -> Path | None:
     """Newest alignment on the Hub tagged for the pair, pulled into the registry."""
-    from pe_registry.hub import HubClient
-    from pe_registry.local import LocalRegistry
-    from pe_registry.remote import find_on_hub
+    from pe_registry import api
 
-    return find_on_hub(prompting_id, model_id, LocalRegistry(), HubClient())
+    return api.find(prompting_id, model_id, local=False)
 
 
 def publish_local(folder: Path, name: str) -> Any:
     """Push a run or artifact folder into the local registry under ``name``."""
-    from pe_registry.api import push
+    from pe_registry import api
 
-    return push(folder, name)
+    return api.push(folder, name)
 
 
 def export_onnx(embedder: Any, instruction: str | None, out_dir: Any, **options: Any) -> Path:
@@ -76,10 +67,13 @@ def load_onnx(folder: Any, **options: Any) -> Any:
 
 @hookimpl
 def pe_register_resolvers(registry: Any) -> None:
-    registry.register(
-        "registry", resolve_local, find_local, priority=LOCAL_PRIORITY, publish=publish_local
-    )
+    registry.register("registry", resolve_local, find_local, priority=LOCAL_PRIORITY)
     registry.register("hub", resolve_hub, find_hub, priority=HUB_PRIORITY)
+
+
+@hookimpl
+def pe_register_publishers(registry: Any) -> None:
+    registry.register("registry", publish_local)
 
 
 @hookimpl

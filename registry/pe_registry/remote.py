@@ -1,7 +1,8 @@
 """Moving artifacts between the local registry and the Hub.
 
-* push: stage (check dims, card, manifest) -> ``create_repo(exist_ok=True)`` -> one
-  ``upload_folder`` commit -> keep the staged copy as the local copy of that commit.
+* push: stage (:func:`~pe_registry.artifact.stage_for_publishing`: check dims, card,
+  manifest) -> ``create_repo(exist_ok=True)`` -> one ``upload_folder`` commit -> keep the
+  staged copy as the local copy of that commit.
 * pull: ``model_info`` pins the revision to a commit -> if that commit is not here yet,
   download exactly the manifest's files into a work folder -> check hashes and dims ->
   rename into the registry and remember ``revision -> commit`` for offline use.
@@ -13,19 +14,11 @@ import logging
 from pathlib import Path
 
 from pe_core.errors import MissingFileError, OfflineError, RegistryError
-from pe_registry.artifact import (
-    ALIGNMENT,
-    PROMPTING,
-    check_artifact,
-    link_prompting,
-    read_source,
-    run_prompting,
-    stage_alignment,
-    stage_prompting,
-)
+from pe_registry.artifact import ALIGNMENT, check_artifact, stage_for_publishing
 from pe_registry.card import TAG_ALIGNMENT, model_tag, prompting_tag
+from pe_registry.entry import Entry
 from pe_registry.hub import HubClient, RemoteInfo, cached_in_hf_cache, is_offline
-from pe_registry.local import PROMPTING_SUFFIX, Entry, LocalRegistry
+from pe_registry.local import LocalRegistry
 from pe_registry.manifest import verify
 from pe_registry.refs import REPO_RE, Ref, check_repo_id, parse_ref, try_parse_ref
 
@@ -45,29 +38,21 @@ def push_to_hub(
     commit. Returns the local copy of the pushed commit (``org/name@<sha>``)."""
     check_repo_id(repo_id)
     client.ensure_online(f"push to {repo_id}")
-    source = Path(source)
-    kind, meta = read_source(source)
-    prompting = run_prompting(source, meta) if kind == ALIGNMENT else None
+    uploaded: list[tuple[Path, str, str]] = []
+
+    def upload_prompting(folder: Path, p_repo: str) -> str:
+        commit = _upload(client, folder, check_repo_id(p_repo), private, message)
+        uploaded.append((folder, p_repo, commit))
+        return commit
+
     with registry.staging("hub-push-") as tmp:
-        p_commit = None
-        if kind == PROMPTING:
-            stage_prompting(source, tmp / "a", repo_id, meta)
-        else:
-            if prompting is not None:
-                org, name = repo_id.split("/")
-                p_repo = check_repo_id(
-                    f"{org}/{name[: 96 - len(PROMPTING_SUFFIX)]}{PROMPTING_SUFFIX}"
-                )
-                stage_prompting(prompting[0], tmp / "p", p_repo, prompting[1])
-                p_commit = _upload(client, tmp / "p", p_repo, private, message)
-                meta = link_prompting(meta, p_repo, p_commit)
-            stage_alignment(meta, source, tmp / "a", repo_id)
-        commit = _upload(client, tmp / "a", repo_id, private, message)
+        staged = stage_for_publishing(source, repo_id, tmp, upload_prompting)
+        commit = _upload(client, staged.folder, repo_id, private, message)
         # the registry learns about the commits only once both are on the Hub
         p_entry = None
-        if p_commit is not None:
-            p_entry = registry.add_hub_snapshot(tmp / "p", p_repo, p_commit, ["main"])
-        entry = registry.add_hub_snapshot(tmp / "a", repo_id, commit, ["main"])
+        for folder, p_repo, p_commit in uploaded:
+            p_entry = registry.hub.add_snapshot(folder, p_repo, p_commit, ["main"])
+        entry = registry.hub.add_snapshot(staged.folder, repo_id, commit, ["main"])
     entry.prompting = p_entry
     return entry
 
@@ -124,11 +109,11 @@ def _remote_or_cached(
     try:
         return client.info(parsed.name, parsed.version)
     except OfflineError as exc:
-        commit = registry.hub_commit_for(parsed.name, parsed.version)
+        commit = registry.hub.commit_for(parsed.name, parsed.version)
         if commit is None:
             raise _never_pulled(parsed, registry, exc) from exc
         logger.info("Hub unreachable; using %s@%s pulled earlier", parsed.name, commit[:12])
-        return registry.hub_entry(parsed.name, commit)  # type: ignore[return-value]
+        return registry.hub.entry(parsed.name, commit)  # type: ignore[return-value]
 
 
 def _never_pulled(parsed: Ref, registry: LocalRegistry, exc: OfflineError) -> OfflineError:
@@ -143,9 +128,9 @@ def _fetch(
     info: RemoteInfo, revision: str | None, registry: LocalRegistry, client: HubClient
 ) -> Entry:
     revisions = [revision or "main"]
-    entry = registry.hub_entry(info.repo_id, info.commit)
+    entry = registry.hub.entry(info.repo_id, info.commit)
     if entry is not None:
-        registry.record_hub_refs(info.repo_id, info.commit, revisions)
+        registry.hub.record_refs(info.repo_id, info.commit, revisions)
         return entry
     with registry.staging("pull-") as tmp:
         files = tmp / "files"
@@ -158,7 +143,7 @@ def _fetch(
             )
         verify(files, manifest)  # hashes before anything is believed
         check_artifact(files)  # then the dims
-        return registry.add_hub_snapshot(files, info.repo_id, info.commit, revisions)
+        return registry.hub.add_snapshot(files, info.repo_id, info.commit, revisions)
 
 
 def _pull_linked_prompting(entry: Entry, registry: LocalRegistry, client: HubClient) -> None:
@@ -186,9 +171,9 @@ def resolve_hub(ref: str, registry: LocalRegistry, client: HubClient) -> Path | 
     except MissingFileError:
         return None
     except OfflineError as exc:
-        commit = registry.hub_commit_for(parsed.name, parsed.version)
+        commit = registry.hub.commit_for(parsed.name, parsed.version)
         if commit is not None:
-            return registry.hub_entry(parsed.name, commit).path  # type: ignore[union-attr]
+            return registry.hub.entry(parsed.name, commit).path  # type: ignore[union-attr]
         if cached_in_hf_cache(parsed.name, parsed.version):
             return None  # a plain model in the Hugging Face cache: pe-core loads it
         raise _never_pulled(parsed, registry, exc) from exc

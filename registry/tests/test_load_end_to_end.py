@@ -151,8 +151,8 @@ def test_hub_push_then_load_pulls_the_pinned_revision(run, hub, registry, tmp_pa
     pulled = load(model=run.folders["model"], alignment="org/pe-align-tiny")
     same(pulled, run.expected)
     assert any(p.startswith("/__cdn/") for _, p in hub.log)  # really downloaded
-    assert fresh.hub_index("org/pe-align-tiny")["refs"] == {"main": commit}
-    assert fresh.hub_commits("org/pe-align-tiny-prompting") == [p_commit]
+    assert fresh.hub.index("org/pe-align-tiny")["refs"] == {"main": commit}
+    assert fresh.hub.commits("org/pe-align-tiny-prompting") == [p_commit]
     assert pulled.config.prompting_revision == p_commit  # the Prompting LLM is pinned too
     # pinned by (short) commit; once pulled, found without naming it
     same(

@@ -45,7 +45,7 @@ def test_push_is_one_commit_and_pull_pins_the_revision(tmp_path, hub, registry, 
     folder = pe_registry.pull("org/pe-llama")
     assert folder.name == commits[-1]
     assert sorted(p.name for p in folder.iterdir()) == ARTIFACT_FILES  # no .gitattributes
-    assert registry.hub_index("org/pe-llama")["refs"] == {"main": commits[-1]}
+    assert registry.hub.index("org/pe-llama")["refs"] == {"main": commits[-1]}
     assert any(p.startswith("/__cdn/") for _, p in hub.log)  # LFS redirect followed
     assert hf_cache_files(isolated) == {}  # nothing in the user's Hugging Face cache
     # pulled again: nothing downloaded, just the revision looked up
@@ -93,7 +93,7 @@ def test_run_with_prompting_pushes_two_repos_and_links_them(tmp_path, hub, regis
     pe_registry.remove("org/pe-llama")
     pe_registry.remove("org/pe-llama-prompting")
     pe_registry.pull("org/pe-llama")
-    assert registry.hub_commits("org/pe-llama-prompting") == [p_commit]
+    assert registry.hub.commits("org/pe-llama-prompting") == [p_commit]
 
 
 def test_find_discovers_by_tag(tmp_path, hub, registry):

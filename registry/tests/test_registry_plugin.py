@@ -112,3 +112,15 @@ def test_push_local_and_repo_flags(tmp_path, manager, hub):
         assert main(["push", str(src), "--repo", "no-org"]) == 2
         assert main(["push", str(src), "x", "--local", "y"]) == 2
     assert "org/name" in err.getvalue() and "once" in err.getvalue()
+
+
+def test_publisher_and_exporter_are_pe_registry_s(tmp_path, manager, registry):
+    """pe-registry publishes through its own hook (not as a resolver) into the local
+    registry, and its exporter is the ONNX one."""
+    from pe_registry import plugin
+
+    assert manager.exporters().get("onnx").export is plugin.export_onnx
+    store = manager.publishers().get("registry")
+    entry = store.publish(write_alignment(tmp_path / "llama"), "demo-llama")
+    assert entry.ref == "demo-llama@1" and entry.path == registry.get("demo-llama").path
+    assert all(not hasattr(r, "publish") for r in manager.resolvers())

@@ -1,6 +1,6 @@
 """pe backbone plugin: Gemma, Gemma 2 and Gemma 3 (text).
 
-The default model is pe's embedded default gemma (built locally on first use); any Hub
+The default model is pe's embedded default gemma (shipped inside pe-core); any Hub
 checkpoint of these model types works, e.g. ``model="google/gemma-2b"``.
 """
 

@@ -1,6 +1,6 @@
 """pe backbone plugin: Llama (Llama 2, 3, 3.1, 3.2 and Llama-architecture models).
 
-The default model is pe's embedded default llama (built locally on first use); any Hub
+The default model is pe's embedded default llama (shipped inside pe-core); any Hub
 checkpoint of these model types works, e.g. ``model="meta-llama/Llama-3.2-1B"``.
 """
 

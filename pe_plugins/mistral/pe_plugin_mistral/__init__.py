@@ -1,6 +1,6 @@
 """pe backbone plugin: Mistral.
 
-The default model is pe's embedded default mistral (built locally on first use); any Hub
+The default model is pe's embedded default mistral (shipped inside pe-core); any Hub
 checkpoint of these model types works, e.g. ``model="mistralai/Mistral-7B-v0.3"``.
 """
 

@@ -1,6 +1,6 @@
 """pe backbone plugin: Qwen2 / Qwen2.5 and Qwen3.
 
-The default model is pe's embedded default qwen (built locally on first use); any Hub
+The default model is pe's embedded default qwen (shipped inside pe-core); any Hub
 checkpoint of these model types works, e.g. ``model="Qwen/Qwen2.5-0.5B"``.
 """
 
