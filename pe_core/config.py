@@ -12,7 +12,6 @@ from pe_core.options import BOTH, FIXED, INHERIT, SOURCE_PROMPTING, TRAIN, optio
 
 CONFIG_NAME = "pe_config.json"
 ALIGNMENT_WEIGHTS_NAME = "alignment.safetensors"  # the alignment's weights, next to CONFIG_NAME
-WEIGHTS_NAME = ALIGNMENT_WEIGHTS_NAME  # the former name, still imported by loading code
 ALIGNMENT_FORMAT = "pe-alignment/1"  # safetensors header "format" of those weights
 DEFAULT_TEMPLATE = "Instruction: {instruction}\nSoft prompt:"
 PLACEMENTS = ("prefix", "suffix")

@@ -10,7 +10,7 @@ from typing import Any
 
 from pe_core.alignment import Alignment
 from pe_core.backbones import BackboneSpec
-from pe_core.config import WEIGHTS_NAME, EmbedderConfig
+from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.errors import ConfigError, MissingFileError, ModelTypeMismatchError
 from pe_core.model_refs import DEFAULT_PREFIX, ref_id, resolve_model
 from pe_core.plugins import get_backbone, get_plugin_manager
@@ -86,8 +86,8 @@ def resolve_alignment(ref: str | Path) -> Path:
     for resolver in get_plugin_manager().resolvers():
         found = resolver.resolve(str(ref))
         if found is not None:
-            if not (Path(found) / WEIGHTS_NAME).is_file():
-                raise MissingFileError(f"{found} has no {WEIGHTS_NAME}")
+            if not (Path(found) / ALIGNMENT_WEIGHTS_NAME).is_file():
+                raise MissingFileError(f"{found} has no {ALIGNMENT_WEIGHTS_NAME}")
             return Path(found)
     raise MissingFileError(
         f"alignment {str(ref)!r} not found: not a folder, and no installed resolver knows "
@@ -173,7 +173,7 @@ def assemble(
             for k, v in (refs or {}).items()}
     embedder = build_embedder(
         spec, backbone_model, tokenizer, prompting_model, p_tokenizer,
-        config=config, alignment_path=alignment_dir / WEIGHTS_NAME if alignment_dir else None,
+        config=config, alignment_path=alignment_dir / ALIGNMENT_WEIGHTS_NAME if alignment_dir else None,
         **{**refs, **overrides} if config is None else overrides,
     )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,7 +8,7 @@ the transfer starts far above the plain fit. Measured on the embedded defaults (
 nDCG@10 at step 0, llama run of 120 steps -> mistral / qwen / gemma): 0.26 / 0.27 / 0.29
 carried against 0.09 / 0.10 / 0.05 for ``init="tokens"``.
 
-``init="tokens"`` is DESIGN §1.6's plain fit ``E_P[shared] @ A' ~= E_B'[shared]``: no
+``init="tokens"`` is the plain least-squares fit ``E_P[shared] @ A' ~= E_B'[shared]``: no
 use of the source alignment. ``"source"`` falls back to it (with a warning) when the
 source backbone's weights cannot be read offline or the two backbones share too few
 tokens.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.alignment import Alignment, token_map
-from pe_core.config import WEIGHTS_NAME, EmbedderConfig
+from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.errors import ConfigError, PEError
 
 INITS = ("source", "tokens")
@@ -36,7 +36,7 @@ def carried_alignment(source: Path, src_cfg: EmbedderConfig, embedder: Any) -> A
     from pe_core.model_refs import resolve_model
     from pe_core.token_tables import read_token_embeddings
 
-    trained = Alignment.load(source / WEIGHTS_NAME, d_P=embedder.alignment.d_P)
+    trained = Alignment.load(source / ALIGNMENT_WEIGHTS_NAME, d_P=embedder.alignment.d_P)
     try:
         if src_cfg.model_id is None:
             raise ConfigError(f"{source} records no source model_id")

@@ -1,0 +1,41 @@
+"""How many tokens two vocabularies share: by raw vocabulary strings and by the text the
+tokens decode to (what pe's token maps use). For the README's real-tier table.
+
+    python benchmarks/vocab_overlap.py pe-real:smollm2-135m pe-real:gemma3-270m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def overlap(a_ref: str, b_ref: str) -> dict[str, object]:
+    from transformers import AutoTokenizer
+
+    from pe_core.model_refs import resolve_model
+    from pe_core.vocab_match import token_texts
+
+    a = AutoTokenizer.from_pretrained(resolve_model(a_ref))
+    b = AutoTokenizer.from_pretrained(resolve_model(b_ref))
+    a_text, b_text = token_texts(a), token_texts(b)
+    shared = set(a_text) & set(b_text)
+    word_initial = sum(1 for t in shared if t.startswith(b" "))
+    return {
+        "a": a_ref, "b": b_ref, "vocab_a": len(a), "vocab_b": len(b),
+        "shared_raw_strings": len(set(a.get_vocab()) & set(b.get_vocab())),
+        "shared_decoded_text": len(shared), "shared_word_initial": word_initial,
+        "a_text_tokens": len(a_text), "b_text_tokens": len(b_text),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a")
+    parser.add_argument("b")
+    args = parser.parse_args()
+    print(json.dumps(overlap(args.a, args.b), indent=2))
+
+
+if __name__ == "__main__":
+    main()
