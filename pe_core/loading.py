@@ -173,7 +173,8 @@ def assemble(
             for k, v in (refs or {}).items()}
     embedder = build_embedder(
         spec, backbone_model, tokenizer, prompting_model, p_tokenizer,
-        config=config, alignment_path=alignment_dir / ALIGNMENT_WEIGHTS_NAME if alignment_dir else None,
+        config=config,
+        alignment_path=alignment_dir / ALIGNMENT_WEIGHTS_NAME if alignment_dir else None,
         **{**refs, **overrides} if config is None else overrides,
     )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,9 +15,10 @@ TOL = 1e-4  # normalised embeddings, fp32, 18 layers: onnxruntime's kernels sum 
 def test_gemma3_onnx_matches_torch(tmp_path):
     import warnings
 
-    import pe_core
     from pe_registry import OnnxEmbedder
     from pe_registry.onnx_export import export_onnx
+
+    import pe_core
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

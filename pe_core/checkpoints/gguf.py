@@ -4,9 +4,9 @@
 on the Hub. The file's weights are dequantized through transformers' GGUF loader (the
 ``pe-core[gguf]`` extra: ``gguf`` and ``accelerate``) and saved, with the tokenizer rebuilt
 from the file's metadata (:mod:`pe_core.checkpoints.gguf_tokenizer`), under
-``$PE_CACHE/gguf/<sha256 of the file>-v<converter version>/``. The second load of the same file is a plain
-safetensors load. The folder appears only once complete (built in a temporary folder,
-then renamed); an interrupted dequantization leaves nothing behind.
+``$PE_CACHE/gguf/<sha256 of the file>-v<converter version>/``. The second load of the
+same file is a plain safetensors load. The folder appears only once complete (built in a
+temporary folder, then renamed); an interrupted dequantization leaves nothing behind.
 
 Example::
 

@@ -83,7 +83,8 @@ def load_causal_lm(folder: str | Path, **kwargs: Any) -> Any:
     """
     from transformers import AutoModelForCausalLM
 
-    model, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True, **kwargs)
+    loaded: Any = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True, **kwargs)
+    model, info = loaded
     check_loading_info(info, folder)
     return model
 
@@ -99,14 +100,16 @@ def load_base_model(folder: str | Path, **kwargs: Any) -> Any:
     if saved_by_causal_lm(checkpoint_keys(folder)):
         from transformers import AutoModelForCausalLM
 
-        causal, info = AutoModelForCausalLM.from_pretrained(
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
             folder, output_loading_info=True, **kwargs
         )
+        causal, info = loaded
         # the head is not part of a backbone: a checkpoint may leave it out
         check_loading_info(info, folder, ignore_missing=(HEAD_PREFIX,))
         return causal.get_decoder()
     from transformers import AutoModel
 
-    model, info = AutoModel.from_pretrained(folder, output_loading_info=True, **kwargs)
+    base: Any = AutoModel.from_pretrained(folder, output_loading_info=True, **kwargs)
+    model, info = base
     check_loading_info(info, folder)
     return model
