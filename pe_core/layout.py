@@ -8,9 +8,9 @@ between the text and the soft prompt would hide text the window should see (a sh
 beside a 576-token one loses all its text on Gemma 3's 512-token window).
 
 Every path that runs a backbone (the torch encoder, training's suffix fast path, the LoRA
-baseline, the ONNX graph, the Prompting LLM's positions) builds its inputs from a :class:`Layout`, and pools with
-:func:`pe_core.pooling.pool`, so a new placement is a change to :meth:`Layout._order`
-(and its name in :data:`pe_core.config.PLACEMENTS`).
+baseline, the ONNX graph, the Prompting LLM's positions) builds its inputs from a
+:class:`Layout`, and pools with :func:`pe_core.pooling.pool`, so a new placement is a
+change to :meth:`Layout._order` (and its name in :data:`pe_core.config.PLACEMENTS`).
 
 Example::
 
