@@ -1,11 +1,17 @@
-"""``pe demo``: the whole product on the embedded default family, offline, on CPU.
+"""``pe demo``: the whole product, offline, on CPU, on one of two model plans.
 
-Steps: build (or reuse) the default models; write training pairs from the local corpus's
-train split; score the frozen llama backbone without a prompt and BM25; train
-PromptEmbedder on llama; train the LoRA baseline on llama; transfer to mistral, qwen and
-gemma by alignment-only training; push every run to the local registry; export the llama
-embedder to ONNX (one graph per instruction) and score it with onnxruntime; print one
-table. Scores are nDCG@10 on the local retrieval task's test split.
+* the toy plan (default): the embedded default family. Build (or reuse) the default
+  models; write training pairs from the local corpus's train split; score the frozen
+  llama backbone without a prompt and BM25; train PromptEmbedder on llama; train the
+  LoRA baseline on llama; transfer to mistral, qwen and gemma by alignment-only
+  training; push every run to the local registry; export the llama embedder to ONNX
+  (one graph per instruction) and score it with onnxruntime; print one table.
+* ``--real``: the same on the real tier (``pe-real:*``, pretrained checkpoints that
+  packages ship): PromptEmbedder on SmolLM2-135M-Instruct, transfer to Gemma 3 270M by
+  alignment only, and LoRA's cost per step timed over a few steps beside PromptEmbedder's
+  (training LoRA to a score on a 135M model takes longer than the whole demo may).
+
+Scores are nDCG@10 on the local retrieval task's test split.
 
 Example::
 
@@ -22,8 +28,23 @@ from pathlib import Path
 from typing import Any
 
 TASK = "PELocalDocstringRetrieval"
-SOURCE = "llama"
-TARGETS = ("mistral", "qwen", "gemma")
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Which models the demo runs: the source backbone (name, model reference: None for
+    the plugin's default), the transfer targets, and the Prompting LLM."""
+
+    source: tuple[str, str | None]
+    targets: tuple[tuple[str, str | None], ...]
+    prompting: str | None = None
+    lora_to_score: bool = True  # train LoRA for lora_steps and score it, else time it only
+    label: str = "toy"
+
+
+TOY = DemoPlan(("llama", None), (("mistral", None), ("qwen", None), ("gemma", None)))
+REAL = DemoPlan(("llama", "pe-real:smollm2-135m"), (("gemma", "pe-real:gemma3-270m"),),
+                lora_to_score=False, label="real")
 
 
 @dataclass
@@ -42,12 +63,19 @@ class DemoSettings:
     publish: bool = True
     export: bool = True
 
+    @classmethod
+    def real(cls) -> DemoSettings:
+        """The real plan's budget: within 20 minutes on 2 cores, a fresh cache included
+        (30-layer and 18-layer backbones cost ~100x the toy ones per step)."""
+        return cls(train_steps=30, lora_steps=2, align_steps=20, lora_lr=1e-4,
+                   batch_size=16, max_length=96)
+
 
 @dataclass
 class Row:
     model: str
     backbone: str
-    score: float
+    score: float | None
     seconds: float
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -59,8 +87,9 @@ def _say(msg: str) -> None:
     tqdm.write(f"[pe demo] {msg}")
 
 
-def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None) -> list[Row]:
-    """Run every step; returns the table rows (also printed)."""
+def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None,
+             plan: DemoPlan = TOY) -> list[Row]:
+    """Run every step of ``plan``; returns the table rows (also printed)."""
     from pe_core.eval.mteb_env import prepare_mteb
 
     prepare_mteb()
@@ -76,9 +105,18 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None) 
     rows: list[Row] = []
     started = time.perf_counter()
 
-    _say("building the default model family (cached after the first run)")
-    for name in DEFAULT_NAMES:
-        ensure_default(name)
+    source, source_model = plan.source
+    if plan is TOY:
+        _say("building the default model family (cached after the first run)")
+        for name in DEFAULT_NAMES:
+            ensure_default(name)
+    else:
+        from pe_core.model_refs import resolve_model
+
+        _say("the real tier: dequantizing each GGUF once into the cache (cached after)")
+        for ref in {source_model, *(m for _, m in plan.targets), plan.prompting} - {None}:
+            resolve_model(str(ref))
+    models = dict(prompting=plan.prompting)
     data = out / "train.jsonl"
     n = write_training_jsonl(data, split="train")
     _say(f"{n} training pairs from the local corpus's train split -> {data}")
@@ -92,63 +130,82 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None) 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        frozen = pe_core.load(backbone=SOURCE, device="cpu", max_length=s.max_length)
+        frozen = pe_core.load(backbone=source, model=source_model, device="cpu",
+                              max_length=s.max_length, **models)
     t = time.perf_counter()
-    rows.append(Row("frozen backbone, no prompt", SOURCE,
+    rows.append(Row("frozen backbone, no prompt", source,
                     score(WithoutPrompt(frozen), "frozen"), time.perf_counter() - t))
     del frozen
 
     runs = out / "runs"
-    _say(f"training PromptEmbedder on {SOURCE} ({s.train_steps} steps)")
+    _say(f"training PromptEmbedder on {source} ({s.train_steps} steps)")
     t = time.perf_counter()
     common = dict(batch_size=s.batch_size, max_length=s.max_length, overwrite=True,
                   device="cpu")
-    trained = pe_core.train(data, backbone=SOURCE, out=runs / SOURCE, steps=s.train_steps,
-                            **common).model
-    seconds = time.perf_counter() - t
-    rows.append(Row("PromptEmbedder (train)", SOURCE, score(trained, "pe-llama"), seconds))
+    result = pe_core.train(data, backbone=source, model=source_model, out=runs / source,
+                           steps=s.train_steps, **models, **common)
+    trained, seconds = result.model, time.perf_counter() - t
+    pe_step = _step_seconds(runs / source)
+    rows.append(Row("PromptEmbedder (train)", source, score(trained, f"pe-{source}"), seconds,
+                    note=f"{pe_step:.2f} s/step"))
 
-    _say(f"training the LoRA baseline on {SOURCE} ({s.lora_steps} steps)")
+    what = "training" if plan.lora_to_score else "timing"
+    _say(f"{what} the LoRA baseline on {source} ({s.lora_steps} steps)")
     t = time.perf_counter()
-    lora = pe_core.train(data, backbone=SOURCE, out=runs / "lora", method="lora",
-                         steps=s.lora_steps, lora_lr=s.lora_lr, **common).model
+    lora = pe_core.train(data, backbone=source, model=source_model, out=runs / "lora",
+                         method="lora", steps=s.lora_steps, lora_lr=s.lora_lr, **common).model
     seconds = time.perf_counter() - t
-    rows.append(Row("LoRA r=16 baseline", SOURCE, score(lora, "lora-llama"), seconds))
+    lora_step = _step_seconds(runs / "lora")
+    note = f"{lora_step:.2f} s/step ({lora_step / pe_step:.1f}x PromptEmbedder's)"
+    value = score(lora, f"lora-{source}") if plan.lora_to_score else None
+    rows.append(Row("LoRA r=16 baseline", source, value, seconds,
+                    note=note if plan.lora_to_score else f"cost only: {note}"))
     del lora
 
-    for target in TARGETS:
+    for target, target_model in plan.targets:
         _say(f"transfer to {target}: alignment only ({s.align_steps} steps)")
         t = time.perf_counter()
-        moved = pe_core.align(runs / SOURCE, data, backbone=target, out=runs / target,
-                              steps=s.align_steps, **common).model
+        moved = pe_core.align(runs / source, data, backbone=target, model=target_model,
+                              out=runs / target, steps=s.align_steps, **common).model
         seconds = time.perf_counter() - t
         rows.append(Row("PromptEmbedder (align only)", target,
                         score(moved, f"pe-{target}"), seconds))
         del moved
 
     if s.publish:
-        _publish(runs, rows)
+        _publish(runs, [source, *(t for t, _ in plan.targets)], plan.label)
     if s.export:
-        rows.append(_onnx_row(trained, out / "onnx", score))
+        rows.append(_onnx_row(trained, source, out / "onnx", score))
     _say(f"done in {time.perf_counter() - started:.0f} s")
     print(format_rows(rows))
     return rows
 
 
-def _publish(runs: Path, rows: list[Row]) -> None:
+def _step_seconds(run: Path) -> float:
+    """Median training-step time of a run, from its ``log.jsonl``."""
+    import json
+    import statistics
+
+    rows = [json.loads(line) for line in (run / "log.jsonl").open(encoding="utf-8")]
+    times = [r["step_time_s"] for r in rows if "step_time_s" in r]
+    return statistics.median(times) if times else float("nan")
+
+
+def _publish(runs: Path, names: list[str], label: str) -> None:
     from pe_core.plugins import get_plugin_manager
 
     store = get_plugin_manager().publishers().get("registry")
     if store is None:
         _say("no local registry installed (pip install pe-registry): skipping push")
         return
-    for name in (SOURCE, *TARGETS):
-        entry = store.publish(runs / name, f"demo-{name}")
+    prefix = "demo" if label == "toy" else f"demo-{label}"
+    for name in names:
+        entry = store.publish(runs / name, f"{prefix}-{name}")
         refs = [e.ref for e in (entry, entry.prompting) if e is not None]
         _say(f"pushed {runs / name} -> local registry: {', '.join(refs)}")
 
 
-def _onnx_row(trained: Any, folder: Path, score: Any) -> Row:
+def _onnx_row(trained: Any, source: str, folder: Path, score: Any) -> Row:
     """Export one graph per instruction (queries, documents) and score them together."""
     from pe_core.data.corpus import DOC_INSTRUCTION
     from pe_core.plugins import get_plugin_manager
@@ -163,8 +220,8 @@ def _onnx_row(trained: Any, folder: Path, score: Any) -> Row:
     }
     export_s = time.perf_counter() - t
     t = time.perf_counter()
-    value = score(_ByInstruction(graphs, doc), "pe-llama-onnx")
-    return Row("PromptEmbedder on onnxruntime", SOURCE, value, time.perf_counter() - t,
+    value = score(_ByInstruction(graphs, doc), f"pe-{source}-onnx")
+    return Row("PromptEmbedder on onnxruntime", source, value, time.perf_counter() - t,
                note=f"export {export_s:.0f} s")
 
 
@@ -182,5 +239,6 @@ class _ByInstruction:
 def format_rows(rows: list[Row]) -> str:
     lines = ["| model | backbone | nDCG@10 (test) | seconds | note |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.model} | {r.backbone} | {r.score:.4f} | {r.seconds:.0f} | {r.note} |")
+        value = "-" if r.score is None else f"{r.score:.4f}"
+        lines.append(f"| {r.model} | {r.backbone} | {value} | {r.seconds:.0f} | {r.note} |")
     return "\n".join(lines)

