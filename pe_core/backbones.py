@@ -85,7 +85,9 @@ class BackboneSpec:
         if not self.model_types:
             raise PluginSpecError(f"backbone {self.name!r} must handle at least one model_type")
         if self.padding_side not in ("left", "right"):
-            raise PluginSpecError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+            raise PluginSpecError(
+                f"padding_side must be 'left' or 'right', got {self.padding_side!r}"
+            )
         if self.pooling not in ("last", "mean"):
             raise PluginSpecError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
 

@@ -42,6 +42,13 @@ class DemoSettings:
     publish: bool = True
     export: bool = True
 
+    def __post_init__(self) -> None:
+        from pe_core import validate
+
+        for name in ("train_steps", "lora_steps", "align_steps", "batch_size", "max_length"):
+            validate.integer(getattr(self, name), name)
+        validate.learning_rate(self.lora_lr, "lora_lr")
+
 
 @dataclass
 class Row:

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.alignment import Alignment
 from pe_core import validate
+from pe_core.alignment import Alignment
 from pe_core.batching import encode_batches
 from pe_core.config import WEIGHTS_NAME, EmbedderConfig
 from pe_core.encoder import BackboneEncoder, max_positions

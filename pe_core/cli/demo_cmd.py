@@ -23,7 +23,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pe_core.demo import DemoSettings, run_demo
+    from pe_core.validate import output_folder
 
+    output_folder(args.out, "--out")
     run_demo(args.out, DemoSettings(
         train_steps=args.train_steps, lora_steps=args.lora_steps, align_steps=args.align_steps,
         lora_lr=args.lora_lr,

@@ -30,10 +30,9 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from pe_core.eval.mteb_env import prepare_mteb
-
     from pe_core import validate
     from pe_core.errors import DataError
+    from pe_core.eval.mteb_env import prepare_mteb
 
     prepare_mteb()  # before anything imports mteb
     import pe_core
