@@ -3,8 +3,8 @@ to install, raised before any work starts (not a ModuleNotFoundError half-way)."
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
-from importlib.util import find_spec
 
 from pe_core.errors import MissingExtraError
 
@@ -17,7 +17,7 @@ def require_extra(modules: Sequence[str], extra: str, purpose: str) -> None:
         require_extra(["mteb"], "pe-core[eval]", "pe eval")
         # MissingExtraError: pe eval needs mteb: pip install 'pe-core[eval]'
     """
-    missing = [m for m in modules if find_spec(m) is None]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingExtraError(
             f"{purpose} needs {' and '.join(missing)}: pip install '{extra}'"

@@ -333,11 +333,11 @@ def test_unknown_registry_version_does_not_ask_to_install_pe_registry(world):
 @pytest.mark.parametrize(("call", "hidden", "extra"), EXTRA_CASES)
 def test_a_missing_extra_names_what_to_install(monkeypatch, call, hidden, extra):
     import importlib
+    import importlib.util
 
-    from pe_core import extras
-
-    real = extras.find_spec
-    monkeypatch.setattr(extras, "find_spec", lambda m: None if m == hidden else real(m))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda m, *a: None if m == hidden else real(m, *a))
     module, name = call.split(":")
     expected = re.escape(f"needs {hidden}: pip install '{extra}'")
     with pytest.raises(MissingExtraError, match=expected):
@@ -345,11 +345,13 @@ def test_a_missing_extra_names_what_to_install(monkeypatch, call, hidden, extra)
 
 
 def test_plot_without_matplotlib_names_the_train_extra(world, monkeypatch):
-    from pe_core import extras
+    import importlib.util
+
     from pe_core.training.plot import plot_run
 
-    real = extras.find_spec
-    monkeypatch.setattr(extras, "find_spec", lambda m: None if m == "matplotlib" else real(m))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda m, *a: None if m == "matplotlib" else real(m, *a))
     before = tree_digest(Path(world["run"]))
     with pytest.raises(MissingExtraError, match=r"pip install 'pe-core\[train\]'"):
         plot_run(world["run"])
