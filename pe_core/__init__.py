@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pe_core.errors import (  # noqa: F401  (public API)
+    ArgumentTypeError,
     ConfigError,
     CorruptFileError,
     DataError,
@@ -21,6 +22,7 @@ from pe_core.errors import (  # noqa: F401  (public API)
     MissingFileError,
     ModelTypeMismatchError,
     OfflineError,
+    PathError,
     PEError,
     PluginError,
     RegistryError,

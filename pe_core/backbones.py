@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pe_core.errors import DuplicateBackboneError, UnknownBackboneError
+from pe_core.errors import DuplicateBackboneError, PluginSpecError, UnknownBackboneError
 
 
 def scaled_embedding_factor(model: Any) -> float:
@@ -81,13 +81,15 @@ class BackboneSpec:
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "_").isidentifier():
-            raise ValueError(f"backbone name must be an identifier, got {self.name!r}")
+            raise PluginSpecError(f"backbone name must be an identifier, got {self.name!r}")
         if not self.model_types:
-            raise ValueError(f"backbone {self.name!r} must handle at least one model_type")
+            raise PluginSpecError(f"backbone {self.name!r} must handle at least one model_type")
         if self.padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+            raise PluginSpecError(
+                f"padding_side must be 'left' or 'right', got {self.padding_side!r}"
+            )
         if self.pooling not in ("last", "mean"):
-            raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
+            raise PluginSpecError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
 
     def attention_for(self, model_type: str) -> str | None:
         """The attention kernel to load a ``model_type`` checkpoint of this family with."""

@@ -29,8 +29,6 @@ def tokenize_sorted(
     padding_side: str = "right",
 ) -> Iterator[Batch]:
     """Yield padded batches, longest first; warn once if any text is truncated."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     ids = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
     longest = max((len(x) for x in ids), default=0)
     if longest > max_length:
@@ -87,11 +85,6 @@ def encode_batches(
     from tqdm.auto import tqdm
 
     return iter(tqdm(batches, total=n_batches, desc="encode", unit="batch"))
-
-
-def check_convert_to(convert_to: str) -> None:
-    if convert_to not in ("numpy", "torch"):
-        raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
 
 
 def length_groups(lengths: Sequence[int], call_cost: int = 48) -> list[list[int]]:

@@ -65,7 +65,9 @@ class EmbedderConfig:
     pe_version: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_soft_tokens, int) or self.num_soft_tokens < 1:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        if self.num_soft_tokens < 1:
             raise ConfigError(
                 f"num_soft_tokens (K) must be an integer >= 1, got {self.num_soft_tokens!r}"
             )
@@ -89,6 +91,8 @@ class EmbedderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EmbedderConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{CONFIG_NAME} must hold a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -109,7 +113,28 @@ class EmbedderConfig:
         if not path.is_file():
             raise MissingFileError(f"{path} not found: is {folder} a pe alignment folder?")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+            data = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}): save the alignment again") \
+                from exc
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+# the JSON types each annotation admits (bool is refused where an int is meant)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "str": (str,), "str | None": (str, type(None)),
+    "dict[str, Any]": (dict,),
+}
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    allowed = _JSON_TYPES[str(annotation)]
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        wanted = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        raise ConfigError(
+            f"{name} must be {wanted}, got {type(value).__name__} {value!r:.60}; fix "
+            f"{CONFIG_NAME} or save the alignment again"
+        )

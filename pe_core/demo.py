@@ -63,6 +63,13 @@ class DemoSettings:
     publish: bool = True
     export: bool = True
 
+    def __post_init__(self) -> None:
+        from pe_core import validate
+
+        for name in ("train_steps", "lora_steps", "align_steps", "batch_size", "max_length"):
+            validate.integer(getattr(self, name), name)
+        validate.learning_rate(self.lora_lr, "lora_lr")
+
     @classmethod
     def real(cls) -> DemoSettings:
         """The real plan's budget: within 20 minutes on 2 cores, a fresh cache included

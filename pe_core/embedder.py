@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pe_core import validate
 from pe_core.alignment import Alignment
-from pe_core.batching import check_convert_to, encode_batches
+from pe_core.batching import encode_batches
 from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
-from pe_core.encoder import BackboneEncoder
+from pe_core.encoder import BackboneEncoder, max_positions
+from pe_core.errors import DataError
 from pe_core.prompting import PromptingLLM
 
 NO_PROMPT = ""  # cache key of "encode without a soft prompt"
@@ -123,7 +125,8 @@ class PromptEmbedder(nn.Module):
         if all(i is None for i in instructions):
             return self(input_ids, attention_mask, None)
         if any(i is None for i in instructions):
-            raise ValueError("a batch mixes rows with and without instruction")
+            raise DataError("a batch mixes rows with and without instruction: give every row "
+                            "an instruction, or none")
         soft = self.soft_prompts([str(i) for i in instructions], tau, hard, noise_seed)
         return self(input_ids, attention_mask, soft)
 
@@ -141,39 +144,48 @@ class PromptEmbedder(nn.Module):
     ) -> np.ndarray | torch.Tensor:
         """Embed ``texts``; returns ``(len(texts), d_B)`` in input order.
 
+        ``texts`` is one string (returns one vector) or a list of strings;
         ``instruction=None`` uses ``config.document_instruction`` (which may itself be
-        None: no soft prompt). Texts longer than ``max_length`` tokens (default
-        ``config.max_length``) are truncated with one warning. Batches are sorted by
+        None: no soft prompt). Every argument is checked first (:mod:`pe_core.validate`):
+        a wrong type or range raises a :class:`~pe_core.errors.PEError`. Texts longer
+        than ``max_length`` tokens (default ``config.max_length``, lowered to what the
+        backbone's positions leave after the soft prompt) are truncated with one
+        warning; a ``max_length`` beyond those positions is an error. Batches are sorted by
         length; ``show_progress_bar=None`` shows one for more than 8 batches.
 
         Example::
 
             model.encode(["what is pe?"], instruction="Retrieve a passage that answers")
         """
-        check_convert_to(convert_to)
-        single = isinstance(texts, str)
-        items: list[str] = [texts] if isinstance(texts, str) else list(texts)
-        if not items:
-            empty = torch.zeros((0, self.dim), dtype=torch.float32)
-            return empty if convert_to == "torch" else empty.numpy()
         if instruction is None:
             instruction = self.config.document_instruction
+        positions = max_positions(self.backbone.model)
+        limit = None if positions is None else positions - (
+            0 if instruction is None else self.config.K)
+        args = validate.encode_args(
+            texts, instruction, batch_size, normalize, convert_to, show_progress_bar,
+            max_length, limit,
+        )
+        if not args.texts:
+            empty = torch.zeros((0, self.dim), dtype=torch.float32)
+            return empty if convert_to == "torch" else empty.numpy()
         was_training = self.training
         self.eval()
-        out = torch.empty((len(items), self.dim), dtype=torch.float32)
-        soft = self.cached_soft_prompt(instruction)
+        out = torch.empty((len(args.texts), self.dim), dtype=torch.float32)
+        soft = self.cached_soft_prompt(args.instruction)
         batches = encode_batches(
-            self.tokenizer, items, batch_size, max_length or self.config.max_length,
-            self.backbone.spec.padding_side, show_progress_bar,
+            self.tokenizer, args.texts, args.batch_size,
+            validate.text_limit(args.max_length, self.config.max_length, limit),
+            self.backbone.spec.padding_side, args.show_progress_bar,
         )
         for batch in batches:
             ids = batch.input_ids.to(self.device)
             mask = batch.attention_mask.to(self.device)
             s = None if soft is None else soft.expand(len(ids), *soft.shape)
-            out[batch.order] = self(ids, mask, s, normalize=normalize).float().cpu()
+            out[batch.order] = self(ids, mask, s, normalize=args.normalize).float().cpu()
         if was_training:
             self.train()
-        result = out[0] if single else out
+        result = out[0] if args.single else out
         return result if convert_to == "torch" else result.numpy()
 
     # -- persistence -------------------------------------------------------------------
@@ -188,3 +200,4 @@ class PromptEmbedder(nn.Module):
             self.prompting.tokenizer.save_pretrained(folder / "prompting")
         self.config.save(folder)
         return folder
+

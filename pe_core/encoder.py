@@ -150,3 +150,9 @@ class BackboneEncoder(nn.Module):
             hidden = self.model(inputs_embeds=lay.join(self._embed_text(ids), prompt))
             rows.append(pool(hidden.last_hidden_state, lay, pooling)[0])
         return torch.stack(rows)
+
+
+def max_positions(model: Any) -> int | None:
+    """Positions a transformers model was built for (None: its config does not say)."""
+    value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) else None

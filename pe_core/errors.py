@@ -23,6 +23,10 @@ class PluginError(PEError, RuntimeError):
     """A plugin could not be loaded or broke the hook contract."""
 
 
+class PluginSpecError(PluginError, ValueError):
+    """A plugin registered something malformed (a bad backbone spec, an exporter twice)."""
+
+
 class ModelTypeMismatchError(PEError, ValueError):
     """A checkpoint's ``model_type`` is not handled by the chosen backbone plugin."""
 
@@ -81,3 +85,12 @@ class OfflineError(RegistryError, ConnectionError):
 
 class ExportError(PEError, RuntimeError):
     """ONNX export failed or produced a graph that does not match PyTorch."""
+
+
+class ArgumentTypeError(PEError, TypeError):
+    """An argument of the wrong type (``encode(None)``, ``batch_size="8"``)."""
+
+
+class PathError(PEError, OSError):
+    """A path cannot be used as given: a folder where a file is expected, a file among
+    an output's parents, no permission."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import PEError
+from pe_core.errors import MissingExtraError, PluginSpecError
 
 ExportFn = Callable[..., Path]
 LoadFn = Callable[..., Any]
@@ -33,7 +33,10 @@ class ExporterRegistry:
     def register(self, name: str, export: ExportFn, load: LoadFn) -> None:
         """Add an exporter. Example: ``registry.register("onnx", export_onnx, OnnxEmbedder)``."""
         if name in self._exporters:
-            raise PEError(f"exporter {name!r} is registered twice")
+            raise PluginSpecError(
+                f"exporter {name!r} is registered twice: uninstall one of the plugins that "
+                "register it (pe plugins lists them)"
+            )
         self._exporters[name] = Exporter(name, export, load)
 
     def get(self, name: str) -> Exporter:
@@ -41,7 +44,7 @@ class ExporterRegistry:
             return self._exporters[name]
         except KeyError:
             have = ", ".join(sorted(self._exporters)) or "none"
-            raise PEError(
+            raise MissingExtraError(
                 f"no exporter {name!r} is installed (installed: {have}); "
                 "pip install 'pe-registry[onnx]' for ONNX"
             ) from None

@@ -14,6 +14,8 @@ from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.errors import ConfigError, MissingFileError, ModelTypeMismatchError
 from pe_core.model_refs import DEFAULT_PREFIX, ref_id, resolve_model
 from pe_core.plugins import get_backbone, get_plugin_manager
+from pe_core.safe_io import check_manifest_beside
+from pe_core.validate import device as check_device
 
 logger = logging.getLogger(__name__)
 DEFAULT_PROMPTING = DEFAULT_PREFIX + "prompting"
@@ -50,6 +52,7 @@ def load(
         model.encode(["hello"], instruction="Retrieve a passage that answers the question")
     """
     spec = get_backbone(backbone)
+    device = check_device(device)
     align_dir = resolve_alignment(alignment) if alignment is not None else None
     align_cfg = EmbedderConfig.load(align_dir) if align_dir is not None else None
     model_ref = model or (align_cfg.model_id if align_cfg else None) or spec.default_model
@@ -83,16 +86,20 @@ def load(
 
 def resolve_alignment(ref: str | Path) -> Path:
     """An alignment reference -> a folder with ``alignment.safetensors``."""
-    for resolver in get_plugin_manager().resolvers():
+    resolvers = list(get_plugin_manager().resolvers())
+    for resolver in resolvers:
         found = resolver.resolve(str(ref))
         if found is not None:
             if not (Path(found) / ALIGNMENT_WEIGHTS_NAME).is_file():
                 raise MissingFileError(f"{found} has no {ALIGNMENT_WEIGHTS_NAME}")
+            check_manifest_beside(found)
             return Path(found)
-    raise MissingFileError(
-        f"alignment {str(ref)!r} not found: not a folder, and no installed resolver knows "
-        "it (pip install pe-registry for registry names and Hub repos)"
-    )
+    others = [r.name for r in resolvers if r.name != "folder"]
+    hint = (f"no installed resolver ({', '.join(others)}) knows it: check the name and "
+            "version (`pe list` shows the local registry)" if others
+            else "no installed resolver knows it (pip install pe-registry for registry "
+            "names and Hub repos)")
+    raise MissingFileError(f"alignment {str(ref)!r} not found: not a folder, and {hint}")
 
 
 def find_alignment(prompting: str | None, model: str) -> Path | None:

@@ -10,6 +10,7 @@ from torch import nn
 
 from pe_core.backbones import default_soft_prompt_hook
 from pe_core.config import DEFAULT_TEMPLATE
+from pe_core.encoder import max_positions
 from pe_core.errors import ConfigError
 from pe_core.layout import positions
 
@@ -79,6 +80,7 @@ class PromptingLLM(nn.Module):
         self.tokenizer.padding_side = "left"
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(device)
         mask = enc["attention_mask"]
+        self._check_length(int(mask.shape[1]), num_tokens)
         out = self.model(
             input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions(mask),
             use_cache=True,
@@ -113,6 +115,17 @@ class PromptingLLM(nn.Module):
             )
             logits, cache = out.logits[:, -1], out.past_key_values
         return torch.stack(steps, dim=1)
+
+    def _check_length(self, prompt_tokens: int, num_tokens: int) -> None:
+        # past its positions the Prompting LLM would run for minutes on a long
+        # instruction and read it wrongly, without a word
+        positions = max_positions(self.model)
+        if positions is not None and prompt_tokens + num_tokens > positions:
+            raise ConfigError(
+                f"the instruction is {prompt_tokens} tokens with its template, and the "
+                f"Prompting LLM reads at most {positions - num_tokens} before its "
+                f"{num_tokens} soft tokens: shorten the instruction"
+            )
 
     def soft_tokens(self, pi: torch.Tensor) -> torch.Tensor:
         """``s = pi @ E_P``, shape ``(B, K, d_P)``."""

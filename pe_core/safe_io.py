@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +54,76 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def save_tensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str]) -> Path:
-    """Write atomically: a temp file in the same folder, then rename over ``path``."""
+    """Write atomically (see :func:`atomic_path`)."""
     from safetensors.torch import save_file
 
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata)
+    return Path(path)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp path in ``path``'s folder to write to; renamed over ``path`` when the block
+    ends, removed if it fails, so a reader never sees a half-written file.
+
+    Example::
+
+        with atomic_path("out.npy") as tmp:
+            np.save(tmp, vectors)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # an ordinary file, not mkstemp's private one
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+MANIFEST_NAME = "pe_manifest.json"  # sha256 and size of every file of an artifact
+
+
+def verify_listed_files(root: Path, files: dict[str, Any], where: str) -> None:
+    """Each ``{relpath: {"sha256", "size"}}`` entry present under ``root`` with that size
+    and hash; :class:`MissingFileError` / :class:`CorruptFileError` otherwise."""
+    for rel, entry in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise MissingFileError(
+                f"{path} is missing: the artifact is incomplete; pull or push it again"
+            )
+        # size first: cheap, and catches truncation without reading the file
+        if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+            raise CorruptFileError(
+                f"{path} does not match the sha256 in {where}: the file was changed "
+                "or damaged after it was published; remove the artifact and pull it again"
+            )
+
+
+def check_manifest_beside(folder: str | Path) -> None:
+    """A folder loaded as it is gets the check a registry entry gets: when a
+    ``pe_manifest.json`` sits in it, every file it lists must match its hash.
+
+    Example::
+
+        check_manifest_beside("pulled/pe-align-llama")  # CorruptFileError if damaged
+    """
+    root = Path(folder)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        return
+    try:
+        files = json.loads(path.read_bytes())["files"]
+        listed = {str(rel): {"sha256": str(e["sha256"]), "size": int(e["size"])}
+                  for rel, e in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptFileError(
+            f"{path} is not a readable manifest ({exc!r}): pull or push the artifact again"
+        ) from None
+    if any(Path(rel).is_absolute() or ".." in Path(rel).parts for rel in listed):
+        raise CorruptFileError(f"{path} lists a path outside {root}: do not trust it")
+    verify_listed_files(root, listed, MANIFEST_NAME)

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import CorruptFileError, MissingExtraError, ModelTypeMismatchError
+from pe_core.errors import CorruptFileError, ModelTypeMismatchError
+from pe_core.extras import require_extra as require
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +58,7 @@ def split_hub_ref(ref: str) -> tuple[str, str | None, str] | None:
 
 def require_extra() -> None:
     """Typed error naming the extra when ``gguf`` or ``accelerate`` is missing."""
-    import importlib.util
-
-    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise MissingExtraError(
-            f"loading a GGUF file needs {' and '.join(missing)}: "
-            "pip install 'pe-core[gguf]'"
-        )
+    require("gguf accelerate".split(), "pe-core[gguf]", "loading a GGUF file")
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

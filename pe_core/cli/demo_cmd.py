@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from pe_core.demo import REAL, TOY, DemoSettings, run_demo
+    from pe_core.validate import output_folder
 
+    output_folder(args.out, "--out")
     base = DemoSettings.real() if args.real else DemoSettings()
     given = {name: getattr(args, name) for name in (
         "train_steps", "lora_steps", "align_steps", "lora_lr", "batch_size", "max_length")

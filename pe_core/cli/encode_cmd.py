@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import DataError
+from pe_core import validate
+from pe_core.errors import ConfigError, DataError
+
+OUTPUT_KINDS = ("npy", "jsonl")
 
 
 def add_model_args(p: argparse.ArgumentParser, alignment: bool = True) -> None:
@@ -25,7 +28,8 @@ def add_model_args(p: argparse.ArgumentParser, alignment: bool = True) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("encode", help="embed text lines or JSONL records")
     add_model_args(p)
-    p.add_argument("input", help="text file (one text per line) or .jsonl; '-' for stdin")
+    p.add_argument("input", help="UTF-8 text file (one text per line, blank lines too) or "
+                   ".jsonl; '-' for stdin")
     p.add_argument("--output", "-o", required=True, help="output .npy or .jsonl")
     p.add_argument("--field", default="text", help="JSONL field holding the text")
     p.add_argument("--instruction", help="task instruction (query side)")
@@ -35,16 +39,22 @@ def register(sub: Any) -> None:
 
 
 def read_texts(source: str, field: str) -> list[str]:
-    lines = sys.stdin.read().splitlines() if source == "-" else Path(source).read_text(
-        encoding="utf-8"
-    ).splitlines()
+    """Texts of a UTF-8 file (``-``: stdin): every line of a text file is one text, blank
+    lines included, so output row ``i`` is input line ``i``; a ``.jsonl`` file gives one
+    text per record (blank lines between records are skipped). No text is a
+    :class:`DataError`."""
+    if source == "-":
+        text = validate.decode_text(sys.stdin.buffer.read(), "<stdin>")
+    else:
+        text = validate.read_text_file(source)
+    lines = text.splitlines()
     is_jsonl = source.endswith(".jsonl")
     texts = []
     for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
         if not is_jsonl:
             texts.append(line)
+            continue
+        if not line.strip():
             continue
         try:
             record = json.loads(line)
@@ -53,14 +63,30 @@ def read_texts(source: str, field: str) -> list[str]:
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
             raise DataError(f"{source}:{n}: record has no string field {field!r}")
         texts.append(record[field])
+    if not texts:
+        raise DataError(f"{source} holds no texts: give one text per line (or JSONL records)")
     return texts
+
+
+def output_kind(path: str) -> str:
+    """``npy`` or ``jsonl`` from the output's suffix; the path is checked writable now,
+    before the encode that fills it."""
+    kind = Path(path).suffix.lstrip(".")
+    if kind not in OUTPUT_KINDS:
+        raise ConfigError(f"--output {path}: name a .npy or .jsonl file")
+    validate.output_file(path, "--output")
+    return kind
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     import pe_core
+    from pe_core.safe_io import atomic_path
 
+    kind = output_kind(args.output)
+    validate.batch_size(args.batch_size)
+    validate.max_length(args.max_length)
     texts = read_texts(args.input, args.field)
     model = pe_core.load(
         backbone=args.backbone, model=args.model, prompting=args.prompting,
@@ -70,13 +96,12 @@ def run(args: argparse.Namespace) -> int:
         texts, instruction=args.instruction, batch_size=args.batch_size,
         max_length=args.max_length, show_progress_bar=len(texts) > 256,
     )
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, vectors)
-    else:
-        with out.open("w", encoding="utf-8") as fh:
+    with atomic_path(args.output) as tmp, tmp.open("wb") as fh:
+        if kind == "npy":
+            np.save(fh, vectors)
+        else:
             for text, vec in zip(texts, vectors, strict=True):
-                fh.write(json.dumps({"text": text, "embedding": vec.tolist()}) + "\n")
-    print(f"wrote {len(texts)} x {vectors.shape[1]} embeddings to {out}", file=sys.stderr)
+                fh.write((json.dumps({"text": text, "embedding": vec.tolist()}) + "\n").encode())
+    print(f"wrote {len(texts)} x {vectors.shape[1]} embeddings to {args.output}",
+          file=sys.stderr)
     return 0

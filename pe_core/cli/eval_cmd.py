@@ -30,11 +30,24 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from pe_core import validate
+    from pe_core.errors import DataError
     from pe_core.eval.mteb_env import prepare_mteb
 
     prepare_mteb()  # before anything imports mteb
     import pe_core
     from pe_core.eval.run import WithoutPrompt, evaluate
+    from pe_core.eval.tasks import get_tasks
+
+    # every argument checked before the model loads and the tasks run
+    validate.batch_size(args.batch_size)
+    validate.device(args.device)
+    for task in get_tasks(args.tasks):
+        if args.split not in task.metadata.eval_splits:
+            raise DataError(f"task {task.metadata.name} has no split {args.split!r}: use one "
+                            f"of {', '.join(task.metadata.eval_splits)}")
+    if args.results is not None:
+        validate.output_folder(args.results, "--results")
 
     model = pe_core.load(
         backbone=args.backbone, model=args.model, prompting=args.prompting,

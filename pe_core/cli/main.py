@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pe_core.errors import PEError
 
@@ -20,12 +21,20 @@ CORE_COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line (exit 2), like every other error of ``pe``; sub-command
+    parsers are of the same class, so plugins' commands get it too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     from pe_core.plugins import get_plugin_manager
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pe", description="Turn a decoder LLM into a text embedder (PromptEmbedder)."
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")

@@ -7,11 +7,15 @@ import os
 
 def prepare_mteb() -> None:
     """Set ``MTEB_CACHE`` to ``<pe cache>/mteb`` unless the user chose one. Idempotent.
+    Without the eval extra installed, a :class:`MissingExtraError` says to install it.
 
     Example::
 
         >>> prepare_mteb(); import mteb  # mteb's cache now lives under pe's cache
     """
+    from pe_core.extras import require_extra
+
+    require_extra(["mteb", "datasets"], "pe-core[eval]", "evaluation (pe eval)")
     if "MTEB_CACHE" not in os.environ:
         from pe_core.data.cache import cache_dir
 

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.batching import check_convert_to, encode_batches, length_groups, pad_rows
+from pe_core import validate
+from pe_core.batching import encode_batches, length_groups, pad_rows
+from pe_core.encoder import max_positions
 from pe_core.errors import ConfigError, MissingFileError
 from pe_core.layout import Layout
 from pe_core.pooling import pool
@@ -92,23 +94,24 @@ class LoraEmbedder(nn.Module):
     ) -> np.ndarray | torch.Tensor:
         """Embed ``texts`` (``instruction`` marks them as queries); same conventions as
         :meth:`PromptEmbedder.encode`."""
-        check_convert_to(convert_to)
-        single = isinstance(texts, str)
-        raw: list[str] = [texts] if isinstance(texts, str) else list(texts)
-        items = [self.format_query(t, instruction) for t in raw]
+        limit = max_positions(self.model)
+        args = validate.encode_args(texts, instruction, batch_size, normalize, convert_to,
+                                    show_progress_bar, max_length, limit)
+        items = [self.format_query(t, args.instruction) for t in args.texts]
         was_training = self.training
         self.eval()
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
         batches = encode_batches(
-            self.tokenizer, items, batch_size, max_length or self.max_length,
-            self.spec.padding_side, show_progress_bar,
+            self.tokenizer, items, args.batch_size,
+            validate.text_limit(args.max_length, self.max_length, limit),
+            self.spec.padding_side, args.show_progress_bar,
         )
         for batch in batches:
             pooled = self(batch.input_ids.to(self.device), batch.attention_mask.to(self.device))
             pooled = pooled.float()
-            out[batch.order] = (F.normalize(pooled, dim=-1) if normalize else pooled).cpu()
+            out[batch.order] = (F.normalize(pooled, dim=-1) if args.normalize else pooled).cpu()
         self.train(was_training)
-        result = out[0] if single else out
+        result = out[0] if args.single else out
         return result if convert_to == "torch" else result.numpy()
 
     # -- persistence -----------------------------------------------------------------

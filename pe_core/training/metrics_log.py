@@ -50,10 +50,14 @@ class MetricsLog:
 
 def read_log(path: Path) -> list[dict[str, Any]]:
     """Records of a ``log.jsonl`` (a torn last line from a crash is skipped)."""
+    from pe_core.validate import decode_text
+
     out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in decode_text(Path(path).read_bytes(), str(path)).splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):  # anything else was not written by MetricsLog
+            out.append(record)
     return out

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pe_core.errors import DataError, MissingFileError
+from pe_core.extras import require_extra
 from pe_core.training.metrics_log import LOG_NAME, read_log
+from pe_core.validate import output_file
 
 
 def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
@@ -15,20 +17,22 @@ def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
 
         plot_run("runs/llama")  # -> runs/llama/loss.png
     """
+    require_extra(["matplotlib"], "pe-core[train]", "pe plot")
+    run = Path(run)
+    log = run / LOG_NAME if run.is_dir() else run
+    if not log.is_file():
+        raise MissingFileError(f"{log} not found: is {run} a pe training run?")
+    out = output_file(Path(output) if output else (log.parent / "loss.png"), "plot")
+    records = read_log(log)
+    steps = [r for r in records if "loss" in r and "step" in r]
+    evals = [r for r in records if "dev_score" in r and "step" in r]
+    if not steps:
+        raise DataError(f"{log} holds no loss records yet")
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    run = Path(run)
-    log = run / LOG_NAME if run.is_dir() else run
-    if not log.is_file():
-        raise MissingFileError(f"{log} not found: is {run} a pe training run?")
-    records = read_log(log)
-    steps = [r for r in records if "loss" in r]
-    evals = [r for r in records if "dev_score" in r]
-    if not steps:
-        raise DataError(f"{log} holds no loss records yet")
     fig, ax = plt.subplots(figsize=(7, 4))
     xs, ys = [r["step"] for r in steps], [r["loss"] for r in steps]
     ax.plot(xs, ys, lw=0.8, alpha=0.4 if len(ys) > 20 else 1.0, label="loss")
@@ -47,7 +51,6 @@ def plot_run(run: str | Path, output: str | Path | None = None) -> Path:
         fig.legend(loc="upper right")
     ax.set_title(run.name if run.is_dir() else log.stem)
     fig.tight_layout()
-    out = Path(output) if output else (log.parent / "loss.png")
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

@@ -103,8 +103,11 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from pe_core.errors import ConfigError
     from pe_registry.api import list_artifacts, list_hub
 
+    if args.author and not args.hub:
+        raise ConfigError("--author filters the Hub listing: add --hub")
     rows = list_hub(args.author) if args.hub else list_artifacts()
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -21,10 +21,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pe_core.errors import CorruptFileError, MissingFileError
-from pe_core.safe_io import sha256_file
+from pe_core.safe_io import MANIFEST_NAME, sha256_file, verify_listed_files
 from pe_registry.atomic import write_json_atomic
 
-MANIFEST_NAME = "pe_manifest.json"
 FORMAT = "pe-manifest/1"
 
 
@@ -143,20 +142,10 @@ def verify(
     manifest = manifest or Manifest.load(root)
     names = list(manifest.files) if only is None else list(only)
     for rel in names:
-        entry = manifest.files.get(rel)
-        if entry is None:
+        if rel not in manifest.files:
             raise CorruptFileError(f"{root}: {rel} is not listed in {MANIFEST_NAME}")
-        path = root / safe_relpath(rel)
-        if not path.is_file():
-            raise MissingFileError(
-                f"{path} is missing: the artifact is incomplete; pull or push it again"
-            )
-        # size first: cheap, and catches truncation without reading the file
-        if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
-            raise CorruptFileError(
-                f"{path} does not match the sha256 in {MANIFEST_NAME}: the file was changed "
-                "or damaged after it was published; remove the artifact and pull it again"
-            )
+        safe_relpath(rel)
+    verify_listed_files(root, {rel: manifest.files[rel] for rel in names}, MANIFEST_NAME)
     if only is None:
         extra = sorted(set(list_files(root)) - set(manifest.files))
         if extra:

@@ -68,9 +68,13 @@ def run_export_onnx(args: argparse.Namespace) -> int:
     from pe_core.config import EmbedderConfig
     from pe_core.errors import ConfigError
     from pe_core.loading import resolve_alignment
-    from pe_registry.onnx_export import check_target, export_onnx
+    from pe_core.validate import device
+    from pe_registry.onnx_export import check_target, export_onnx, require_onnx_extra
 
-    check_target(Path(args.out), args.overwrite)  # before minutes of loading, not after
+    # before minutes of loading, not after
+    require_onnx_extra()
+    check_target(Path(args.out), args.overwrite)
+    device(args.device)
     backbone = args.backbone
     if backbone is None:
         if args.alignment is None:

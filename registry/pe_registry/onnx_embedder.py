@@ -34,6 +34,9 @@ PRECISIONS = ("fp32", "int8")
 
 def import_onnxruntime() -> Any:
     """Import onnxruntime with its telemetry off (it writes under the user cache)."""
+    from pe_core.extras import require_extra
+
+    require_extra(["onnxruntime"], "pe-registry[onnx]", "running an ONNX graph")
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime
 
@@ -184,30 +187,31 @@ class OnnxEmbedder:
 
             model.encode(["what is pe?", "a document"], batch_size=32)
         """
-        from pe_core.batching import check_convert_to, encode_batches
+        from pe_core import validate
+        from pe_core.batching import encode_batches
 
-        check_convert_to(convert_to)
-        if instruction is not None and instruction != self.instruction:
+        args = validate.encode_args(texts, instruction, batch_size, normalize, convert_to,
+                                    show_progress_bar, max_length)
+        if args.instruction is not None and args.instruction != self.instruction:
             raise ConfigError(
                 f"this ONNX graph has the instruction {self.instruction!r} baked in, not "
-                f"{instruction!r}: export one graph per instruction "
+                f"{args.instruction!r}: export one graph per instruction "
                 "(pe export onnx --instruction ...)"
             )
-        if not normalize:
+        if not args.normalize:
             raise ConfigError(
                 "the exported graph outputs normalised embeddings; normalize=False needs "
                 "the torch embedder"
             )
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
-        out = np.empty((len(items), self.dim), dtype=np.float32)
+        out = np.empty((len(args.texts), self.dim), dtype=np.float32)
         batches = encode_batches(
-            self.tokenizer, items, batch_size, max_length or self.config.max_length,
-            self.padding_side, show_progress_bar,
+            self.tokenizer, args.texts, args.batch_size,
+            validate.text_limit(args.max_length, self.config.max_length, None),
+            self.padding_side, args.show_progress_bar,
         )
         for batch in batches:
             out[batch.order] = self.run(batch.input_ids.numpy(), batch.attention_mask.numpy())
-        result = out[0] if single else out
+        result = out[0] if args.single else out
         if convert_to == "torch":
             import torch
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from pe_core.config import CONFIG_NAME
 from pe_core.errors import ConfigError, DimensionMismatchError, ExportError
+from pe_core.validate import output_folder
 from pe_registry.onnx_embedder import INPUT_NAMES, ONNX_KEY, OUTPUT_NAME, make_session
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def export_onnx(
 
         export_onnx(model, "Represent the text for retrieval", "onnx/")
     """
+    require_onnx_extra()
     import torch
 
     from pe_registry.onnx_graph import EmbeddingGraph
@@ -179,12 +181,20 @@ def check_dimensions(embedder: Any) -> None:
         )
 
 
+def require_onnx_extra() -> None:
+    """The packages an export needs (torch's dynamo exporter writes through onnxscript)."""
+    from pe_core.extras import require_extra
+
+    require_extra(["onnx", "onnxscript", "onnxruntime"], "pe-registry[onnx]", "ONNX export")
+
+
 def check_target(out_dir: Path, overwrite: bool) -> None:
     """Refuse a file, or a non-empty folder unless ``overwrite``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir} is not empty: choose a new folder or pass --overwrite")
+    output_folder(out_dir, "export folder")  # under a file, or not writable
 
 
 def _export(graph: Any, tokenizer: Any, path: Path, opset: int, device: Any) -> None:

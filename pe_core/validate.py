@@ -1,0 +1,278 @@
+"""One check per user-given quantity, shared by every entry point (``encode`` of each
+embedder, the CLI, training): the same wrong value fails the same way everywhere, with
+a typed error that says what to pass instead, before any work starts.
+
+Example::
+
+    from pe_core import validate
+    validate.batch_size(32)          # 32
+    validate.batch_size("8")         # ArgumentTypeError: batch_size must be an integer ...
+    validate.learning_rate(float("nan"), "lr")   # ConfigError
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pe_core.errors import ArgumentTypeError, ConfigError, DataError, MissingFileError, PathError
+
+CONVERT_TO = ("numpy", "torch")
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass, but True as a batch size is a mistake, not a 1
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def integer(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int`` of at least ``minimum`` (no bools, floats or strings).
+
+    Example::
+
+        integer(3, "steps")  # 3
+    """
+    if not _is_int(value):
+        raise ArgumentTypeError(
+            f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}"
+        )
+    if int(value) < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def batch_size(value: Any) -> int:
+    """Texts per batch: an integer >= 1."""
+    return integer(value, "batch_size")
+
+
+def max_length(value: Any, limit: int | None = None, what: str = "the backbone") -> int | None:
+    """Tokens per text: None (the model's default) or an integer >= 1 and at most
+    ``limit``, the positions ``what`` has room for (texts longer than ``max_length``
+    are truncated with a warning; a ``max_length`` the model cannot read is an error).
+
+    Example::
+
+        max_length(128, limit=507)  # 128
+    """
+    if value is None:
+        return None
+    n = integer(value, "max_length")
+    if limit is not None and n > limit:
+        raise ConfigError(
+            f"max_length={n} is more than {what} can read ({limit} text tokens): pass "
+            f"max_length <= {limit}"
+        )
+    return n
+
+
+def learning_rate(value: Any, name: str = "lr") -> float:
+    """A finite float > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a number > 0, got {type(value).__name__} "
+                                f"{value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def flag(value: Any, name: str) -> bool:
+    """A bool (``normalize="no"`` is a mistake, not True)."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise ArgumentTypeError(f"{name} must be True or False, got {type(value).__name__} "
+                                f"{value!r}")
+    return bool(value)
+
+
+def optional_flag(value: Any, name: str) -> bool | None:
+    return None if value is None else flag(value, name)
+
+
+def convert_to(value: Any) -> str:
+    if not isinstance(value, str) or value not in CONVERT_TO:
+        raise ConfigError(f"convert_to must be 'numpy' or 'torch', got {value!r}")
+    return value
+
+
+def instruction(value: Any) -> str | None:
+    """None (the model's default) or one string: a list would embed its repr."""
+    if value is not None and not isinstance(value, str):
+        raise ArgumentTypeError(
+            f"instruction must be a string or None, got {type(value).__name__} {value!r:.60}; "
+            "encode texts with different instructions in separate calls"
+        )
+    return value
+
+
+def texts(value: Any) -> tuple[list[str], bool]:
+    """``(texts, single)``: one string is one text (``single``); otherwise a list, tuple
+    or other ordered iterable of strings. Mappings, bytes and nested lists are refused:
+    they would embed keys, a repr, or be read as pre-tokenised input.
+
+    Example::
+
+        texts("hello")          # (["hello"], True)
+        texts(["a", "b"])       # (["a", "b"], False)
+    """
+    if isinstance(value, str):
+        return [value], True
+    if value is None or isinstance(value, bytes | bytearray | Mapping | set | frozenset) or (
+        not isinstance(value, Iterable)
+    ):
+        raise ArgumentTypeError(
+            f"texts must be a string or a list of strings, got {type(value).__name__}"
+            + ("" if value is None else f" {value!r:.60}")
+        )
+    items = list(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ArgumentTypeError(
+                f"texts[{i}] is {type(item).__name__} {item!r:.60}, not a string: pass "
+                "text (decode bytes, str() numbers, join pre-tokenised words)"
+            )
+    return items, False
+
+
+@dataclass(frozen=True)
+class EncodeArgs:
+    """The arguments of ``encode`` after checking (same for every embedder)."""
+
+    texts: list[str]
+    single: bool
+    instruction: str | None
+    batch_size: int
+    normalize: bool
+    convert_to: str
+    show_progress_bar: bool | None
+    max_length: int | None
+
+
+def encode_args(
+    texts_: Any, instruction_: Any, batch_size_: Any, normalize: Any, convert_to_: Any,
+    show_progress_bar: Any, max_length_: Any, limit: int | None = None,
+) -> EncodeArgs:
+    """Check every argument of ``encode`` at once, before any model runs; ``limit`` is
+    the number of text tokens the model's positions have room for."""
+    items, single = texts(texts_)
+    return EncodeArgs(
+        items, single, instruction(instruction_), batch_size(batch_size_),
+        flag(normalize, "normalize"), convert_to(convert_to_),
+        optional_flag(show_progress_bar, "show_progress_bar"), max_length(max_length_, limit),
+    )
+
+
+def text_limit(requested: int | None, default: int, limit: int | None) -> int:
+    """Tokens a text may keep: ``requested`` (already checked against ``limit``), else
+    the config's ``default`` lowered to ``limit``, so a default never reads past the
+    model's positions (texts cut there get the truncation warning)."""
+    if requested is not None:
+        return requested
+    return default if limit is None else max(1, min(default, limit))
+
+
+_DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu)(:\d+)?)$")
+
+
+def device(value: Any) -> str | None:
+    """None (CUDA if available, else CPU) or a device this machine has: ``cpu``,
+    ``cuda``, ``cuda:N`` (N below the number of GPUs), ``mps``.
+
+    Example::
+
+        device("cpu")  # "cpu"
+    """
+    if value is None:
+        return None
+    if type(value).__name__ == "device" and type(value).__module__ == "torch":
+        value = str(value)
+    if not isinstance(value, str) or not _DEVICE.match(value):
+        raise ConfigError(f"unknown device {value!r}: use cpu, cuda, cuda:N or mps")
+    import torch
+
+    kind, _, index = value.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {value!r}: this machine has no CUDA GPU; use cpu")
+        if index and int(index) >= count:
+            raise ConfigError(
+                f"device {value!r}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                f"cuda:{count - 1}"
+            )
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' is not available on this machine; use cpu")
+    return value
+
+
+# -- paths ------------------------------------------------------------------------------
+def input_file(path: str | Path, what: str = "input") -> Path:
+    """An existing, readable regular file."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{what} file {path} does not exist: check the path")
+    if path.is_dir():
+        raise PathError(f"{what} {path} is a folder, not a file: name a file inside it")
+    if not os.access(path, os.R_OK):
+        raise PathError(f"{what} file {path} is not readable: check its permissions")
+    return path
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """UTF-8 text from ``data``; binary data or another encoding is a :class:`DataError`
+    naming the line."""
+    if b"\x00" in data:
+        raise DataError(f"{where} is a binary file, not text: pass a UTF-8 text or JSONL file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{where}:{line} is not UTF-8 (byte {data[exc.start]:#04x}): convert the file, "
+            f"e.g. iconv -f latin1 -t utf-8 {where}"
+        ) from None
+
+
+def read_text_file(path: str | Path, what: str = "input") -> str:
+    """The UTF-8 text of an input file, checked by :func:`input_file`."""
+    path = input_file(path, what)
+    return decode_text(path.read_bytes(), str(path))
+
+
+def output_file(path: str | Path, what: str = "output") -> Path:
+    """A path a file can be written to, checked before the work that fills it: not a
+    folder, no regular file among its parents, and the nearest existing parent writable.
+    Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise PathError(f"{what} {path} is a folder: name a file, e.g. {path / 'out'}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PathError(
+            f"{what} {path} cannot be created: {parent} is a file, not a folder; "
+            "choose another path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path,
+                                                                                     os.W_OK)):
+        raise PathError(f"{what} {path} is not writable here ({parent}): choose another path")
+    return path
+
+
+def output_folder(path: str | Path, what: str = "output folder") -> Path:
+    """A folder that exists or can be created, and is writable; creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PathError(f"{what} {path} is a file, not a folder: choose another path")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PathError(f"{what} {path} is not writable: choose another path")
+        return path
+    output_file(path, what)
+    return path
