@@ -34,5 +34,23 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
+def hash_split(key: str, dev_percent: int, test_percent: int) -> str:
+    """``"train"``, ``"dev"`` or ``"test"`` for ``key``: a stable hash, so it never moves.
+
+    Everything that shares a key shares a split, which is how texts are kept out of two.
+
+    Example::
+
+        >>> hash_split("a key", dev_percent=0, test_percent=0)
+        'train'
+    """
+    bucket = stable_hash("split:" + dedupe_key(key)) % 100
+    if bucket < test_percent:
+        return "test"
+    if bucket < test_percent + dev_percent:
+        return "dev"
+    return "train"
+
+
 def word_count(text: str) -> int:
     return len(text.split())
