@@ -193,7 +193,6 @@ def test_wordnet_retrieval_data_shares_documents(wordnet):
 def test_mteb_evaluate_full_tasks_with_bag_of_words():
     """Both tasks at their real sizes, scored by a deterministic hashed bag of words."""
     import mteb
-
     from test_eval_tasks import HashedBagOfWords
 
     from pe_core.data.lee import LEE_INSTRUCTION

@@ -198,9 +198,8 @@ def write_cached_pairs(path: Path, pairs: list[Pair], **meta: object) -> None:
         >>> read_cached_pairs(cache_dir() / "p.json")[0].query
         'q a b'
     """
-    write_json_atomic(
-        path, {**meta, "fingerprint": corpus_fingerprint(pairs), "pairs": [asdict(p) for p in pairs]}
-    )
+    rows = [asdict(p) for p in pairs]
+    write_json_atomic(path, {**meta, "fingerprint": corpus_fingerprint(pairs), "pairs": rows})
 
 
 def load_corpus(settings: CorpusSettings | None = None, *, rebuild: bool = False) -> list[Pair]:

@@ -130,13 +130,12 @@ def read_packaged(data: PackagedData) -> dict[str, bytes]:
         >>> sorted(read_packaged(LEE_DATA))  # doctest: +SKIP
         ['gensim/test/test_data/lee.cor', 'gensim/test/test_data/similarities0-1.txt']
     """
-    candidates = [("the installed distribution", lambda: _from_installed(data))]
-    candidates += [(str(a), lambda a=a: _from_archive(data, a)) for a in _archives(data)]
     mismatched = []
-    for where, read in candidates:
-        found = read()
+    for archive in [None, *_archives(data)]:
+        found = _from_installed(data) if archive is None else _from_archive(data, archive)
         if found is None:
             continue
+        where = "the installed distribution" if archive is None else str(archive)
         bad = [name for name, blob in found.items() if _sha256(blob) != data.files[name]]
         if not bad:
             return found

@@ -36,7 +36,6 @@ from mteb.types import PromptType  # noqa: E402
 from pe_core.data.corpus import CORPUS_VERSION, DOC_INSTRUCTION, Pair, load_pairs  # noqa: E402
 from pe_core.data.lee import LEE_DATA, LEE_INSTRUCTION, load_lee  # noqa: E402
 from pe_core.data.wordnet import (  # noqa: E402
-    WORDNET_DATA,
     WORDNET_INSTRUCTION,
     WORDNET_VERSION,
     load_wordnet_pairs,
