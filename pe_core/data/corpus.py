@@ -22,7 +22,15 @@ from pathlib import Path
 from pe_core.data.cache import cache_dir, write_json_atomic
 from pe_core.data.manpages import MAN_ROOTS, iter_man_pairs
 from pe_core.data.stdlib_docs import iter_stdlib_pairs, stdlib_root
-from pe_core.data.text import dedupe_key, hash_split, squash, stable_hash, truncate, word_count
+from pe_core.data.text import (
+    check_split_percents,
+    dedupe_key,
+    hash_split,
+    squash,
+    stable_hash,
+    truncate,
+    word_count,
+)
 from pe_core.errors import DataError
 
 CORPUS_VERSION = 1
@@ -73,8 +81,7 @@ class CorpusSettings:
     test_percent: int = 10
 
     def __post_init__(self) -> None:
-        if not 0 <= self.dev_percent + self.test_percent < 100:
-            raise DataError("dev_percent + test_percent must be in [0, 100)")
+        check_split_percents(self.dev_percent, self.test_percent)
         if self.min_query_words < 1 or self.min_document_words < 1:
             raise DataError("minimum word counts must be at least 1")
 

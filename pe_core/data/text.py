@@ -34,6 +34,14 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
+def check_split_percents(dev_percent: int, test_percent: int) -> None:
+    """Raise :class:`~pe_core.errors.DataError` unless dev + test leave a train split."""
+    if not 0 <= dev_percent + test_percent < 100:
+        from pe_core.errors import DataError
+
+        raise DataError("dev_percent + test_percent must be in [0, 100)")
+
+
 def hash_split(key: str, dev_percent: int, test_percent: int) -> str:
     """``"train"``, ``"dev"`` or ``"test"`` for ``key``: a stable hash, so it never moves.
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from pe_core.data.cache import cache_dir
 from pe_core.data.corpus import SPLITS, Pair, read_cached_pairs, write_cached_pairs
 from pe_core.data.packaged import PackagedData, read_packaged
-from pe_core.data.text import dedupe_key, hash_split, squash, word_count
+from pe_core.data.text import check_split_percents, dedupe_key, hash_split, squash, word_count
 from pe_core.errors import DataError
 
 WORDNET_VERSION = 1
@@ -66,8 +66,7 @@ class WordNetSettings:
     test_percent: int = 1
 
     def __post_init__(self) -> None:
-        if not 0 <= self.dev_percent + self.test_percent < 100:
-            raise DataError("dev_percent + test_percent must be in [0, 100)")
+        check_split_percents(self.dev_percent, self.test_percent)
         if self.min_gloss_words < 1:
             raise DataError("min_gloss_words must be at least 1")
 

