@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from pe_core.errors import DataError
+
 _WS = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s.,;:!?]+$")
 
@@ -37,8 +39,6 @@ def stable_hash(text: str) -> int:
 def check_split_percents(dev_percent: int, test_percent: int) -> None:
     """Raise :class:`~pe_core.errors.DataError` unless dev + test leave a train split."""
     if not 0 <= dev_percent + test_percent < 100:
-        from pe_core.errors import DataError
-
         raise DataError("dev_percent + test_percent must be in [0, 100)")
 
 
