@@ -19,10 +19,18 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pe_core.data.cache import cache_dir
+from pe_core.data.cache import cache_dir, write_json_atomic
 from pe_core.data.manpages import MAN_ROOTS, iter_man_pairs
 from pe_core.data.stdlib_docs import iter_stdlib_pairs, stdlib_root
-from pe_core.data.text import dedupe_key, squash, stable_hash, truncate, word_count
+from pe_core.data.text import (
+    check_split_percents,
+    dedupe_key,
+    hash_split,
+    squash,
+    stable_hash,
+    truncate,
+    word_count,
+)
 from pe_core.errors import DataError
 
 CORPUS_VERSION = 1
@@ -73,20 +81,14 @@ class CorpusSettings:
     test_percent: int = 10
 
     def __post_init__(self) -> None:
-        if not 0 <= self.dev_percent + self.test_percent < 100:
-            raise DataError("dev_percent + test_percent must be in [0, 100)")
+        check_split_percents(self.dev_percent, self.test_percent)
         if self.min_query_words < 1 or self.min_document_words < 1:
             raise DataError("minimum word counts must be at least 1")
 
 
 def split_of(query: str, settings: CorpusSettings) -> str:
     """The split a query falls in: a stable hash of its dedupe key, so it never moves."""
-    bucket = stable_hash("split:" + dedupe_key(query)) % 100
-    if bucket < settings.test_percent:
-        return "test"
-    if bucket < settings.test_percent + settings.dev_percent:
-        return "dev"
-    return "train"
+    return hash_split(query, settings.dev_percent, settings.test_percent)
 
 
 def _clean(query: str, document: str, settings: CorpusSettings) -> tuple[str, str] | None:
@@ -182,16 +184,29 @@ def _built(settings: CorpusSettings) -> tuple[Pair, ...]:
     return tuple(build_pairs(settings))
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+def read_cached_pairs(path: Path) -> list[Pair] | None:
+    """The pairs cached at ``path``, or None when it is missing, corrupt or foreign."""
+    if not path.is_file():
+        return None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        pairs = [Pair(**row) for row in payload["pairs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # rebuilt and overwritten by the caller
+    return pairs if payload.get("fingerprint") == corpus_fingerprint(pairs) else None
+
+
+def write_cached_pairs(path: Path, pairs: list[Pair], **meta: object) -> None:
+    """Cache ``pairs`` at ``path`` with their fingerprint and ``meta`` (atomically).
+
+    Example::
+
+        >>> write_cached_pairs(cache_dir() / "p.json", [Pair("q a b", "d", "s")], version=1)
+        >>> read_cached_pairs(cache_dir() / "p.json")[0].query
+        'q a b'
+    """
+    rows = [asdict(p) for p in pairs]
+    write_json_atomic(path, {**meta, "fingerprint": corpus_fingerprint(pairs), "pairs": rows})
 
 
 def load_corpus(settings: CorpusSettings | None = None, *, rebuild: bool = False) -> list[Pair]:
@@ -205,14 +220,10 @@ def load_corpus(settings: CorpusSettings | None = None, *, rebuild: bool = False
     """
     settings = settings or CorpusSettings()
     path = corpus_path(settings)
-    if not rebuild and path.is_file():
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-            pairs = [Pair(**row) for row in payload["pairs"]]
-            if payload.get("fingerprint") == corpus_fingerprint(pairs):
-                return pairs
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # corrupt or foreign cache file: rebuild and overwrite it
+    if not rebuild:
+        cached = read_cached_pairs(path)
+        if cached is not None:
+            return cached
     if rebuild:
         _built.cache_clear()
     pairs = list(_built(settings))
@@ -225,16 +236,13 @@ def load_corpus(settings: CorpusSettings | None = None, *, rebuild: bool = False
     for p in pairs:
         kind = p.source.split(":", 1)[0]
         sources[kind] = sources.get(kind, 0) + 1
-    _write_json_atomic(
+    write_cached_pairs(
         path,
-        {
-            "version": CORPUS_VERSION,
-            "settings": asdict(settings),
-            "python": sys.version,
-            "sources": sources,
-            "fingerprint": corpus_fingerprint(pairs),
-            "pairs": [asdict(p) for p in pairs],
-        },
+        pairs,
+        version=CORPUS_VERSION,
+        settings=asdict(settings),
+        python=sys.version,
+        sources=sources,
     )
     return pairs
 

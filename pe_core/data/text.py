@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from pe_core.errors import DataError
+
 _WS = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s.,;:!?]+$")
 
@@ -32,6 +34,30 @@ def dedupe_key(text: str) -> str:
 def stable_hash(text: str) -> int:
     """A hash that is the same in every process and on every machine (unlike ``hash``)."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def check_split_percents(dev_percent: int, test_percent: int) -> None:
+    """Raise :class:`~pe_core.errors.DataError` unless dev + test leave a train split."""
+    if not 0 <= dev_percent + test_percent < 100:
+        raise DataError("dev_percent + test_percent must be in [0, 100)")
+
+
+def hash_split(key: str, dev_percent: int, test_percent: int) -> str:
+    """``"train"``, ``"dev"`` or ``"test"`` for ``key``: a stable hash, so it never moves.
+
+    Everything that shares a key shares a split, which is how texts are kept out of two.
+
+    Example::
+
+        >>> hash_split("a key", dev_percent=0, test_percent=0)
+        'train'
+    """
+    bucket = stable_hash("split:" + dedupe_key(key)) % 100
+    if bucket < test_percent:
+        return "test"
+    if bucket < test_percent + dev_percent:
+        return "dev"
+    return "train"
 
 
 def word_count(text: str) -> int:

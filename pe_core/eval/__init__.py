@@ -18,6 +18,9 @@ from typing import Any
 _LAZY = {
     "get_tasks": "pe_core.eval.tasks",
     "LOCAL_TASKS": "pe_core.eval.tasks",
+    "REAL_TASKS": "pe_core.eval.tasks",
+    "PELeeSTS": "pe_core.eval.tasks",
+    "PEWordNetRetrieval": "pe_core.eval.tasks",
     "PELocalDocstringRetrieval": "pe_core.eval.tasks",
     "PELocalDocstringPairClassification": "pe_core.eval.tasks",
     "MTEBEncoder": "pe_core.eval.mteb_encoder",
@@ -26,6 +29,7 @@ _LAZY = {
     "bm25_baseline": "pe_core.eval.bm25",
     "instruction_for": "pe_core.eval.instructions",
     "LOCAL_TASK_NAMES": "pe_core.eval.names",
+    "REAL_TASK_NAMES": "pe_core.eval.names",
 }
 
 __all__ = sorted(_LAZY)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from pe_core.data.corpus import DOC_INSTRUCTION
+from pe_core.data.lee import LEE_INSTRUCTION
+from pe_core.data.wordnet import WORDNET_INSTRUCTION
 
 #: Defaults by MTEB task type.
 TYPE_INSTRUCTIONS: dict[str, str] = {
@@ -29,6 +31,8 @@ FALLBACK_INSTRUCTION = "Represent the text for finding related texts"
 TASK_INSTRUCTIONS: dict[str, str] = {
     "PELocalDocstringRetrieval": DOC_INSTRUCTION,
     "PELocalDocstringPairClassification": DOC_INSTRUCTION,
+    "PELeeSTS": LEE_INSTRUCTION,
+    "PEWordNetRetrieval": WORDNET_INSTRUCTION,
     "NFCorpus": "Given a question, retrieve relevant documents that best answer the question",
     "SciFact": "Given a scientific claim, retrieve documents that support or refute the claim",
     "ArguAna": "Given a claim, find documents that refute the claim",

