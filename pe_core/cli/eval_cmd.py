@@ -10,13 +10,14 @@ from pe_core.cli.encode_cmd import add_model_args
 
 
 def register(sub: Any) -> None:
-    from pe_core.eval.names import LOCAL_TASK_NAMES
+    from pe_core.eval.names import LOCAL_TASK_NAMES, REAL_TASK_NAMES
 
     p = sub.add_parser("eval", help="evaluate with mteb on local or installed tasks")
     add_model_args(p)
     p.add_argument(
         "--tasks", nargs="+", default=list(LOCAL_TASK_NAMES),
-        help=f"task names (local: {', '.join(LOCAL_TASK_NAMES)}; or installed mteb tasks)",
+        help=f"task names (default: {', '.join(LOCAL_TASK_NAMES)}; real text, data from "
+        f"packages: {', '.join(REAL_TASK_NAMES)}; or installed mteb tasks)",
     )
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=int, default=64)
