@@ -65,3 +65,15 @@ class OfflineError(RegistryError, ConnectionError):
 
 class ExportError(PEError, RuntimeError):
     """ONNX export failed or produced a graph that does not match PyTorch."""
+
+
+class RequestError(PEError, ValueError):
+    """A request to ``pe serve`` cannot be answered; ``status`` is its HTTP status and
+    ``type``/``code`` fill OpenAI's error body."""
+
+    def __init__(
+        self, message: str, status: int = 400, type: str = "invalid_request_error",
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.type, self.code = status, type, code
