@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from serving_helpers import embeddings, load_direct, post, texts
 
 from pe_core.testing.server_process import ServerProcess
-from serving_helpers import embeddings, load_direct, post, texts
 
 KEY = "test-key"
 MAX_TOKENS = 48
@@ -210,3 +210,31 @@ def test_one_access_log_line_per_request(server, client):
     assert [m.groups() for m in lines[before:before + 3]] == [
         ("GET /health", "200"), ("POST /v1/embeddings", "401"), ("GET /v1/nothing", "404")]
     assert last.groups() == ("GET /v1/nothing", "404")
+
+
+def test_pe_help_imports_no_server_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pe_core.cli.main import build_parser; build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'fastapi', 'uvicorn', 'starlette', 'prometheus_client'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["serve"], "pass --backbone NAME (torch backend) or --onnx FOLDER"),
+    (["serve", "--backend", "onnx", "--backbone", "llama"], "pass --onnx FOLDER"),
+    (["serve", "--onnx", "x", "--backend", "torch"], "--onnx needs --backend onnx"),
+    (["serve", "--onnx", "x", "--backbone", "llama"], "drop --backbone"),
+    (["serve", "--onnx", "/nonexistent/onnx"], "holds no exported graph"),
+    (["serve", "--backbone", "llama", "--max-inputs", "10", "--max-queue", "5"],
+     "raise --max-queue"),
+    (["serve", "--backbone", "llama", "--max-batch-size", "0"], "max_batch_size must be > 0"),
+])
+def test_serve_cli_refuses_bad_arguments_before_starting(args, message, capsys):
+    from pe_core.cli.main import main
+
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

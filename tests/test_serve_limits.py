@@ -9,9 +9,9 @@ import threading
 import httpx
 import numpy as np
 import pytest
+from serving_helpers import embeddings, load_direct, post, texts
 
 from pe_core.testing.server_process import STOPPED, ServerProcess
-from serving_helpers import embeddings, load_direct, post, texts
 
 ATOL = 1e-6
 

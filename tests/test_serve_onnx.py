@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
+from serving_helpers import embeddings, load_direct, post, texts
 
 from pe_core.testing.server_process import ServerProcess
-from serving_helpers import embeddings, load_direct, post, texts
 
 QUERY = "Retrieve a passage that answers the question"
 ATOL = 1e-6

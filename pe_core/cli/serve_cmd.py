@@ -41,6 +41,8 @@ def register(sub: Any) -> None:
     p.add_argument("--request-timeout", type=float, default=d.request_timeout_s,
                    help="seconds before a request is answered 504")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    p.add_argument("--no-access-log", action="store_true",
+                   help="no line per request (the metrics still count them)")
     p.set_defaults(func=run)
 
 
@@ -68,9 +70,8 @@ def loader(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pe_core.serving.settings import API_KEY_ENV, ServeSettings
-
     from pe_core.serving.server import serve
+    from pe_core.serving.settings import API_KEY_ENV, ServeSettings
 
     try:
         import fastapi  # noqa: F401
@@ -87,5 +88,5 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens, truncate=args.truncate,
         request_timeout_s=args.request_timeout,
     )
-    serve(loader(args), settings, args.log_level)
+    serve(loader(args), settings, args.log_level, access_log=not args.no_access_log)
     return 0

@@ -250,7 +250,7 @@ def create_app(
                 "server with --truncate", status=413, code="input_too_long",
             )
         assert state.batcher is not None
-        future = state.batcher.submit(route, req.input)
+        future = state.batcher.submit(route, req.input, [min(n, limit) for n in counts])
         try:
             vectors = await asyncio.wait_for(future, settings.request_timeout_s)
         except asyncio.TimeoutError:
@@ -262,7 +262,7 @@ def create_app(
         except Exception as exc:  # the encoder failed: the log has the traceback
             raise RequestError(f"encoding failed: {type(exc).__name__}: {exc}", status=500,
                                type="server_error") from exc
-        tokens = sum(min(n, limit) for n in counts)
+        tokens = sum(min(n, limit) for n in counts)  # what encode read
         metrics.inputs.labels(model=model.name).inc(len(req.input))
         metrics.tokens.labels(model=model.name).inc(tokens)
         body = EmbeddingResponse.build(vectors, model.name, tokens, req.encoding_format)

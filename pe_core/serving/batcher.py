@@ -1,10 +1,16 @@
 """Dynamic batching: one bounded queue and one inference thread per model.
 
 Requests are queued as jobs; the worker takes the first, gathers more until they hold
-``max_batch_size`` texts or ``batch_wait_ms`` has passed, and encodes the texts of each
-route (encoder + instruction) in one ``encode`` call, which sorts them by length as it
-does for any caller, so a text's embedding does not depend on what it was batched with
-beyond padding (within 1e-6 of a direct ``encode``). A full queue refuses a job at once.
+``max_batch_size`` texts or ``batch_wait_ms`` has passed (0: whatever is queued now,
+which under load is whatever arrived while the last batch ran), and encodes the texts of
+each route (encoder + instruction) with ``encode``, which sorts them by length as it does
+for any caller; a text's embedding then differs from a direct ``encode`` only by padding
+(within 1e-6). A full queue refuses a job at once.
+
+Requests from many clients mix short queries with long documents, and one padded batch
+would run every text at the longest one's length: the texts are first split into groups
+of similar length (:func:`pe_core.batching.length_groups`, the cheapest split for a
+fixed per-call cost), one ``encode`` call each.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ log = logging.getLogger("pe.serve")
 class Job:
     route: Route
     texts: list[str]
+    lengths: list[int]  # tokens per text, as encode will see them (truncated)
     future: asyncio.Future[Any] = field(repr=False)
 
 
@@ -56,8 +63,9 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def submit(self, route: Route, texts: list[str]) -> asyncio.Future[Any]:
-        """Queue ``texts``; the future resolves to their ``(n, d)`` embeddings. Raises
+    def submit(self, route: Route, texts: list[str], lengths: list[int]) -> asyncio.Future[Any]:
+        """Queue ``texts`` (``lengths``: their token counts); the future resolves to their
+        ``(n, d)`` embeddings. Raises
         :class:`RequestError` 429 when the queue has no room, 503 when closing."""
         if self._closing:
             raise RequestError("the server is shutting down: retry on another replica",
@@ -68,7 +76,7 @@ class Batcher:
                 f"{self.settings.max_queue}): retry later, or start the server with a larger "
                 "--max-queue", status=429, type="rate_limit_error", code="queue_full",
             )
-        job = Job(route, texts, asyncio.get_running_loop().create_future())
+        job = Job(route, texts, lengths, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._queued_texts += len(texts)
         self.metrics.queue_depth.labels(model=self.model).set(self._queued_texts)
@@ -143,7 +151,8 @@ class Batcher:
                 self.metrics.batch_size.labels(model=self.model).observe(len(texts))
                 try:
                     vectors = await loop.run_in_executor(
-                        self._executor, self._encode, group[0].route, texts
+                        self._executor, self._encode, group[0].route, texts,
+                        [n for job in group for n in job.lengths],
                     )
                 except Exception as exc:  # every waiting request gets the failure
                     log.exception("encode failed for %d texts", len(texts))
@@ -158,9 +167,17 @@ class Batcher:
                         job.future.set_result(vectors[start:end])
                     start = end
 
-    def _encode(self, route: Route, texts: list[str]) -> Any:
+    def _encode(self, route: Route, texts: list[str], lengths: list[int]) -> Any:
+        import numpy as np
+
+        from pe_core.batching import length_groups
+
         limit = self.settings.max_tokens or route.max_length
-        return route.encoder.encode(
-            texts, instruction=route.instruction, batch_size=self.settings.max_batch_size,
-            max_length=limit, show_progress_bar=False,
-        )
+        out = np.empty((len(texts), route.encoder.dim), dtype=np.float32)
+        for rows in length_groups(lengths):
+            out[rows] = route.encoder.encode(
+                [texts[i] for i in rows], instruction=route.instruction,
+                batch_size=self.settings.max_batch_size, max_length=limit,
+                show_progress_bar=False,
+            )
+        return out

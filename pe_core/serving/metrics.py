@@ -14,7 +14,8 @@ class Metrics:
     * ``pe_requests_total{path, code}``: every HTTP request by answer code (errors are
       the 4xx/5xx codes);
     * ``pe_request_duration_seconds{path}``: latency histogram;
-    * ``pe_batch_size{model}``: texts per ``encode`` call of the inference worker;
+    * ``pe_batch_size{model}``: texts per batch the inference worker took (requests
+      gathered together; it then encodes them in groups of similar length);
     * ``pe_queue_depth{model}``: texts waiting for the worker;
     * ``pe_inputs_total{model}``, ``pe_prompt_tokens_total{model}``: texts and tokens
       embedded;
@@ -36,7 +37,7 @@ class Metrics:
                                 ["path", "code"], registry=r)
         self.latency = Histogram("pe_request_duration_seconds", "HTTP request latency",
                                  ["path"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("pe_batch_size", "texts per encode call",
+        self.batch_size = Histogram("pe_batch_size", "texts per batch the worker took",
                                     ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("pe_queue_depth", "texts waiting for the inference worker",
                                  ["model"], registry=r)

@@ -16,7 +16,8 @@ class ServeSettings:
 
     * ``max_batch_size``: texts per forward pass (``encode``'s ``batch_size``); the
       batcher gathers requests until they hold this many texts or ``batch_wait_ms``
-      has passed since the first one arrived.
+      has passed since the first one arrived (0: takes what is queued, no waiting;
+      under load that is what arrived during the previous batch).
     * ``batching=False`` encodes every request on its own (the benchmark's baseline).
     * ``max_queue``: texts waiting for the model; a request that does not fit is
       answered 429 at once.
@@ -37,7 +38,7 @@ class ServeSettings:
     model_name: str = "pe"
     api_key: str | None = None
     max_batch_size: int = 32
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
     batching: bool = True
     max_queue: int = 2048
     max_inputs: int = 512
