@@ -71,8 +71,15 @@ def workload(n: int) -> list[str]:
     return [texts[i % len(texts)] for i in range(n)]
 
 
-def direct_encode(args: argparse.Namespace, texts: list[str]) -> dict[str, float]:
-    """texts/s of ``encode`` in this process at the server's batch size and at 1."""
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def direct_encode(args: argparse.Namespace, texts: list[str]) -> dict[str, tuple[float, float]]:
+    """(texts/s, CPU ms per text) of ``encode`` in this process at the server's batch
+    size and at 1."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -91,9 +98,10 @@ def direct_encode(args: argparse.Namespace, texts: list[str]) -> dict[str, float
         model.encode(texts[:64], batch_size=args.max_batch_size)  # warm-up
         out = {}
         for batch in (args.max_batch_size, 1):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             model.encode(texts, batch_size=batch, show_progress_bar=False)
-            out[f"batch {batch}"] = len(texts) / (time.perf_counter() - start)
+            out[f"batch {batch}"] = (len(texts) / (time.perf_counter() - start),
+                                     1000 * (time.process_time() - cpu) / len(texts))
     return out
 
 
@@ -104,10 +112,11 @@ async def drive(url: str, texts: list[str], concurrency: int, requests: int,
 
     latencies: list[float] = []
     next_request = 0
+    last = 0
 
     async def client(c: httpx.AsyncClient) -> None:
         nonlocal next_request
-        while next_request < requests:
+        while next_request < last:
             i = next_request
             next_request += 1
             body = {"model": "pe", "input": [texts[(i * per_request + k) % len(texts)]
@@ -120,9 +129,10 @@ async def drive(url: str, texts: list[str], concurrency: int, requests: int,
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=600, limits=limits) as c:
-        await asyncio.gather(*(client(c) for _ in range(min(4, concurrency))))  # warm-up
+        last = 2 * concurrency  # warm-up: open the connections
+        await asyncio.gather(*(client(c) for _ in range(concurrency)))
         latencies.clear()
-        next_request = 0
+        next_request, last = 0, requests
         start = time.perf_counter()
         await asyncio.gather(*(client(c) for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
@@ -147,12 +157,16 @@ def serve_rows(args: argparse.Namespace, texts: list[str]) -> list[dict[str, Any
             flags.append("--no-batching")
         with ServerProcess(model_args(args) + flags, env=env) as server:
             for c in args.concurrency:
+                cpu = process_cpu_s(server.proc.pid)
                 tps, lat = asyncio.run(drive(server.url, texts, c, args.requests,
                                              args.texts_per_request))
+                cpu = process_cpu_s(server.proc.pid) - cpu  # includes the warm-up
+                n = (args.requests + 2 * c) * args.texts_per_request
                 rows.append({"mode": "dynamic batching" if batching else "no batching",
                              "concurrency": c, "texts/s": tps,
                              "p50 ms": 1000 * statistics.median(lat),
-                             "p99 ms": 1000 * percentile(lat, 99)})
+                             "p99 ms": 1000 * percentile(lat, 99),
+                             "cpu ms/text": 1000 * cpu / n})
                 print(rows[-1], file=sys.stderr)
     return rows
 
@@ -162,17 +176,20 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]], direct: dict[str
     lines = [
         f"`pe serve {what}`, {args.texts_per_request} text(s) per request, "
         f"{args.requests} requests per level, max batch {args.max_batch_size}, "
-        f"batch wait {args.batch_wait_ms:g} ms, {args.threads} thread(s); direct encode: "
-        + ", ".join(f"{k} {v:.0f} texts/s" for k, v in direct.items()),
+        f"batch wait {args.batch_wait_ms:g} ms, {args.threads} thread(s)",
         "",
-        "| mode | clients | texts/s | p50 ms | p99 ms | vs direct encode (batch "
-        f"{args.max_batch_size}) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| mode | clients | texts/s | p50 ms | p99 ms | texts/s vs direct (batch "
+        f"{args.max_batch_size}) | server CPU ms/text |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    best = direct[f"batch {args.max_batch_size}"]
+    for name, (tps, cpu) in direct.items():
+        lines.append(f"| direct `encode`, {name} | – | {tps:.0f} | | | "
+                     f"{tps / direct[f'batch {args.max_batch_size}'][0]:.2f}x | {cpu:.1f} |")
+    best = direct[f"batch {args.max_batch_size}"][0]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['concurrency']} | {r['texts/s']:.0f} | "
-                     f"{r['p50 ms']:.1f} | {r['p99 ms']:.1f} | {r['texts/s'] / best:.2f}x |")
+                     f"{r['p50 ms']:.1f} | {r['p99 ms']:.1f} | {r['texts/s'] / best:.2f}x | "
+                     f"{r['cpu ms/text']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

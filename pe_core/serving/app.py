@@ -178,7 +178,7 @@ def create_app(
             message += " (endpoints: POST /v1/embeddings, GET /v1/models, /health, /metrics)"
         return error_response(RequestError(message, status=exc.status_code))
 
-    def authorize(request: Request) -> None:
+    async def authorize(request: Request) -> None:  # async: a sync one runs in a thread
         if settings.api_key is None:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")

@@ -14,6 +14,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from pe_core.serving.settings import API_KEY_ENV
+
 READY = re.compile(r"pe serve: model '(?P<name>[^']+)' ready")
 LISTENING = re.compile(r"pe serve: listening on (?P<url>http://\S+)")
 FAILED = re.compile(r"pe serve: could not load|pe: error:")
@@ -34,7 +36,9 @@ class ServerProcess:
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.args = ["serve", "--host", "127.0.0.1", "--port", "0", *args]
-        self.env = {**os.environ, **(env or {})}
+        # a key set in the caller's shell must not turn on auth behind a test's back
+        inherited = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+        self.env = {**inherited, **(env or {})}
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
