@@ -31,7 +31,7 @@ def direct():
 def server():
     with ServerProcess(["--backbone", "llama", "--api-key", KEY, "--max-inputs", "64",
                         "--max-tokens", str(MAX_TOKENS), "--max-batch-size", "16",
-                        "--batch-wait-ms", "5"]) as proc:
+                        "--batch-wait-ms", "5", "--max-body-mb", "1"]) as proc:
         yield proc
 
 
@@ -129,6 +129,8 @@ BAD = [  # (id, body, key, status, code)
     ("wrong-dimensions", {"model": "pe", "input": ["a"], "dimensions": 8}, KEY, 422, None),
     ("too-many-inputs", {"model": "pe", "input": ["a"] * 65}, KEY, 413, "too_many_inputs"),
     ("over-long-input", {"model": "pe", "input": ["a", LONG]}, KEY, 413, "input_too_long"),
+    ("body-too-large", {"model": "pe", "input": ["a" * (2**20 + 10)]}, KEY, 413,
+     "body_too_large"),
     ("unknown-model", {"model": "gpt-4", "input": ["a"]}, KEY, 404, "model_not_found"),
     ("wrong-key", {"model": "pe", "input": ["a"]}, "nope", 401, "invalid_api_key"),
     ("no-key", {"model": "pe", "input": ["a"]}, None, 401, "invalid_api_key"),

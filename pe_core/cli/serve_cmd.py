@@ -38,6 +38,8 @@ def register(sub: Any) -> None:
                    help="tokens per text (default: the model's max_length)")
     p.add_argument("--truncate", action="store_true",
                    help="truncate longer texts instead of answering 413")
+    p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20,
+                   help="request body size at most (413 above)")
     p.add_argument("--request-timeout", type=float, default=d.request_timeout_s,
                    help="seconds before a request is answered 504")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
         batching=not args.no_batching, max_queue=args.max_queue, max_inputs=args.max_inputs,
         max_tokens=args.max_tokens, truncate=args.truncate,
+        max_body_bytes=int(args.max_body_mb * 2**20),
         request_timeout_s=args.request_timeout,
     )
     serve(loader(args), settings, args.log_level, access_log=not args.no_access_log)

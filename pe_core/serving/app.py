@@ -45,6 +45,29 @@ def error_response(exc: RequestError, headers: dict[str, str] | None = None) -> 
     return JSONResponse(body.model_dump(), status_code=exc.status, headers=headers)
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes ``limit`` bytes, so a huge upload is
+    never held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise body_too_large(int(declared), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def body_too_large(size: int, limit: int) -> RequestError:
+    return RequestError(
+        f"the request body has more than {limit} bytes ({size} so far): split the inputs "
+        "over several requests, or start the server with a larger --max-body-mb",
+        status=413, code="body_too_large",
+    )
+
+
 def invalid_body(exc: ValidationError) -> RequestError:
     """400 for a body that is not JSON, 422 naming each field that is wrong."""
     errors = exc.errors()
@@ -224,7 +247,8 @@ def create_app(
     async def embeddings(request: Request) -> Response:
         # the body is parsed here, whatever its Content-Type (curl -d sends a form type)
         try:
-            req = EmbeddingRequest.model_validate_json(await request.body())
+            req = EmbeddingRequest.model_validate_json(
+                await read_body(request, settings.max_body_bytes))
         except ValidationError as exc:
             raise invalid_body(exc) from None
         model = state.served(req.model)

@@ -25,6 +25,7 @@ class ServeSettings:
       special tokens included (None: the model's ``max_length``); a longer text is
       answered 413, or truncated with ``truncate=True`` (the response then carries an
       ``X-PE-Truncated`` header with the number of texts cut).
+    * ``max_body_bytes``: a larger request body is answered 413 before it is parsed.
     * ``request_timeout_s``: a request not answered by then gets 504.
     * ``api_key``: if set, ``/v1/*`` requires ``Authorization: Bearer <key>``.
 
@@ -44,12 +45,14 @@ class ServeSettings:
     max_inputs: int = 512
     max_tokens: int | None = None
     truncate: bool = False
+    max_body_bytes: int = 64 * 2**20
     request_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         positive = {
             "max_batch_size": self.max_batch_size, "max_queue": self.max_queue,
             "max_inputs": self.max_inputs, "request_timeout_s": self.request_timeout_s,
+            "max_body_bytes": self.max_body_bytes,
         }
         for name, value in positive.items():
             if value <= 0:
