@@ -171,12 +171,15 @@ def serve_rows(args: argparse.Namespace, texts: list[str]) -> list[dict[str, Any
     return rows
 
 
-def table(args: argparse.Namespace, rows: list[dict[str, Any]], direct: dict[str, float]) -> str:
+def table(args: argparse.Namespace, rows: list[dict[str, Any]],
+          direct: dict[str, tuple[float, float]], load: tuple[float, float]) -> str:
     what = f"--onnx {args.onnx}" if args.onnx else " ".join(model_args(args))
     lines = [
         f"`pe serve {what}`, {args.texts_per_request} text(s) per request, "
         f"{args.requests} requests per level, max batch {args.max_batch_size}, "
-        f"batch wait {args.batch_wait_ms:g} ms, {args.threads} thread(s)",
+        f"batch wait {args.batch_wait_ms:g} ms, {args.threads} thread(s); machine load "
+        f"average {load[0]:.1f} at the start, {load[1]:.1f} at the end "
+        f"({os.cpu_count()} cores)",
         "",
         "| mode | clients | texts/s | p50 ms | p99 ms | texts/s vs direct (batch "
         f"{args.max_batch_size}) | server CPU ms/text |",
@@ -197,10 +200,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     texts = workload(max(512, args.requests * args.texts_per_request))
+    load_start = os.getloadavg()[0]  # other work on the machine moves wall-clock rows
     direct = direct_encode(args, texts)
     print(f"direct encode: {direct}", file=sys.stderr)
     rows = serve_rows(args, texts)
-    text = table(args, rows, direct)
+    text = table(args, rows, direct, (load_start, os.getloadavg()[0]))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -108,11 +108,11 @@ class ServerState:
                  model.dim)
 
     def check_limits(self, model: ServedModel) -> None:
-        longest = min(r.max_length for r in model.routes.values())
-        if self.settings.max_tokens is not None and self.settings.max_tokens > longest:
+        reads = min(r.max_length for r in model.routes.values())
+        if self.settings.max_tokens is not None and self.settings.max_tokens > reads:
             raise ConfigError(
                 f"--max-tokens {self.settings.max_tokens} is more than the model reads "
-                f"({longest} tokens, its max_length): lower it"
+                f"({reads} tokens, its max_length): lower it"
             )
 
     def served(self, name: str) -> ServedModel:
