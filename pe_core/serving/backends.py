@@ -120,7 +120,12 @@ class ServedModel:
 
 
 def load_torch(name: str, **load_args: Any) -> ServedModel:
-    """``pe_core.load(**load_args)`` served under ``name``, for any instruction."""
+    """``pe_core.load(**load_args)`` served under ``name``, for any instruction.
+
+    Example::
+
+        load_torch("pe", backbone="gemma", alignment="my-org/pe-align-gemma").dim
+    """
     import pe_core
 
     embedder = pe_core.load(**load_args)
@@ -143,7 +148,12 @@ def onnx_folders(folder: str | Path) -> list[Path]:
 
 
 def load_onnx(name: str, folder: str | Path) -> ServedModel:
-    """Every exported graph under ``folder`` served as ``name``, one per instruction."""
+    """Every exported graph under ``folder`` served as ``name``, one per instruction.
+
+    Example::
+
+        load_onnx("pe", "onnx/").instructions   # ["Retrieve ...", "Represent the text ..."]
+    """
     from pe_core.plugins import get_plugin_manager
 
     exporter = get_plugin_manager().exporters().get("onnx")
