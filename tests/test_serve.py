@@ -231,6 +231,7 @@ def test_pe_help_imports_no_server_stack():
     (["serve", "--onnx", "x", "--backend", "torch"], "--onnx needs --backend onnx"),
     (["serve", "--onnx", "x", "--backbone", "llama"], "drop --backbone"),
     (["serve", "--onnx", "/nonexistent/onnx"], "holds no exported graph"),
+    (["serve", "--backbone", "phi9"], "pip install pe-plugin-phi9"),
     (["serve", "--backbone", "llama", "--max-inputs", "10", "--max-queue", "5"],
      "raise --max-queue"),
     (["serve", "--backbone", "llama", "--max-batch-size", "0"], "max_batch_size must be > 0"),

@@ -60,12 +60,18 @@ def loader(args: argparse.Namespace) -> Any:
         if args.backbone or args.model or args.prompting or args.alignment:
             raise ConfigError("--onnx serves an exported folder as it is: drop --backbone, "
                               "--model, --prompting and --alignment")
+        from pe_core.plugins import get_plugin_manager
+
         onnx_folders(args.onnx)
+        get_plugin_manager().exporters().get("onnx")  # installed? (says what to install)
         return partial(load_onnx, args.name, args.onnx)
     if args.onnx:
         raise ConfigError("--onnx needs --backend onnx (or no --backend)")
     if not args.backbone:
         raise ConfigError("pass --backbone NAME (torch backend) or --onnx FOLDER")
+    from pe_core.plugins import get_backbone
+
+    get_backbone(args.backbone)  # installed? (names the plugin to install)
     return partial(load_torch, args.name, backbone=args.backbone, model=args.model,
                    prompting=args.prompting, alignment=args.alignment, device=args.device,
                    dtype=args.dtype)
