@@ -86,7 +86,7 @@ def test_full_queue_answers_429_at_once_and_truncation_says_so(direct):
 
 def test_request_timeout_answers_504_and_skips_the_waiting_job(direct):
     big = [long_text(direct.tokenizer, 500 - i, seed=i) for i in range(16)]
-    with ServerProcess(["--backbone", "llama", "--request-timeout", "0.05",
+    with ServerProcess(["--backbone", "llama", "--request-timeout", "0.02",
                         "--no-batching"]) as server:
         # one job runs past its timeout; the other waits behind it past its own
         results = concurrently(2, lambda c, i: post(c, server.url, {"model": "pe",
