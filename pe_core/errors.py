@@ -94,3 +94,15 @@ class ArgumentTypeError(PEError, TypeError):
 class PathError(PEError, OSError):
     """A path cannot be used as given: a folder where a file is expected, a file among
     an output's parents, no permission."""
+
+
+class RequestError(PEError, ValueError):
+    """A request to ``pe serve`` cannot be answered; ``status`` is its HTTP status and
+    ``type``/``code`` fill OpenAI's error body."""
+
+    def __init__(
+        self, message: str, status: int = 400, type: str = "invalid_request_error",
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.type, self.code = status, type, code

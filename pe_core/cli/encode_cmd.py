@@ -14,9 +14,11 @@ from pe_core.errors import ConfigError, DataError
 OUTPUT_KINDS = ("npy", "jsonl")
 
 
-def add_model_args(p: argparse.ArgumentParser, alignment: bool = True) -> None:
+def add_model_args(
+    p: argparse.ArgumentParser, alignment: bool = True, required: bool = True
+) -> None:
     """The arguments every command that loads an embedder takes."""
-    p.add_argument("--backbone", required=True, help="registered backbone name")
+    p.add_argument("--backbone", required=required, help="registered backbone name")
     p.add_argument("--model", help="backbone model: folder or Hub id[@revision]")
     p.add_argument("--prompting", help="Prompting LLM: folder or Hub id[@revision]")
     if alignment:
