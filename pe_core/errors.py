@@ -81,3 +81,12 @@ class OfflineError(RegistryError, ConnectionError):
 
 class ExportError(PEError, RuntimeError):
     """ONNX export failed or produced a graph that does not match PyTorch."""
+
+
+class ArgumentTypeError(PEError, TypeError):
+    """An argument of the wrong type (``encode(None)``, ``batch_size="8"``)."""
+
+
+class PathError(PEError, OSError):
+    """A path cannot be used as given: a folder where a file is expected, a file among
+    an output's parents, no permission."""
