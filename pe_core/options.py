@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import typing
 from dataclasses import MISSING, Field, field, fields
 from typing import Any
@@ -112,16 +113,17 @@ def help_text(f: Field[Any], command: str) -> str:
 
 
 def _range_text(m: dict[str, Any]) -> str:
-    parts = [f"{sign} {m[key]:g}" for key, sign in (("ge", ">="), ("gt", ">"), ("le", "<="),
+    parts = [f"{sign} {m[key]}" for key, sign in (("ge", ">="), ("gt", ">"), ("le", "<="),
                                                     ("lt", "<")) if m.get(key) is not None]
     return " and ".join(parts)
 
 
-_BOUNDS = {"ge": float.__ge__, "gt": float.__gt__, "le": float.__le__, "lt": float.__lt__}
+_BOUNDS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
 
 
 def _in_range(value: float, m: dict[str, Any]) -> bool:
-    return all(m.get(k) is None or test(float(value), float(m[k])) for k, test in _BOUNDS.items())
+    # ints compare exactly with int or float bounds (a seed near 2**63 stays exact)
+    return all(m.get(k) is None or test(value, m[k]) for k, test in _BOUNDS.items())
 
 
 def check_value(cls: type, f: Field[Any], value: Any) -> Any:
@@ -141,7 +143,7 @@ def check_value(cls: type, f: Field[Any], value: Any) -> Any:
         return None
     kind = value_type(cls, f)
     bounds = _range_text(m)
-    wanted = {bool: "True or False", int: "an integer", float: "a number",
+    wanted = {bool: "True or False", int: "an integer", float: "a finite number",
               str: "a string"}.get(kind, kind.__name__)
     wanted += f" {bounds}" if bounds else ""
     wanted += " or None" if is_optional(cls, f) else ""
