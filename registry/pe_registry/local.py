@@ -186,18 +186,20 @@ class LocalRegistry:
         name = check_name(name or default_name(source))
         if version is not None and (not isinstance(version, str) or not VERSION_RE.match(version)):
             raise RegistryError(f"{version!r} is not a valid version (letters, digits, . _ -)")
-        prompting: list[Entry] = []
+        pending: list[tuple[Path, str]] = []
 
-        def commit_prompting(folder: Path, p_name: str) -> str:
-            # both or neither: check the alignment can be written before the prompting is
+        def place_prompting(folder: Path, p_name: str) -> str:
+            # the version it will get; it moves in only once the alignment is staged too
             self._check_writable(name, ALIGNMENT, artifact_backbone(folder, PROMPTING))
-            prompting.append(self._commit(folder, check_name(p_name), None, PROMPTING))
-            return prompting[0].version
+            pending.append((folder, check_name(p_name)))
+            return self._place(folder, p_name, None, PROMPTING)[0]
 
         # every push-* folder is made under the lock, so one found there now was left by
         # a push that was killed
         with self.lock(), self.staging("push-", sweep="push-") as tmp:
-            staged = stage_for_publishing(source, name, tmp, commit_prompting)
+            staged = stage_for_publishing(source, name, tmp, place_prompting)
+            self._place(staged.folder, name, version, staged.kind)  # both or neither
+            prompting = [self._commit(f, n, None, PROMPTING) for f, n in pending]
             entry = self._commit(staged.folder, name, version, staged.kind)
         entry.prompting = prompting[0] if prompting else None
         return entry
@@ -222,11 +224,13 @@ class LocalRegistry:
                 f"remove {name} first (pe remove {name})"
             )
 
-    def _commit(self, staged: Path, name: str, version: str | None, kind: str) -> Entry:
-        """Rename a staged artifact into place; the caller holds the lock."""
+    def _place(self, staged: Path, name: str, version: str | None,
+               kind: str) -> tuple[str, Entry | None]:
+        """The version a staged artifact will get as ``name``, and the entry that already
+        holds the same content (None: a new version); raises before anything moves when
+        it cannot be published there. The caller holds the lock."""
         self._check_writable(name, kind, artifact_backbone(staged, kind))
-        manifest = Manifest.load(staged)
-        digest = manifest.digest()
+        digest = Manifest.load(staged).digest()
         existing = self.versions(name)
         for v in reversed(existing):
             if version not in (None, v):
@@ -234,7 +238,7 @@ class LocalRegistry:
             path = self.artifacts_dir / name / v
             old = Manifest.load(path)
             if old.digest() == digest:
-                return Entry(f"{name}@{v}", path, verify(path, old))
+                return v, Entry(f"{name}@{v}", path, verify(path, old))
             if version == v:
                 raise RegistryError(
                     f"{name}@{v} already exists with other content; versions never change: "
@@ -242,6 +246,14 @@ class LocalRegistry:
                 )
         if version is None:
             version = str(max((n for n in map(_numeric, existing) if n >= 0), default=0) + 1)
+        return version, None
+
+    def _commit(self, staged: Path, name: str, version: str | None, kind: str) -> Entry:
+        """Rename a staged artifact into place; the caller holds the lock."""
+        version, same = self._place(staged, name, version, kind)
+        if same is not None:
+            return same
+        manifest = Manifest.load(staged)
         # stamped under the lock, so creation order is version order across processes
         manifest.created = utc_now()
         manifest.save(staged)
