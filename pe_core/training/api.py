@@ -117,6 +117,9 @@ def train(
         alignment: start from this alignment instead of the least-squares fit.
         dev_data: held-out pairs for the dev score (nDCG@10) in the log.
         resume: continue from ``out``'s newest checkpoint.
+        overwrite: replace what ``out`` holds; the new run is written beside it and
+            swapped in once complete, so a run that fails leaves ``out`` as it was
+            (:mod:`pe_core.training.run_folder`).
         kwargs: any :class:`TrainSettings` field (``steps``, ``batch_size``, ``lr``,
             ``temperature``, ``grad_cache_chunk``, ...) or model option (``placement``,
             ``pooling``, ``num_soft_tokens``, ``document_instruction``, ``max_length``).
