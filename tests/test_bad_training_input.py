@@ -332,6 +332,9 @@ def test_overwrite_swaps_in_the_complete_new_run(pairs, tiny_folders, run_copy):
         "alignment.safetensors", "pe_config.json", "prompting", "checkpoints", "log.jsonl",
         "train_settings.json"}
     assert sorted(p.name for p in run_copy.parent.iterdir()) == ["run"]
+    (run_copy.parent / "plain").mkdir()  # the swapped-in folder has an ordinary mode
+    assert run_copy.stat().st_mode == (run_copy.parent / "plain").stat().st_mode
+    (run_copy.parent / "plain").rmdir()
     # and the new run resumes in place, as any run does
     resumed = _train(pairs, tiny_folders, run_copy, steps=4, resume=True, seed=5)
     assert resumed.steps == 4 and resumed.out == run_copy
@@ -395,3 +398,15 @@ def test_align_into_its_own_source_is_refused(old_run, pairs, tmp_path):
         with pytest.raises(ConfigError, match="overlap"):
             pe_core.align(old_run, str(pairs), backbone="qwen", out=out, overwrite=True)
     assert tree_digest(old_run) == before
+
+
+def test_a_run_set_aside_by_a_killed_swap_is_named_not_lost(pairs, tiny_folders, run_copy):
+    """Killed between the swap's two renames: the old run sits in .run.old-*/run and
+    ``out`` is missing; the next run says where it is instead of starting afresh."""
+    aside = run_copy.parent / ".run.old-x1"
+    aside.mkdir()
+    run_copy.rename(aside / "run")
+    before = tree_digest(aside)
+    with pytest.raises(ConfigError, match=r"\.run\.old-x1/run holds the run.*mv "):
+        _train(pairs, tiny_folders, run_copy, overwrite=True)
+    assert tree_digest(aside) == before and not run_copy.exists()

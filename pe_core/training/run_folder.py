@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -78,6 +79,12 @@ def plan_run_folder(out: Any, resume: bool, overwrite: bool, writes: bool = True
     when ``out`` holds something and neither ``resume`` nor ``overwrite`` says what to do
     with it, or ``resume`` finds no checkpoint."""
     out = check_out(out)
+    aside = sorted(out.parent.glob(f".{out.name}.old-*/{out.name}"))
+    if aside and not out.exists():
+        raise ConfigError(
+            f"{out} is missing and {aside[0]} holds the run an --overwrite set aside when it "
+            f"was killed: move it back (mv {aside[0]} {out}) or delete it, then run again"
+        )
     if resume:
         if not has_checkpoint(out):
             raise ConfigError(f"--resume: no checkpoint under {out / CHECKPOINTS}; start the "
@@ -110,7 +117,7 @@ def writing(folder: RunFolder) -> Iterator[Path]:
     existed = out.is_dir()
     work = out
     if folder.staged:
-        work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        work = _new_sibling(out)
     try:
         yield work
     except BaseException:
@@ -121,6 +128,18 @@ def writing(folder: RunFolder) -> Iterator[Path]:
         raise
     if folder.staged:
         _swap_in(work, out)
+
+
+def _new_sibling(out: Path) -> Path:
+    # mkdir, not mkdtemp: the run becomes `out`, so it gets the mode any new folder gets
+    # (mkdtemp's is 0o700)
+    while True:
+        work = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            work.mkdir()
+            return work
+        except FileExistsError:
+            continue
 
 
 def _empty(folder: Path, keep: bool) -> None:
