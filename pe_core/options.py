@@ -1,22 +1,34 @@
 """A setting is declared once, on its dataclass field: help text, the commands that offer it
 as a flag, and what ``pe align`` does with it. The ``pe train`` / ``pe align`` flags and
 align's inherited and fixed lists are all read from here (as peft keeps help in field
-metadata), so a new field needs no edit anywhere else.
+metadata), so a new field needs no edit anywhere else. So is what a value may be: its type
+(the field's annotation) and its range (``ge``/``gt``/``le``/``lt``), checked by
+:func:`check_options` for every entry point alike (the API's keywords and the CLI's flags
+become the same dataclass).
 
 Example::
 
     @dataclass
     class Settings:
-        lr: float = option(1e-4, help="learning rate", cli=BOTH, group="schedule")
+        lr: float = option(1e-4, help="learning rate", cli=BOTH, group="schedule", gt=0)
+
+        def __post_init__(self):
+            check_options(self)
 
     [f.name for f in cli_fields(Settings, "train")]   # ['lr']
+    Settings(lr=float("nan"))                          # ConfigError: lr must be ...
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import typing
 from dataclasses import MISSING, Field, field, fields
 from typing import Any
+
+from pe_core.errors import ArgumentTypeError, ConfigError
 
 TRAIN, ALIGN = "train", "align"
 BOTH = (TRAIN, ALIGN)
@@ -40,12 +52,18 @@ def option(
     metavar: str | None = None,
     default_text: str | None = None,
     flag: str | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
 ) -> Any:
     """A dataclass field that users may set: ``cli`` names the commands with a flag for it
     (``--field-name``, or ``flag``), shown in ``group``; the flag's help ends with the
-    default (``default_text`` where the default is decided later)."""
+    default (``default_text`` where the default is decided later). ``ge``/``gt``/``le``/
+    ``lt`` bound a number (>=, >, <=, <), which :func:`check_options` enforces."""
     meta = {"help": help, "cli": cli, "group": group, "transfer": transfer,
-            "choices": choices, "metavar": metavar, "default_text": default_text, "flag": flag}
+            "choices": choices, "metavar": metavar, "default_text": default_text, "flag": flag,
+            "ge": ge, "gt": gt, "le": le, "lt": lt}
     return field(default=default, metadata={_KEY: meta})
 
 
@@ -92,3 +110,63 @@ def help_text(f: Field[Any], command: str) -> str:
     value = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
     default = m["default_text"] or f"default {value}"
     return f"{m['help']} ({default})" if m["help"] else f"({default})"
+
+
+def _range_text(m: dict[str, Any]) -> str:
+    parts = [f"{sign} {m[key]}" for key, sign in (("ge", ">="), ("gt", ">"), ("le", "<="),
+                                                    ("lt", "<")) if m.get(key) is not None]
+    return " and ".join(parts)
+
+
+_BOUNDS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+
+
+def _in_range(value: float, m: dict[str, Any]) -> bool:
+    # ints compare exactly with int or float bounds (a seed near 2**63 stays exact)
+    return all(m.get(k) is None or test(value, m[k]) for k, test in _BOUNDS.items())
+
+
+def check_value(cls: type, f: Field[Any], value: Any) -> Any:
+    """``value`` for field ``f`` of ``cls`` after checking its type (the annotation: an
+    ``int`` is no bool, float or string; a ``float`` is a finite number) and its declared
+    range and choices; numbers come back as plain ``int``/``float``, so they save as
+    JSON. :class:`ArgumentTypeError` for a wrong type, :class:`ConfigError` for a value
+    out of range.
+
+    Example::
+
+        check_value(TrainSettings, steps_field, 3)      # 3
+        check_value(TrainSettings, steps_field, "3")    # ArgumentTypeError
+    """
+    m = meta(f)
+    if value is None and is_optional(cls, f):
+        return None
+    kind = value_type(cls, f)
+    bounds = _range_text(m)
+    wanted = {bool: "True or False", int: "an integer", float: "a finite number",
+              str: "a string"}.get(kind, kind.__name__)
+    wanted += f" {bounds}" if bounds else ""
+    wanted += " or None" if is_optional(cls, f) else ""
+    is_bool = isinstance(value, bool)
+    ok = {bool: is_bool, int: isinstance(value, numbers.Integral) and not is_bool,
+          float: isinstance(value, numbers.Real) and not is_bool,
+          str: isinstance(value, str)}.get(kind, True)
+    if not ok:
+        raise ArgumentTypeError(
+            f"{f.name} must be {wanted}, got {type(value).__name__} {value!r:.60}"
+        )
+    if kind in (int, float):
+        value = kind(value)
+        if not math.isfinite(value) or not _in_range(value, m):
+            raise ConfigError(f"{f.name} must be {wanted}, got {value}")
+    if m["choices"] and value not in m["choices"]:
+        raise ConfigError(f"{f.name} must be one of {list(m['choices'])}, got {value!r}")
+    return value
+
+
+def check_options(obj: Any) -> None:
+    """Check every :func:`option` field of the dataclass instance ``obj`` in place (see
+    :func:`check_value`): the one check of each setting, whichever entry point set it."""
+    cls = type(obj)
+    for f in option_fields(cls):
+        object.__setattr__(obj, f.name, check_value(cls, f, getattr(obj, f.name)))

@@ -56,7 +56,8 @@ def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
     p.add_argument("--dev-data", help="held-out JSONL pairs for the dev score")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds, once the new run is complete")
     if device:  # `pe train` has them from add_model_args
         p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
         p.add_argument("--dtype", help="weights dtype: float32 (default), bfloat16")

@@ -14,13 +14,13 @@ Output folders:
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from dataclasses import replace
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import ConfigError
+from pe_core.errors import ArgumentTypeError, ConfigError, MissingFileError
 from pe_core.training.settings import TrainSettings, split_kwargs
 
 
@@ -33,36 +33,46 @@ def _model_ref(spec: Any, model: str | None) -> str:
 
 
 def _settings(base: TrainSettings | None, method: str, overrides: dict[str, Any]) -> TrainSettings:
+    if base is not None and not isinstance(base, TrainSettings):
+        raise ArgumentTypeError(
+            f"settings must be a TrainSettings or None, got {type(base).__name__}; pass "
+            "single settings as keywords (steps=100, lr=1e-3)"
+        )
     values = base.to_dict() if base is not None else {}
     values.update(overrides)
     values["method"] = method
     return TrainSettings(**values)
 
 
-def _device(device: str | None, local_rank: int) -> Any:
-    import torch
+def _check_args(refs: dict[str, Any], resume: Any, overwrite: Any, dtype: Any,
+                on_step: Any) -> None:
+    """The arguments of ``train``/``align`` that are not settings, checked before anything
+    is read or built: ``refs`` maps names to model references (a string or path, or None
+    for the optional ones)."""
+    from pe_core.loading import _dtype
 
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and torch.cuda.is_available():
-        device = f"cuda:{local_rank}"
-    return torch.device(device)
-
-
-def _prepare_out(out: Path, resume: bool, overwrite: bool, is_main: bool) -> None:
-    from pe_core.training.checkpoint import latest_checkpoint
-    from pe_core.training.trainer import CHECKPOINTS
-
-    if resume or not is_main:
-        return
-    if latest_checkpoint(out / CHECKPOINTS) is not None:
-        if not overwrite:
-            raise ConfigError(
-                f"{out} already holds a training run: continue it with resume=True "
-                "(--resume), or pass overwrite=True (--overwrite) to start again"
+    for name, value in refs.items():
+        required = name in ("backbone", "source")
+        if value is None and not required:
+            continue
+        allowed = str if name == "backbone" else (str, PathLike)
+        if not isinstance(value, allowed) or value == "":
+            what = "a backbone name" if name == "backbone" else "a folder, Hub id or name"
+            raise ArgumentTypeError(
+                f"{name} must be {what} (a string{'' if required else ' or None'}), got "
+                f"{type(value).__name__} {value!r:.60}"
             )
-        shutil.rmtree(out / CHECKPOINTS)
-    out.mkdir(parents=True, exist_ok=True)
+    for name, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, bool):
+            raise ArgumentTypeError(f"{name} must be True or False, got "
+                                    f"{type(value).__name__} {value!r:.60}")
+    if on_step is not None and not callable(on_step):
+        raise ArgumentTypeError(f"on_step must be a function (step, loss) or None, got "
+                                f"{type(on_step).__name__}")
+    if not isinstance(dtype, str | type(None)) and type(dtype).__name__ != "dtype":
+        raise ArgumentTypeError(f"dtype must be a string such as 'float32' or a torch.dtype, "
+                                f"got {type(dtype).__name__} {dtype!r:.60}")
+    _dtype(dtype)
 
 
 def _data(data: Any, dev_data: Any, settings: TrainSettings) -> tuple[Any, Any]:
@@ -107,6 +117,9 @@ def train(
         alignment: start from this alignment instead of the least-squares fit.
         dev_data: held-out pairs for the dev score (nDCG@10) in the log.
         resume: continue from ``out``'s newest checkpoint.
+        overwrite: replace what ``out`` holds; the new run is written beside it and
+            swapped in once complete, so a run that fails leaves ``out`` as it was
+            (:mod:`pe_core.training.run_folder`).
         kwargs: any :class:`TrainSettings` field (``steps``, ``batch_size``, ``lr``,
             ``temperature``, ``grad_cache_chunk``, ...) or model option (``placement``,
             ``pooling``, ``num_soft_tokens``, ``document_instruction``, ``max_length``).
@@ -120,6 +133,8 @@ def train(
                                out="runs/llama", steps=500, batch_size=64)
         result.model.encode(["a query"], instruction="Retrieve the documentation")
     """
+    _check_args({"backbone": backbone, "model": model, "prompting": prompting,
+                 "alignment": alignment}, resume, overwrite, dtype, on_step)
     settings_kw, config_kw = split_kwargs(kwargs)
     s = _settings(settings, method, settings_kw)
     if s.method == "align":
@@ -141,26 +156,36 @@ def _run(
     build: Any, s: TrainSettings, data: Any, dev_data: Any, out: str | Path, resume: bool,
     overwrite: bool, device: str | None, on_step: Any,
 ) -> Any:
-    """The sequence every run shares: processes and device, the output folder, the data,
-    the seed, then ``build(device, train_data) -> (model, method, save)`` makes what
-    trains, and the trainer runs it. Returns the trainer's result with ``model`` set."""
+    """The sequence every run shares: check the device, read the data and decide where
+    the run writes (:mod:`~pe_core.training.run_folder`) before anything is built or
+    written; then the seed, ``build(device, train_data) -> (model, method, save)`` makes
+    what trains, and the trainer runs it in that folder. Returns the trainer's result
+    with ``model`` set."""
     import torch
 
     from pe_core.training import distributed as dist_util
+    from pe_core.training.device import check_device, training_device
+    from pe_core.training.run_folder import plan_run_folder, writing
     from pe_core.training.trainer import Trainer
 
-    dist_info = dist_util.setup(device)
-    dev_ = _device(device, dist_info.local_rank)
-    out = Path(out)
-    _prepare_out(out, resume, overwrite, dist_info.is_main)
+    device = check_device(device)
+    folder = plan_run_folder(out, resume, overwrite)
     train_data, dev = _data(data, dev_data, s)
+    dist_info = dist_util.setup(device)
+    if not dist_info.is_main:  # rank 0 alone writes the run
+        folder = replace(folder, writes=False)
+    dev_ = training_device(device, dist_info.local_rank)
     torch.manual_seed(s.seed)
     trained, method, save = build(dev_, train_data)
     method.module = dist_util.wrap_ddp(method.module, dev_)
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        s.save(out)
-    result = Trainer(method, train_data, s, out, save, dev, dev_, on_step).fit(resume=resume)
+    with writing(folder) as work:
+        if dist_info.is_main:
+            work.mkdir(parents=True, exist_ok=True)
+            s.save(work)
+        trainer = Trainer(method, train_data, s, work, save, dev, dev_, on_step,
+                          resumable=not folder.staged)
+        result = trainer.fit(resume=resume)
+    result.out = folder.out
     result.model = trained
     return result
 
@@ -266,6 +291,8 @@ def align(
     from pe_core.training.align_init import carried_alignment, check_init
     from pe_core.training.methods import AlignMethod
 
+    _check_args({"source": source, "backbone": backbone, "model": model}, resume, overwrite,
+                dtype, on_step)
     settings_kw, config_kw = split_kwargs(kwargs)
     fixed = config_kw.keys() & set(transfer_names(EmbedderConfig, FIXED, SOURCE_PROMPTING))
     if fixed:
@@ -273,12 +300,9 @@ def align(
     s = _settings(settings, "align", settings_kw)
     check_init(init)
     source = Path(source)
+    _check_apart(source, out)
     src_cfg = EmbedderConfig.load(source)
-    prompting_dir = source / "prompting"
-    if not (prompting_dir / "config.json").is_file():
-        if src_cfg.prompting_id is None:
-            raise ConfigError(f"{source} has no prompting/ folder and no prompting_id")
-        prompting_dir = resolve_model(src_cfg.prompting_id)
+    prompting_dir = _source_prompting(source, src_cfg)
     inherited = {name: getattr(src_cfg, name)
                  for name in transfer_names(EmbedderConfig, FIXED, INHERIT)}
 
@@ -309,3 +333,55 @@ def align(
         return embedder, AlignMethod(embedder, s), save
 
     return _run(build, s, data, dev_data, out, resume, overwrite, device, on_step)
+
+
+def _check_apart(source: Path, out: Any) -> None:
+    """The new run must not replace or live inside its source: the source is read while
+    it trains, and its ``prompting/`` is what the new run's config points at."""
+    if not isinstance(out, str | PathLike):
+        return  # plan_run_folder says what out must be
+    src, dst = source.resolve(), Path(out).resolve()
+    if src == dst or src in dst.parents or dst in src.parents:
+        raise ConfigError(f"align: out {out} and the source run {source} overlap; write the "
+                          "new run to a folder of its own")
+
+
+def _source_prompting(source: Path, src_cfg: Any) -> Path:
+    """The Prompting LLM a source run was trained with: its ``prompting/`` folder, else
+    the one its ``pe_config.json`` names (a pushed or aligned artifact points at the
+    trained one)."""
+    from pe_core.loading import DEFAULT_PROMPTING
+    from pe_core.model_refs import resolve_model
+    from pe_core.training.settings import SETTINGS_NAME
+
+    prompting_dir = source / "prompting"
+    if (prompting_dir / "config.json").is_file():
+        return prompting_dir
+    if _run_method(source / SETTINGS_NAME) == "pe":
+        # a `pe train` run: its trained Prompting LLM was saved there and is gone; the
+        # config names the untrained one the run started from
+        raise MissingFileError(
+            f"{source} is a training run without its prompting/ folder (the trained "
+            "Prompting LLM its alignment was trained with); restore it, or align from the "
+            "pushed artifact (pe push, then --from the pulled folder)"
+        )
+    if src_cfg.prompting_id is None:
+        raise ConfigError(f"{source} has no prompting/ folder and no prompting_id")
+    if str(src_cfg.prompting_id).startswith(DEFAULT_PROMPTING):
+        warnings.warn(
+            f"{source} has no prompting/ folder: pe align uses {src_cfg.prompting_id}, the "
+            "untrained default Prompting LLM; pass a `pe train` run folder to carry over a "
+            "trained one", UserWarning, stacklevel=3,
+        )
+    return resolve_model(src_cfg.prompting_id)
+
+
+def _run_method(settings_file: Path) -> str | None:
+    """The ``method`` a run folder's ``train_settings.json`` records (None without one)."""
+    import json
+
+    try:
+        method = json.loads(settings_file.read_text(encoding="utf-8")).get("method")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return method if isinstance(method, str) else None

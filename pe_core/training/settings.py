@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.errors import ConfigError
-from pe_core.options import BOTH, TRAIN, option, option_fields
+from pe_core.options import BOTH, TRAIN, check_options, option, option_fields
 
 METHODS = ("pe", "align", "lora", "full")
 SETTINGS_NAME = "train_settings.json"
@@ -30,91 +30,82 @@ class TrainSettings:
     method: str = "pe"  # set by `pe train --method` / `pe align`, not a settings flag
     # length: ``steps`` wins; otherwise ``epochs`` passes over the data
     steps: int | None = option(None, help="optimizer steps", cli=BOTH, group="schedule",
-                               default_text="default: --epochs passes")
-    epochs: float = option(1.0, help="passes over the data", cli=BOTH, group="schedule")
+                               default_text="default: --epochs passes", ge=1)
+    epochs: float = option(1.0, help="passes over the data", cli=BOTH, group="schedule", gt=0)
     batch_size: int = option(32, help="global batch size, split across processes",
-                             cli=BOTH, group="schedule")
+                             cli=BOTH, group="schedule", ge=1)
     # full fine-tuning of the small Prompting LLM; the fresh alignment needs a much larger
     # lr (measured: benchmarks/results/choices.md, "Learning rates")
     lr: float = option(1e-4, help="Prompting LLM lr (full fine-tuning)", cli=BOTH,
-                       group="schedule")
+                       group="schedule", gt=0)
     # None: decided by the method, since `pe align` starts from a trained alignment (same
     # measurements)
     alignment_lr: float | None = option(
         None, help="alignment lr", cli=BOTH, group="schedule",
-        default_text="default: 1e-2 in train, 3e-3 in align",
+        default_text="default: 1e-2 in train, 3e-3 in align", gt=0,
     )
     lora_lr: float = option(2e-4, help="lr of LoRA weights (Prompting LLM or the baseline)",
-                            cli=BOTH, group="schedule")
-    weight_decay: float = option(0.01, help="AdamW weight decay", cli=BOTH, group="schedule")
+                            cli=BOTH, group="schedule", gt=0)
+    weight_decay: float = option(0.01, help="AdamW weight decay", cli=BOTH, group="schedule",
+                                 ge=0)
     warmup: float = option(0.05, help="fraction (<1) or number of warmup steps", cli=BOTH,
-                           group="schedule")
-    max_grad_norm: float = option(1.0, help="gradient clipping norm", cli=BOTH,
-                                  group="schedule")
-    temperature: float = option(0.05, help="InfoNCE temperature", cli=BOTH, group="loss")
+                           group="schedule", ge=0)
+    max_grad_norm: float = option(1.0, help="gradient clipping norm (0: off)", cli=BOTH,
+                                  group="schedule", ge=0)
+    temperature: float = option(0.05, help="InfoNCE temperature", cli=BOTH, group="loss",
+                                gt=0, le=1)
     # the fewest any row of a batch has, at most this
-    hard_negatives: int = option(1, help="hard negatives per example", cli=BOTH, group="loss")
+    hard_negatives: int = option(1, help="hard negatives per example", cli=BOTH, group="loss",
+                                ge=0)
     # relaxed generation: no annealing by default, so training matches inference (tau=1)
     gumbel_tau_start: float = option(1.0, help="Gumbel-softmax temperature at step 0",
-                                     cli=(TRAIN,), group="PromptEmbedder")
+                                     cli=(TRAIN,), group="PromptEmbedder", gt=0)
     gumbel_tau_end: float = option(1.0, help="Gumbel-softmax temperature at the end",
-                                   cli=(TRAIN,), group="PromptEmbedder")
+                                   cli=(TRAIN,), group="PromptEmbedder", gt=0)
     gumbel_anneal_steps: int | None = option(
         None, help="steps to anneal the temperature over", cli=(TRAIN,),
-        group="PromptEmbedder", default_text="default: all steps",
+        group="PromptEmbedder", default_text="default: all steps", ge=1,
     )
     gumbel_noise: bool = option(True, help="Gumbel noise in training")
     straight_through: bool = option(False, help="straight-through Gumbel-softmax",
                                     cli=(TRAIN,), group="PromptEmbedder")
     prompting_lora: int = option(0, help="peft LoRA of rank R on the Prompting LLM (0: full)",
-                                 cli=(TRAIN,), group="PromptEmbedder", metavar="R")
+                                 cli=(TRAIN,), group="PromptEmbedder", metavar="R", ge=0)
     # the LoRA baseline: E5-mistral recipe
-    lora_r: int = option(16, help="LoRA baseline rank", cli=(TRAIN,), group="PromptEmbedder")
-    lora_alpha: int = option(32, help="LoRA alpha")
-    lora_dropout: float = option(0.05, help="LoRA dropout")
+    lora_r: int = option(16, help="LoRA baseline rank", cli=(TRAIN,), group="PromptEmbedder",
+                        ge=1)
+    lora_alpha: int = option(32, help="LoRA alpha", ge=1)
+    lora_dropout: float = option(0.05, help="LoRA dropout", ge=0, lt=1)
     grad_cache_chunk: int = option(0, help="GradCache sub-batch size (0: off)", cli=BOTH,
-                                   group="efficiency")
+                                   group="efficiency", ge=0)
     gradient_checkpointing: bool = option(False, help="gradient checkpointing", cli=BOTH,
                                           group="efficiency")
     bf16: bool | None = option(None, help="bf16 autocast", cli=BOTH, group="efficiency",
                                default_text="default: on where CUDA supports it")
     text_kv_cache_mb: float = option(
         2048.0, help="suffix: keep texts' keys/values across epochs (MB, 0: off)", cli=BOTH,
-        group="efficiency",
+        group="efficiency", ge=0,
     )
     save_every: int = option(200, help="checkpoint every N steps", cli=BOTH,
-                             group="bookkeeping")
-    keep_checkpoints: int = option(2, help="checkpoints kept", cli=BOTH, group="bookkeeping")
+                             group="bookkeeping", ge=1)
+    keep_checkpoints: int = option(2, help="checkpoints kept", cli=BOTH, group="bookkeeping",
+                                  ge=1)
     eval_every: int = option(0, help="dev score every N steps (0: at the end)", cli=BOTH,
-                             group="bookkeeping")
+                             group="bookkeeping", ge=0)
     # held out of the training data when no dev data is given
     dev_size: int = option(0, help="hold out N training pairs as dev data", cli=BOTH,
-                           group="bookkeeping")
-    eval_batch_size: int = option(32, help="batch size of the dev score")
+                           group="bookkeeping", ge=0)
+    eval_batch_size: int = option(32, help="batch size of the dev score", ge=1)
     seed: int = option(0, help="seed of data order, noise and initialisation", cli=BOTH,
-                       group="schedule")
+                       group="schedule", ge=0, lt=2**63)
     progress: bool = option(True, help="no progress bar", cli=BOTH, flag="--no-progress")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        check_options(self)  # types and ranges, as each field declares them
         if self.alignment_lr is None:
             self.alignment_lr = 3e-3 if self.method == "align" else 1e-2
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if self.steps is None and self.epochs <= 0:
-            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
-        if not 0.0 < self.temperature <= 1.0:
-            raise ConfigError(f"temperature must be in (0, 1], got {self.temperature}")
-        if self.gumbel_tau_start <= 0 or self.gumbel_tau_end <= 0:
-            raise ConfigError("Gumbel temperatures must be > 0")
-        for name in ("lr", "alignment_lr", "lora_lr"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.hard_negatives < 0 or self.grad_cache_chunk < 0 or self.prompting_lora < 0:
-            raise ConfigError("hard_negatives, grad_cache_chunk and prompting_lora must be >= 0")
-        if self.save_every < 1:
-            raise ConfigError(f"save_every must be >= 1, got {self.save_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -34,10 +34,9 @@ from pe_core.training.dev_eval import MAIN_SCORE, retrieval_scores
 from pe_core.training.gradcache import contrastive_step
 from pe_core.training.methods import Method, StepInfo
 from pe_core.training.metrics_log import LOG_NAME, MetricsLog
+from pe_core.training.run_folder import CHECKPOINTS
 from pe_core.training.schedule import gumbel_tau, make_scheduler
 from pe_core.training.settings import TrainSettings
-
-CHECKPOINTS = "checkpoints"
 
 
 @dataclass
@@ -93,6 +92,9 @@ def autocast_enabled(setting: bool | None, device: torch.device) -> bool:
 class Trainer:
     """Runs a :class:`~pe_core.training.methods.Method` over :class:`PairData`.
 
+    ``resumable=False`` says that a run which stops is discarded (it was to replace
+    another run), so its messages do not point at ``--resume``.
+
     Example::
 
         trainer = Trainer(method, data, TrainSettings(steps=100), Path("runs/x"),
@@ -110,8 +112,10 @@ class Trainer:
         dev: PairData | None = None,
         device: torch.device | None = None,
         on_step: Callable[[int, float], None] | None = None,
+        resumable: bool = True,
     ) -> None:
         self.method = method
+        self.resumable = resumable
         self.data = data
         self.settings = settings
         self.out = Path(out)
@@ -226,7 +230,8 @@ class Trainer:
                     if bar is not None:
                         bar.close()
                     message = (f"stopped after step {done}; checkpoint written to {ckpt_root} "
-                               "(continue with --resume)")
+                               "(continue with --resume)" if self.resumable else
+                               f"stopped after step {done}; {self._discarded}")
                     if self.dist.is_main:
                         print(message, file=sys.stderr)
                     raise KeyboardInterrupt(message)
@@ -265,19 +270,25 @@ class Trainer:
         )
         if not (math.isfinite(loss) and math.isfinite(float(norm))):
             optimizer.zero_grad(set_to_none=True)
-            last = latest_checkpoint(self.out / CHECKPOINTS)
-            kept = (f"the last good checkpoint is {last}" if last
-                    else "no checkpoint was written yet")
+            last = latest_checkpoint(self.out / CHECKPOINTS) if self.resumable else None
+            kept, then = ((f"the last good checkpoint is {last}", "resume with --resume")
+                          if last else (self._discarded, "run it again"))
             raise TrainingDivergedError(
                 f"loss became {'non-finite' if not math.isfinite(loss) else f'{loss:.4g}'} "
                 f"(gradient norm {float(norm):.4g}) at step {step + 1}; weights were not "
                 f"updated and {kept}. Lower the learning rate or the temperature, or turn "
-                "off bf16, then resume with --resume"
+                f"off bf16, then {then}"
             )
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
+
+    @property
+    def _discarded(self) -> str:
+        # what pe_core.training.run_folder does with a run that stops without a checkpoint
+        # to resume from: it never touches what the output folder held before
+        return "this run was discarded and the output folder left as it was"
 
     # -- side effects ---------------------------------------------------------------------
     def _progress(self, start: int) -> Any:

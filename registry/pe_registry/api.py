@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import RegistryError
+from pe_core.errors import ArgumentTypeError, RegistryError
 from pe_registry.entry import Entry
 from pe_registry.hub import HubClient
-from pe_registry.local import LocalRegistry
+from pe_registry.local import LocalRegistry, check_source
 from pe_registry.refs import parse_ref, try_parse_ref
 from pe_registry.remote import find_on_hub, pull_from_hub, push_to_hub, resolve_hub
 
@@ -40,6 +40,13 @@ def push(
         push("runs/llama")                              # -> llama@1
         push("runs/llama", "my-org/pe-llama", private=True)
     """
+    check_source(source)
+    for what, value, kind, text in (("private", private, bool, "True or False"),
+                                    ("token", token, str, "a string"),
+                                    ("message", message, str, "a string")):
+        if value is not None and not isinstance(value, kind):
+            raise ArgumentTypeError(f"{what} must be {text} or None, got "
+                                    f"{type(value).__name__} {value!r:.60}")
     registry = registry or LocalRegistry()
     if to is not None:
         parsed = parse_ref(to)

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.config import CONFIG_NAME, EmbedderConfig
-from pe_core.errors import PEError, RegistryError
+from pe_core.errors import ArgumentTypeError, PEError, RegistryError
 from pe_registry.artifact import ALIGNMENT, PROMPTING, stage_for_publishing
 from pe_registry.atomic import move_dir, remove_dir
 from pe_registry.entry import Entry
 from pe_registry.hub_cache import HubCache
 from pe_registry.manifest import Manifest, utc_now, verify
+from pe_registry.prompting import PromptingInfo
 from pe_registry.refs import VERSION_RE, check_name, parse_ref, try_parse_ref
 
 ENV_VAR = "PE_REGISTRY"
@@ -97,11 +98,15 @@ class LocalRegistry:
             ) from exc
 
     @contextmanager
-    def staging(self, prefix: str = "op-") -> Iterator[Path]:
+    def staging(self, prefix: str = "op-", sweep: str | None = None) -> Iterator[Path]:
         """A fresh work folder on the registry's file system, deleted afterwards whatever
-        happens, so a failed operation leaves nothing behind."""
+        happens, so a failed operation leaves nothing behind. ``sweep``: also delete every
+        work folder of that prefix now, whatever its age (the caller holds the lock that
+        every such folder is made under, so none of them is in use)."""
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         self._sweep_staging()
+        for orphan in self.staging_dir.glob(f"{sweep}*") if sweep else ():
+            shutil.rmtree(orphan, ignore_errors=True)
         path = Path(tempfile.mkdtemp(dir=self.staging_dir, prefix=prefix))
         try:
             yield path
@@ -177,38 +182,55 @@ class LocalRegistry:
         point at it. Raises :class:`DimensionMismatchError` (and the like) before anything
         is written.
         """
+        check_source(source)
         name = check_name(name or default_name(source))
-        if version is not None and not VERSION_RE.match(version):
+        if version is not None and (not isinstance(version, str) or not VERSION_RE.match(version)):
             raise RegistryError(f"{version!r} is not a valid version (letters, digits, . _ -)")
-        prompting: list[Entry] = []
+        pending: list[tuple[Path, str]] = []
 
-        def commit_prompting(folder: Path, p_name: str) -> str:
-            # both or neither: check the alignment can be written before the prompting is
-            self._check_writable(name, ALIGNMENT)
-            prompting.append(self._commit(folder, check_name(p_name), None, PROMPTING))
-            return prompting[0].version
+        def place_prompting(folder: Path, p_name: str) -> str:
+            # the version it will get; it moves in only once the alignment is staged too
+            self._check_writable(name, ALIGNMENT, artifact_backbone(folder, PROMPTING))
+            pending.append((folder, check_name(p_name)))
+            return self._place(folder, p_name, None, PROMPTING)[0]
 
-        with self.staging("push-") as tmp, self.lock():
-            staged = stage_for_publishing(source, name, tmp, commit_prompting)
+        # every push-* folder is made under the lock, so one found there now was left by
+        # a push that was killed
+        with self.lock(), self.staging("push-", sweep="push-") as tmp:
+            staged = stage_for_publishing(source, name, tmp, place_prompting)
+            self._place(staged.folder, name, version, staged.kind)  # both or neither
+            prompting = [self._commit(f, n, None, PROMPTING) for f, n in pending]
             entry = self._commit(staged.folder, name, version, staged.kind)
         entry.prompting = prompting[0] if prompting else None
         return entry
 
-    def _check_writable(self, name: str, kind: str) -> None:
-        # one name, one kind: "llama" must not be an alignment in v1 and a prompting in v2
+    def _check_writable(self, name: str, kind: str, backbone: str | None) -> None:
+        """One name, one kind and one backbone: "llama" must not be an alignment in v1
+        and a prompting in v2, nor a llama alignment in v1 and a gemma one in v2 (a
+        reader of ``llama`` would get another model's alignment)."""
         versions = self.versions(name)
-        if versions:
-            other = Manifest.load(self.artifacts_dir / name / versions[0]).kind
-            if other != kind:
-                raise RegistryError(
-                    f"{name!r} already names a {other} artifact; pick another name for this {kind}"
-                )
+        if not versions:
+            return
+        other = Manifest.load(self.artifacts_dir / name / versions[0]).kind
+        if other != kind:
+            raise RegistryError(
+                f"{name!r} already names a {other} artifact; pick another name for this {kind}"
+            )
+        before = artifact_backbone(self.artifacts_dir / name / versions[-1], kind)
+        if None not in (before, backbone) and before != backbone:
+            raise RegistryError(
+                f"{name!r} holds {kind}s for backbone {before!r}, this one is for "
+                f"{backbone!r}: push it under another name (e.g. {name}-{backbone}), or "
+                f"remove {name} first (pe remove {name})"
+            )
 
-    def _commit(self, staged: Path, name: str, version: str | None, kind: str) -> Entry:
-        """Rename a staged artifact into place; the caller holds the lock."""
-        self._check_writable(name, kind)
-        manifest = Manifest.load(staged)
-        digest = manifest.digest()
+    def _place(self, staged: Path, name: str, version: str | None,
+               kind: str) -> tuple[str, Entry | None]:
+        """The version a staged artifact will get as ``name``, and the entry that already
+        holds the same content (None: a new version); raises before anything moves when
+        it cannot be published there. The caller holds the lock."""
+        self._check_writable(name, kind, artifact_backbone(staged, kind))
+        digest = Manifest.load(staged).digest()
         existing = self.versions(name)
         for v in reversed(existing):
             if version not in (None, v):
@@ -216,7 +238,7 @@ class LocalRegistry:
             path = self.artifacts_dir / name / v
             old = Manifest.load(path)
             if old.digest() == digest:
-                return Entry(f"{name}@{v}", path, verify(path, old))
+                return v, Entry(f"{name}@{v}", path, verify(path, old))
             if version == v:
                 raise RegistryError(
                     f"{name}@{v} already exists with other content; versions never change: "
@@ -224,6 +246,14 @@ class LocalRegistry:
                 )
         if version is None:
             version = str(max((n for n in map(_numeric, existing) if n >= 0), default=0) + 1)
+        return version, None
+
+    def _commit(self, staged: Path, name: str, version: str | None, kind: str) -> Entry:
+        """Rename a staged artifact into place; the caller holds the lock."""
+        version, same = self._place(staged, name, version, kind)
+        if same is not None:
+            return same
+        manifest = Manifest.load(staged)
         # stamped under the lock, so creation order is version order across processes
         manifest.created = utc_now()
         manifest.save(staged)
@@ -350,6 +380,27 @@ class LocalRegistry:
     def read_config(self, entry: Entry) -> EmbedderConfig:
         verify(entry.path, entry.manifest, only=[CONFIG_NAME])
         return EmbedderConfig.load(entry.path)
+
+
+def check_source(source: object) -> Path:
+    """A folder to publish given as a string or path (``push(None)`` would publish the
+    current folder's name)."""
+    if not isinstance(source, str | os.PathLike) or str(source) == "":
+        raise ArgumentTypeError(
+            f"source must be a folder path (str or pathlib.Path), got "
+            f"{type(source).__name__} {source!r:.60}"
+        )
+    return Path(source)
+
+
+def artifact_backbone(folder: Path, kind: str) -> str | None:
+    """The backbone an artifact folder was trained for (None when it does not say)."""
+    try:
+        if kind == ALIGNMENT:
+            return EmbedderConfig.load(folder).backbone
+        return PromptingInfo.load(folder).backbone
+    except (PEError, OSError, ValueError):
+        return None
 
 
 def _numeric(version: str) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pe_core.errors import RegistryError
+from pe_core.errors import ArgumentTypeError, RegistryError
 
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 NAME_RE = re.compile(rf"^{_PART}$")
@@ -56,6 +56,7 @@ class Ref:
 
 def parse_ref(ref: str) -> Ref:
     """Parse ``ref``; raise :class:`RegistryError` when it is not a valid reference."""
+    _check_str(ref, "reference")
     parsed = try_parse_ref(ref)
     if parsed is None:
         raise RegistryError(
@@ -84,6 +85,7 @@ def try_parse_ref(ref: str) -> Ref | None:
 
 def check_name(name: str) -> str:
     """A valid local registry name, or :class:`RegistryError`."""
+    _check_str(name, "registry name")
     if not NAME_RE.match(name):
         raise RegistryError(
             f"{name!r} is not a valid registry name: letters, digits, '.', '_' and '-', "
@@ -94,6 +96,16 @@ def check_name(name: str) -> str:
 
 def check_repo_id(repo_id: str) -> str:
     """A valid Hub repo id ``org/name``, or :class:`RegistryError`."""
+    _check_str(repo_id, "Hub repo id")
     if not REPO_RE.match(repo_id):
         raise RegistryError(f"{repo_id!r} is not a Hub repo id of the form 'org/name'")
     return repo_id
+
+
+def _check_str(value: object, what: str) -> None:
+    # str(None) is the valid name "None": a non-string must not get that far
+    if not isinstance(value, str):
+        raise ArgumentTypeError(
+            f"a {what} must be a string such as 'llama', 'llama@2' or 'org/name', got "
+            f"{type(value).__name__} {value!r:.60}"
+        )

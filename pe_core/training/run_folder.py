@@ -1,0 +1,172 @@
+"""Where a run writes, so that a run that fails never damages what its output folder held.
+
+* ``out`` is missing or empty: the run writes in place. When it stops after a checkpoint
+  (Ctrl-C, a diverged loss) the checkpoints stay for ``--resume``; when it fails before
+  its first checkpoint, what it wrote is removed and ``out`` is as it was.
+* ``out`` holds something and ``overwrite`` is given: the run writes in a sibling folder
+  ``.<name>.tmp-XXXX`` (same file system) and only a complete run is swapped in: the old
+  folder renamed aside, the new one renamed in, the old one deleted. Any failure deletes
+  the sibling, so ``out`` stays byte for byte what it was.
+* ``resume``: in place, from ``out``'s newest checkpoint.
+
+Everything here is decided and checked before any model is built or any file written.
+
+Example::
+
+    folder = plan_run_folder("runs/llama", resume=False, overwrite=True)
+    with writing(folder) as work:
+        train_into(work)           # raises: runs/llama untouched
+    # here runs/llama is the new run
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pe_core.errors import ArgumentTypeError, ConfigError, PathError
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """``out``: where the finished run lives; ``staged``: it replaces what ``out`` holds,
+    so the run writes beside it; ``writes``: this process writes (rank 0 under torchrun)."""
+
+    out: Path
+    staged: bool = False
+    writes: bool = True
+
+
+def check_out(out: Any) -> Path:
+    """``out`` as a path a run folder can be at: a string or path, not a file, no file
+    among its parents, its nearest existing parent writable. Creates nothing."""
+    if not isinstance(out, str | os.PathLike) or str(out) == "":
+        raise ArgumentTypeError(
+            f"out must be a folder path (str or pathlib.Path), got {type(out).__name__} "
+            f"{out!r:.60}"
+        )
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PathError(f"out {out} is a file, not a folder: choose another path")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PathError(f"out {out} cannot be created: {parent} is a file, not a folder; "
+                        "choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathError(f"out {out} is not writable here ({parent}): choose another path")
+    return out
+
+
+def has_checkpoint(folder: Path) -> bool:
+    from pe_core.training.checkpoint import latest_checkpoint
+
+    return latest_checkpoint(folder / CHECKPOINTS) is not None
+
+
+def plan_run_folder(out: Any, resume: bool, overwrite: bool, writes: bool = True) -> RunFolder:
+    """Where a run into ``out`` writes (see the module docstring); a :class:`ConfigError`
+    when ``out`` holds something and neither ``resume`` nor ``overwrite`` says what to do
+    with it, or ``resume`` finds no checkpoint."""
+    out = check_out(out)
+    aside = sorted(out.parent.glob(f".{out.name}.old-*/{out.name}"))
+    if aside and not out.exists():
+        raise ConfigError(
+            f"{out} is missing and {aside[0]} holds the run an --overwrite set aside when it "
+            f"was killed: move it back (mv {aside[0]} {out}) or delete it, then run again"
+        )
+    if resume:
+        if not has_checkpoint(out):
+            raise ConfigError(f"--resume: no checkpoint under {out / CHECKPOINTS}; start the "
+                              "run without resume=True (--resume)")
+        return RunFolder(out, writes=writes)
+    if not out.is_dir() or not any(out.iterdir()):
+        return RunFolder(out, writes=writes)
+    if overwrite:
+        return RunFolder(out, staged=True, writes=writes)
+    if has_checkpoint(out):
+        raise ConfigError(
+            f"{out} already holds a training run: continue it with resume=True "
+            "(--resume), or pass overwrite=True (--overwrite) to start again"
+        )
+    raise ConfigError(
+        f"{out} is not empty: pass overwrite=True (--overwrite) to replace what it holds "
+        "once the new run is complete, or choose another folder"
+    )
+
+
+@contextmanager
+def writing(folder: RunFolder) -> Iterator[Path]:
+    """The folder this run writes in, for the length of the run; on leaving, the run is
+    swapped in (staged) or, after a failure, ``out`` is put back as it was unless
+    checkpoints stay there for ``--resume``."""
+    out = folder.out
+    if not folder.writes:
+        yield out
+        return
+    existed = out.is_dir()
+    work = out
+    if folder.staged:
+        work = _new_sibling(out)
+    try:
+        yield work
+    except BaseException:
+        if folder.staged:
+            shutil.rmtree(work, ignore_errors=True)
+        elif not has_checkpoint(out):
+            _empty(out, keep=existed)
+        raise
+    if folder.staged:
+        _swap_in(work, out)
+
+
+def _new_sibling(out: Path) -> Path:
+    # mkdir, not mkdtemp: the run becomes `out`, so it gets the mode any new folder gets
+    # (mkdtemp's is 0o700)
+    while True:
+        work = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            work.mkdir()
+            return work
+        except FileExistsError:
+            continue
+
+
+def _empty(folder: Path, keep: bool) -> None:
+    """Remove what a failed run wrote into a folder that was empty (``keep``) or absent."""
+    if not folder.exists():
+        return
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace ``out`` by ``new`` with two renames (each atomic on one file system), then
+    delete the old run."""
+    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.rename(out, aside / out.name)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        os.rename(aside / out.name, out)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    finally:
+        if out.exists():
+            shutil.rmtree(aside, ignore_errors=True)
