@@ -191,7 +191,12 @@ def device(value: Any) -> str | None:
         return None
     if type(value).__name__ == "device" and type(value).__module__ == "torch":
         value = str(value)
-    if not isinstance(value, str) or not _DEVICE.match(value):
+    if not isinstance(value, str):
+        raise ArgumentTypeError(
+            f"device must be a string such as 'cpu' or 'cuda:0', got {type(value).__name__} "
+            f"{value!r:.60}"
+        )
+    if not _DEVICE.match(value):
         raise ConfigError(f"unknown device {value!r}: use cpu, cuda, cuda:N or mps")
     import torch
 

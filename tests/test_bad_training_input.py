@@ -194,7 +194,7 @@ def test_bad_argument_is_a_typed_error_and_nothing_changes(pairs, tiny_folders, 
 
 
 def test_check_device():
-    from pe_core.training.device import check_device
+    from pe_core.validate import device as check_device
 
     assert check_device(None) is None and check_device("cpu") == "cpu"
     assert check_device(torch.device("cpu")) == "cpu"

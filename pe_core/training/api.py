@@ -164,9 +164,10 @@ def _run(
     import torch
 
     from pe_core.training import distributed as dist_util
-    from pe_core.training.device import check_device, training_device
+    from pe_core.training.device import training_device
     from pe_core.training.run_folder import plan_run_folder, writing
     from pe_core.training.trainer import Trainer
+    from pe_core.validate import device as check_device
 
     device = check_device(device)
     folder = plan_run_folder(out, resume, overwrite)
