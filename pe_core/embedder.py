@@ -132,6 +132,21 @@ class PromptEmbedder(nn.Module):
 
     # -- inference -----------------------------------------------------------------------
     @torch.inference_mode()
+    def _position_limit(self, instruction: str | None) -> int | None:
+        """Text tokens the backbone's positions leave beside ``instruction``'s prompt."""
+        positions = max_positions(self.backbone.model)
+        return None if positions is None else positions - (
+            0 if instruction is None else self.config.K)
+
+    def max_text_tokens(self, instruction: str | None = None) -> int:
+        """Tokens a text keeps when encoded with ``instruction`` (None: the document
+        instruction) and no ``max_length``: ``config.max_length``, lowered to what the
+        backbone's positions leave after the soft prompt."""
+        if instruction is None:
+            instruction = self.config.document_instruction
+        return validate.text_limit(None, self.config.max_length,
+                                   self._position_limit(instruction))
+
     def encode(
         self,
         texts: str | Sequence[str],
@@ -159,9 +174,7 @@ class PromptEmbedder(nn.Module):
         """
         if instruction is None:
             instruction = self.config.document_instruction
-        positions = max_positions(self.backbone.model)
-        limit = None if positions is None else positions - (
-            0 if instruction is None else self.config.K)
+        limit = self._position_limit(instruction)
         args = validate.encode_args(
             texts, instruction, batch_size, normalize, convert_to, show_progress_bar,
             max_length, limit,

@@ -72,7 +72,8 @@ def test_full_queue_answers_429_at_once_and_truncation_says_so(direct):
             ok = post(client, server.url, {"model": "pe", "input": ["after the flood"]})
             np.testing.assert_allclose(embeddings(ok), direct.encode(["after the flood"]),
                                        atol=ATOL)
-            # --truncate: a 600-token text is cut to max_length (512) as encode cuts it
+            # --truncate: a 600-token text is cut where encode cuts it (max_length, lowered
+            # to what the backbone's 512 positions leave beside the soft prompt)
             over = long_text(direct.tokenizer, 600)
             cut = post(client, server.url, {"model": "pe", "input": [over, "short"]})
             assert cut.status_code == 200 and cut.headers["x-pe-truncated"] == "1"
@@ -80,7 +81,7 @@ def test_full_queue_answers_429_at_once_and_truncation_says_so(direct):
                 want = direct.encode([over, "short"])
             np.testing.assert_allclose(embeddings(cut), want, atol=ATOL)
             short = len(direct.tokenizer("short")["input_ids"])
-            assert cut.json()["usage"]["prompt_tokens"] == 512 + short
+            assert cut.json()["usage"]["prompt_tokens"] == direct.max_text_tokens() + short
             assert "x-pe-truncated" not in ok.headers
 
 

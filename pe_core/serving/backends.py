@@ -73,7 +73,7 @@ class ServedModel:
             )
         routes = {
             key: Route(e, None if key is ANY_INSTRUCTION else key, copy.deepcopy(e.tokenizer),
-                       int(e.config.max_length))
+                       e.max_text_tokens(None if key is ANY_INSTRUCTION else key))
             for key, e in encoders.items()
         }
         model = cls(name, backend, dims.pop(), routes)
@@ -101,7 +101,8 @@ class ServedModel:
         this model has no graph for it."""
         if ANY_INSTRUCTION in self.routes:
             route = self.routes[ANY_INSTRUCTION]
-            return Route(route.encoder, instruction, route.counter, route.max_length)
+            return Route(route.encoder, instruction, route.counter,
+                         route.encoder.max_text_tokens(instruction))
         key = self.default if instruction is None else instruction
         if key in self.routes:
             return self.routes[key]

@@ -166,6 +166,11 @@ class OnnxEmbedder:
         }
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
+    def max_text_tokens(self, instruction: str | None = None) -> int:
+        """Tokens a text keeps when encoded without ``max_length`` (the exported config's
+        ``max_length``; the graph records no position limit)."""
+        return int(self.config.max_length)
+
     def encode(
         self,
         texts: str | Sequence[str],
