@@ -332,6 +332,46 @@ def test_suffix_fast_path_is_exact(llama_spec):
     )
 
 
+def test_bf16_text_pass_hands_back_fp32_keys_close_to_the_exact_pass(llama_spec):
+    """``text_pass_bf16``: the frozen text pass runs under bf16 autocast (its keys/values
+    do differ from fp32's), comes back in fp32 and stays within bf16's rounding of the
+    exact suffix path, through the store and the method alike."""
+    from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache
+    from pe_core.training.methods import StepInfo
+
+    method = _method(llama_spec, text_kv_cache_mb=0.0)
+    backbone = method.backbone
+    tok = method.embedder.tokenizer
+    texts = ["alpha beta gamma", "fox", "open a file and read the list of values"]
+    enc = tok(texts, return_tensors="pt", padding=True)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    soft = torch.randn(3, 5, backbone.d) * backbone.embedding_table.std()
+    exact, cheap = text_cache(backbone, ids, mask), text_cache(backbone, ids, mask, bf16=True)
+    gaps = []
+    for a, b in zip(cheap.layers, exact.layers, strict=True):
+        assert a.keys.dtype == a.values.dtype == b.keys.dtype == torch.float32
+        scale = b.keys.abs().max()
+        gaps.append(float((a.keys - b.keys).abs().max() / scale))
+    # bf16 keeps 8 significant bits (0.4 % per rounding); two layers of them, with margin
+    assert max(gaps) < 5e-2
+    assert max(gaps) > 1e-5  # the pass did run in bf16
+    ref = backbone(ids, mask, soft, "suffix", "last")
+    tol = dict(atol=5e-2 * float(ref.abs().max()), rtol=0)
+    torch.testing.assert_close(soft_pass(backbone, cheap, mask, soft), ref, **tol)
+    store = TextKVStore(1 << 26, bf16=True)
+    torch.testing.assert_close(soft_pass(backbone, store.cache(backbone, ids, mask), mask, soft),
+                               ref, **tol)
+    assert _method(llama_spec, text_pass_bf16=True).store.bf16 is True
+    rows = method.rows(_examples(4), 1)
+    head = method.head(rows, StepInfo(0, noise_seed=0)).detach()
+    index = list(range(len(rows)))
+    fp32 = method.encode(rows, index, head)
+    method.settings.text_pass_bf16 = True
+    bf16 = method.encode(rows, index, head)
+    torch.testing.assert_close(bf16, fp32, atol=5e-2, rtol=0)  # unit vectors
+    assert float((bf16 - fp32).abs().max()) > 1e-6
+
+
 def test_length_groups_are_the_cheapest_split():
     """The dynamic programme finds the cheapest grouping (checked against every split of
     the sorted rows) and returns each row once."""
