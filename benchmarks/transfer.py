@@ -63,8 +63,10 @@ def summarise(runs: dict[str, Path], fraction: float, last: int) -> dict:
 
 def ratio(r: dict, align: dict, key: str) -> str:
     mine, theirs = align["reach"][key], r["reach"][key]
-    if mine is None or mine[1] <= 0:
+    if mine is None:
         return "n/a"
+    if mine[1] <= 0:
+        return "align starts above it"
     if theirs is None:
         return f"> {r['total_s'] / mine[1]:.1f}x (never)"
     return f"{theirs[1] / mine[1]:.1f}x"
