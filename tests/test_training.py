@@ -304,6 +304,17 @@ def test_grad_cache_lora_baseline(tiny_folders):
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4)
 
 
+def _suffix_inputs(method):
+    """Three texts of different lengths, padded, and a random soft prompt per row."""
+    enc = method.embedder.tokenizer(
+        ["alpha beta gamma", "fox", "open a file and read the list of values"],
+        return_tensors="pt", padding=True,
+    )
+    backbone = method.backbone
+    soft = torch.randn(3, 5, backbone.d) * backbone.embedding_table.std()
+    return enc["input_ids"], enc["attention_mask"], soft
+
+
 def test_suffix_fast_path_is_exact(llama_spec):
     """Early exit after the last layer's keys/values, and the store across epochs, give
     what the encoder's own suffix path gives."""
@@ -311,11 +322,7 @@ def test_suffix_fast_path_is_exact(llama_spec):
 
     method = _method(llama_spec)
     backbone = method.backbone
-    tok = method.embedder.tokenizer
-    texts = ["alpha beta gamma", "fox", "open a file and read the list of values"]
-    enc = tok(texts, return_tensors="pt", padding=True)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    soft = torch.randn(3, 5, backbone.d) * backbone.embedding_table.std()
+    ids, mask, soft = _suffix_inputs(method)
     ref = backbone(ids, mask, soft, "suffix", "last")
     fast = soft_pass(backbone, text_cache(backbone, ids, mask), mask, soft)
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
@@ -341,11 +348,7 @@ def test_bf16_text_pass_hands_back_fp32_keys_close_to_the_exact_pass(llama_spec)
 
     method = _method(llama_spec, text_kv_cache_mb=0.0)
     backbone = method.backbone
-    tok = method.embedder.tokenizer
-    texts = ["alpha beta gamma", "fox", "open a file and read the list of values"]
-    enc = tok(texts, return_tensors="pt", padding=True)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    soft = torch.randn(3, 5, backbone.d) * backbone.embedding_table.std()
+    ids, mask, soft = _suffix_inputs(method)
     exact, cheap = text_cache(backbone, ids, mask), text_cache(backbone, ids, mask, bf16=True)
     gaps = []
     for a, b in zip(cheap.layers, exact.layers, strict=True):
