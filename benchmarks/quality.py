@@ -62,6 +62,9 @@ def main() -> None:
     p.add_argument("--equal-time-runs", action="store_true",
                    help="also train the cheaper of PromptEmbedder and LoRA for as long as "
                         "the dearer took, and score it on the test tasks")
+    p.add_argument("--prompting-lora", type=int, default=0, metavar="R",
+                   help="LoRA of rank R on the Prompting LLM in PromptEmbedder runs (0: full "
+                        "fine-tuning; a 135M Prompting LLM costs far more in full)")
     p.add_argument("--align-init", default="source", choices=("source", "tokens"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
@@ -141,7 +144,7 @@ class Bench:
                                                if prompting else ""), flush=True)
         options = {**self.common, **kw}
         if kw.get("method") != "lora":
-            options["prompting"] = prompting
+            options.update(prompting=prompting, prompting_lora=self.args.prompting_lora)
         run = pe_core.train(self.data, backbone=backbone, model=model,
                             out=self.work / folder, **options)
         return run.model, read_curve(self.work / folder / "log.jsonl")
