@@ -271,11 +271,15 @@ class Bench:
             placement = label.split()[1]
             if run["total_s"] < lora["total_s"]:
                 steps = max(1, round(run["steps"] * lora["total_s"] / run["total_s"]))
+                if steps == run["steps"]:
+                    continue  # as dear as LoRA: the equal-steps row is the equal-time one
                 full = next(x for x in self.args.prompting if short(x) == prompting)
                 self.prompt_embedder(ref, full, placement, steps,
                                      f"{label}, LoRA's time ({steps} steps)")
             else:
                 steps = max(1, round(lora["steps"] * run["total_s"] / lora["total_s"]))
+                if steps == lora["steps"]:
+                    continue
                 self.lora(ref, steps, f"{LORA}, {label.split(' (')[0]}'s time")
 
     def transfer(self, src: str, tgt: str, prompting: str) -> None:
