@@ -1,14 +1,27 @@
-"""Quality on the local test tasks: nDCG@10 for the frozen backbone without a prompt,
-PromptEmbedder (prefix and suffix), the LoRA baseline and BM25 on the source backbone;
-and for transfer, alignment-only training on each other family versus full
-PromptEmbedder training on that family. Writes a markdown table, a JSON file and a bar
-chart (PNG).
+"""Quality on the local test tasks: the frozen backbone without a prompt (last-token and
+mean pooling), PromptEmbedder (prefix and suffix, for each Prompting LLM), the LoRA
+baseline and BM25 on every backbone of the tier; and for transfer, alignment-only
+training on each target versus full PromptEmbedder training on that target.
 
-    python benchmarks/quality.py --out benchmarks/results            # defaults below
+Two comparisons with LoRA: at **equal steps** (the tables' rows), and at **equal training
+time**, read from the dev curves every run logs (each PromptEmbedder run's final dev
+score against what LoRA had by the same training seconds); ``--equal-time-runs`` also
+trains the cheaper of the two for as long as the dearer took and scores it on the test
+tasks. Writes NAME.md, NAME.json, a bar chart NAME.png and the dev score against
+training time per backbone, NAME-curves.png.
 
-Models: the embedded default family (``pe-default:*``, built on this machine). Data: the
-local corpus's train split; scores on the test split of ``PELocalDocstringRetrieval``.
-Not a test: run it by hand (about 20-30 minutes on 2 CPU cores).
+    python benchmarks/quality.py --out benchmarks/results            # the toy tier
+    python benchmarks/quality.py --tier real --work runs/q-real      # SmolLM2 and Gemma 3
+    python benchmarks/quality.py --tier real --steps 2 --batch-size 4 --max-length 32 \\
+        --dev 16 --eval-every 1 --align-steps 2 --out /tmp/q       # a smoke test
+
+Models (``--tier``, benchmarks/tiers.py): ``toy`` the embedded default family
+(``pe-default:*``, llama trained, mistral/qwen/gemma as transfer targets); ``real``
+SmolLM2-135M-Instruct and Gemma 3 270M, each trained and each the other's transfer
+target, with the toy Prompting LLM and SmolLM2-135M-Instruct as Prompting LLM. Data: the
+local corpus's train split; dev score on part of the dev split; test scores on every
+local task registered (``--tasks`` to choose). Not a test: run it by hand (toy: about
+30 minutes on 2 CPU cores; real: see the README's Benchmarks).
 """
 
 from __future__ import annotations
@@ -16,128 +29,361 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 import warnings
 from pathlib import Path
+from typing import Any
 
-TASK = "PELocalDocstringRetrieval"
+from curves import plot_curves, read_curve, score_at
+from tiers import TIERS, parse_ref, short
+
+TOY = dict(steps=150, align_steps=40, lora_lr=[3e-3], eval_every=10, dev=334)
+# LoRA's lr for real LLMs is not the toy one: swept on dev (E5-mistral used 1e-4 at 7B)
+REAL = dict(steps=60, align_steps=30, lora_lr=[1e-4, 3e-4, 1e-3], eval_every=10, dev=128)
+LORA = "LoRA r=16"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--source", default="llama")
-    p.add_argument("--targets", nargs="+", default=["mistral", "qwen", "gemma"])
-    p.add_argument("--steps", type=int, default=150, help="steps of pe train and LoRA")
-    p.add_argument("--align-steps", type=int, default=40)
-    p.add_argument("--lora-lr", type=float, default=3e-3,
-                   help="LoRA baseline lr (picked on dev: see pe_core.demo.DemoSettings)")
+    p.add_argument("--tier", choices=sorted(TIERS), default="toy")
+    p.add_argument("--backbones", nargs="+", help="family:model refs trained (default: tier's)")
+    p.add_argument("--targets", nargs="+", help="transfer targets (default: tier's)")
+    p.add_argument("--prompting", nargs="+", help="Prompting LLMs compared (default: tier's)")
+    p.add_argument("--tasks", nargs="+", help="test tasks (default: every local task)")
+    p.add_argument("--placements", nargs="+", default=["prefix", "suffix"],
+                   choices=("prefix", "suffix"))
+    p.add_argument("--steps", type=int, help="steps of pe train and LoRA (toy 150, real 60)")
+    p.add_argument("--align-steps", type=int, help="steps of pe align (toy 40, real 30)")
+    p.add_argument("--lora-lr", type=float, nargs="+",
+                   help="LoRA lr; several: each trains --lora-sweep-steps and the best on dev "
+                        "is kept (toy 3e-3, picked on dev in pe_core.demo; real 1e-4 3e-4 1e-3)")
+    p.add_argument("--lora-sweep-steps", type=int,
+                   help="steps of each lr of the sweep (default --steps: the sweep's best run "
+                        "is the LoRA row itself)")
+    p.add_argument("--equal-time-runs", action="store_true",
+                   help="also train the cheaper of PromptEmbedder and LoRA for as long as "
+                        "the dearer took, and score it on the test tasks")
+    p.add_argument("--prompting-lora", type=int, default=0, metavar="R",
+                   help="LoRA of rank R on the Prompting LLM in PromptEmbedder runs (0: full "
+                        "fine-tuning; a 135M Prompting LLM costs far more in full)")
     p.add_argument("--align-init", default="source", choices=("source", "tokens"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
+    p.add_argument("--eval-every", type=int, help="dev score every N steps (toy and real 10)")
+    p.add_argument("--dev", type=int, help="dev pairs scored (toy 334, real 128)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", help="file names (default: quality toy, quality-real real)")
     p.add_argument("--work", help="keep runs here (default: a temp folder)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args()
+    tier = TIERS[args.tier]
+    for key, value in (REAL if args.tier == "real" else TOY).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.backbones = args.backbones or list(tier.backbones)
+    args.targets = args.targets or list(tier.targets)
+    args.prompting = args.prompting or list(tier.prompting)
+    args.name = args.name or ("quality" if args.tier == "toy" else f"quality-{args.tier}")
 
     from pe_core.eval.mteb_env import prepare_mteb
 
     prepare_mteb()
-    import pe_core
-    from pe_core.data.corpus import write_training_jsonl
-    from pe_core.eval.bm25 import bm25_baseline
-    from pe_core.eval.run import WithoutPrompt, evaluate
+    from pe_core.eval.tasks import LOCAL_TASKS
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="pe-quality-"))
+    args.tasks = args.tasks or list(LOCAL_TASKS)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    bench = Bench(args, Path(args.work or tempfile.mkdtemp(prefix="pe-quality-")))
+    bench.run()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = work / "train.jsonl"
-    write_training_jsonl(data, split="train")
-    common = dict(batch_size=args.batch_size, max_length=args.max_length, overwrite=True,
-                  device="cpu")
-    results: list[dict] = []
-
-    def record(group: str, label: str, backbone: str, model, seconds: float) -> None:
-        t = time.perf_counter()
-        score = evaluate(model, [TASK], name=f"pe/{label}-{backbone}")[TASK]
-        results.append(dict(group=group, model=label, backbone=backbone, ndcg10=score,
-                            train_s=round(seconds, 1), eval_s=round(time.perf_counter() - t, 1)))
-        print(f"{group:10s} {label:28s} {backbone:8s} nDCG@10={score:.4f} ({seconds:.0f} s)")
-
-    t = time.perf_counter()
-    bm25 = bm25_baseline([TASK], eval_splits=["test"])[TASK]["test"]
-    results.append(dict(group="source", model="BM25", backbone="-", ndcg10=bm25,
-                        train_s=0.0, eval_s=round(time.perf_counter() - t, 1)))
-    for pooling in ("last", "mean"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            frozen = pe_core.load(backbone=args.source, device="cpu", pooling=pooling,
-                                  max_length=args.max_length)
-        record("source", f"frozen, no prompt ({pooling})", args.source, WithoutPrompt(frozen), 0.0)
-
-    # prefix: the soft prompt steers how the text is read, and the last text token is the
-    # unprompted LM's next-token state, so prefix pools the mean; suffix pools the last
-    # soft token, which has read the whole text
-    for placement, pooling in (("prefix", "mean"), ("suffix", "last")):
-        t = time.perf_counter()
-        run = pe_core.train(data, backbone=args.source, out=work / f"pe-{placement}",
-                            steps=args.steps, placement=placement, pooling=pooling, **common)
-        record("source", f"PromptEmbedder {placement} ({pooling})", args.source, run.model,
-               time.perf_counter() - t)
-    t = time.perf_counter()
-    lora = pe_core.train(data, backbone=args.source, out=work / "lora", method="lora",
-                         steps=args.steps, lora_lr=args.lora_lr, **common)
-    record("source", "LoRA r=16", args.source, lora.model, time.perf_counter() - t)
-
-    source_run = work / "pe-suffix"
-    for target in args.targets:
-        t = time.perf_counter()
-        moved = pe_core.align(source_run, data, backbone=target, out=work / f"align-{target}",
-                              steps=args.align_steps, init=args.align_init, **common)
-        record("transfer", "align only", target, moved.model, time.perf_counter() - t)
-        t = time.perf_counter()
-        full = pe_core.train(data, backbone=target, out=work / f"pe-{target}",
-                             steps=args.steps, **common)
-        record("transfer", "full PromptEmbedder", target, full.model, time.perf_counter() - t)
-
-    (out / "quality.json").write_text(json.dumps(results, indent=2))
-    table = render_table(results)
-    (out / "quality.md").write_text(table + "\n")
-    plot(results, out / "quality.png")
+    (out / f"{args.name}.json").write_text(json.dumps(
+        {"args": vars(args), "rows": bench.rows, "equal_time": bench.equal_time(),
+         "lora_sweeps": bench.sweeps, "curves": bench.curves}, indent=2))
+    table = render(bench, args)
+    (out / f"{args.name}.md").write_text(table + "\n")
+    plot_bars(bench.rows, args.tasks[0], out / f"{args.name}.png", args.tier)
+    plot_curves(bench.curves, out / f"{args.name}-curves.png",
+                f"dev nDCG@10 against training time ({args.tier} tier, CPU)", log_x=True)
     print(table)
 
 
-def render_table(results: list[dict]) -> str:
-    by = {(r["model"], r["backbone"]): r["ndcg10"] for r in results}
-    lines = ["| group | model | backbone | nDCG@10 | ratio | train s |", "|---" * 6 + "|"]
-    lora = next((r["ndcg10"] for r in results if r["model"] == "LoRA r=16"), None)
-    for r in results:
-        if r["group"] == "source" and r["model"].startswith("PromptEmbedder") and lora:
-            ratio = f"{r['ndcg10'] / lora:.2f}x LoRA"
-        elif r["model"] == "align only":
-            full = by.get(("full PromptEmbedder", r["backbone"]))
-            ratio = f"{r['ndcg10'] / full:.2f}x full" if full else ""
-        else:
-            ratio = ""
-        lines.append(f"| {r['group']} | {r['model']} | {r['backbone']} | {r['ndcg10']:.4f} | "
-                     f"{ratio} | {r['train_s']:.0f} |")
+class Bench:
+    """Trains, scores and records every run; ``rows`` are the test scores, ``curves``
+    the dev curves per backbone (for the plot and the equal-time reading)."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        from pe_core.data import DOC_INSTRUCTION, load_pairs
+        from pe_core.data.corpus import write_training_jsonl
+
+        self.args = args
+        self.work = work
+        self.data = work / "train.jsonl"
+        work.mkdir(parents=True, exist_ok=True)
+        write_training_jsonl(self.data, split="train")
+        dev = [{"query": x.query, "positive": x.document, "instruction": DOC_INSTRUCTION}
+               for x in load_pairs("dev")[: args.dev]]
+        self.common = dict(batch_size=args.batch_size, max_length=args.max_length,
+                           overwrite=True, device="cpu", dev_data=dev,
+                           eval_every=args.eval_every, save_every=10**9,
+                           progress=not args.no_progress)
+        self.rows: list[dict] = []
+        self.curves: dict[str, dict[str, list]] = {}
+        self.sweeps: dict[str, dict[str, float]] = {}
+        self.runs: dict[tuple[str, str, str], dict] = {}  # (label, backbone, prompting)
+
+    # -- one run ----------------------------------------------------------------------
+    def train(self, label: str, ref: str, prompting: str | None, folder: str,
+              **kw: Any) -> tuple[Any, dict]:
+        import pe_core
+
+        backbone, model = parse_ref(ref)
+        print(f"== {label} on {short(ref)}" + (f" (Prompting LLM {short(prompting)})"
+                                               if prompting else ""), flush=True)
+        options = {**self.common, **kw}
+        if kw.get("method") != "lora":
+            options.update(prompting=prompting, prompting_lora=self.args.prompting_lora)
+        run = pe_core.train(self.data, backbone=backbone, model=model,
+                            out=self.work / folder, **options)
+        return run.model, read_curve(self.work / folder / "log.jsonl")
+
+    def record(self, group: str, label: str, ref: str, prompting: str | None, model: Any,
+               curve: dict | None) -> dict:
+        from pe_core.eval.run import evaluate
+
+        name = f"pe/{label}-{short(ref)}-{short(prompting or '-')}".replace(" ", "_")
+        scores = evaluate(model, self.args.tasks, name=name)
+        row = dict(group=group, model=label, backbone=short(ref),
+                   prompting=short(prompting) if prompting else "-", scores=scores,
+                   steps=curve["steps"] if curve else 0,
+                   train_s=round(curve["total_s"], 1) if curve else 0.0,
+                   dev_final=curve["final"] if curve else None)
+        self.rows.append(row)
+        if curve:
+            tag = label if prompting is None else f"{label} [{short(prompting)}]"
+            self.curves.setdefault(short(ref), {})[tag] = curve["curve"]
+            self.runs[(label, short(ref), row["prompting"])] = {**curve, "row": row}
+        shown = " ".join(f"{t}={v:.4f}" for t, v in scores.items())
+        print(f"{group:9s} {label:34s} {short(ref):16s} {row['prompting']:16s} {shown}",
+              flush=True)
+        return row
+
+    # -- the plan ---------------------------------------------------------------------
+    def run(self) -> None:
+        self.bm25()
+        for ref in self.args.backbones:
+            self.frozen(ref)
+            for prompting in self.args.prompting:
+                for placement in self.args.placements:
+                    self.prompt_embedder(ref, prompting, placement)
+            self.lora(ref)
+            if self.args.equal_time_runs:
+                self.equal_time_runs(ref)
+        for src in self.args.backbones:
+            for tgt in self.args.targets:
+                if tgt != src:
+                    for prompting in self.args.prompting:
+                        self.transfer(src, tgt, prompting)
+
+    def bm25(self) -> None:
+        from pe_core.eval.bm25 import bm25_baseline
+        from pe_core.eval.tasks import get_tasks
+
+        retrieval = [t.metadata.name for t in get_tasks(self.args.tasks)
+                     if t.metadata.type == "Retrieval"]
+        if retrieval:
+            got = bm25_baseline(retrieval, eval_splits=["test"])
+            self.rows.append(dict(group="source", model="BM25", backbone="-", prompting="-",
+                                  scores={t: s["test"] for t, s in got.items()}, steps=0,
+                                  train_s=0.0, dev_final=None))
+
+    def frozen(self, ref: str) -> None:
+        import pe_core
+        from pe_core.eval.run import WithoutPrompt
+
+        backbone, model = parse_ref(ref)
+        for pooling in ("last", "mean"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                frozen = pe_core.load(backbone=backbone, model=model, device="cpu",
+                                      pooling=pooling, max_length=self.args.max_length)
+            self.record("source", f"frozen, no prompt ({pooling})", ref, None,
+                        WithoutPrompt(frozen), None)
+
+    def prompt_embedder(self, ref: str, prompting: str, placement: str,
+                        steps: int | None = None, label: str | None = None) -> None:
+        # prefix: the soft prompt steers how the text is read, and the last text token is
+        # the unprompted LM's next-token state, so prefix pools the mean; suffix pools the
+        # last soft token, which has read the whole text
+        pooling = "mean" if placement == "prefix" else "last"
+        label = label or f"PromptEmbedder {placement} ({pooling})"
+        folder = f"pe-{placement}-{short(ref)}-{short(prompting)}" + (
+            f"-{steps}" if steps else "")
+        model, curve = self.train(label, ref, prompting, folder,
+                                  steps=steps or self.args.steps, placement=placement,
+                                  pooling=pooling)
+        self.record("source", label, ref, prompting, model, curve)
+
+    def lora(self, ref: str, steps: int | None = None, label: str = LORA) -> None:
+        lrs, steps = self.args.lora_lr, steps or self.args.steps
+        sweep_steps = self.args.lora_sweep_steps or self.args.steps
+        if len(lrs) > 1:
+            finals: dict[str, float] = {}
+            kept: tuple[Any, dict] | None = None  # the best run so far, when it is the row
+            for lr in lrs:
+                model, curve = self.train(f"LoRA sweep lr {lr:g}", ref, None,
+                                          f"lora-{short(ref)}-lr{lr:g}-{sweep_steps}",
+                                          method="lora", steps=sweep_steps, lora_lr=lr)
+                finals[f"{lr:g}"] = curve["final"]
+                if sweep_steps == steps and curve["final"] >= max(finals.values()):
+                    kept = (model, curve)
+                del model
+            self.sweeps[short(ref)] = finals
+            best = max(lrs, key=lambda lr: finals[f"{lr:g}"])
+            self.args.lora_lr = [best]  # later calls (equal-time runs) reuse the choice
+            if kept is not None:
+                self.record("source", f"{label} (lr {best:g})", ref, None, *kept)
+                for lr in lrs:  # the other lrs' curves, for the plot
+                    if lr != best:
+                        log = self.work / f"lora-{short(ref)}-lr{lr:g}-{sweep_steps}" / "log.jsonl"
+                        self.curves[short(ref)][f"LoRA lr {lr:g}"] = read_curve(log)["curve"]
+                return
+        lr = self.args.lora_lr[0]
+        model, curve = self.train(f"{label} (lr {lr:g})", ref, None,
+                                  f"lora-{short(ref)}-lr{lr:g}-{steps}",
+                                  method="lora", steps=steps, lora_lr=lr)
+        self.record("source", f"{label} (lr {lr:g})", ref, None, model, curve)
+
+    def _lora_run(self, backbone: str) -> dict | None:
+        return next((r for (label, b, _), r in self.runs.items()
+                     if b == backbone and label.startswith(LORA) and "time" not in label),
+                    None)
+
+    def equal_time_runs(self, ref: str) -> None:
+        """The cheaper of each PromptEmbedder run and LoRA, trained for the dearer's time."""
+        lora = self._lora_run(short(ref))
+        assert lora is not None
+        for (label, b, prompting), run in list(self.runs.items()):
+            if b != short(ref) or not label.startswith("PromptEmbedder") or "time" in label:
+                continue
+            placement = label.split()[1]
+            if run["total_s"] < lora["total_s"]:
+                steps = max(1, round(run["steps"] * lora["total_s"] / run["total_s"]))
+                if steps == run["steps"]:
+                    continue  # as dear as LoRA: the equal-steps row is the equal-time one
+                full = next(x for x in self.args.prompting if short(x) == prompting)
+                self.prompt_embedder(ref, full, placement, steps,
+                                     f"{label}, LoRA's time ({steps} steps)")
+            else:
+                steps = max(1, round(lora["steps"] * run["total_s"] / lora["total_s"]))
+                if steps == lora["steps"]:
+                    continue
+                self.lora(ref, steps, f"{LORA}, {label.split(' (')[0]}'s time")
+
+    def transfer(self, src: str, tgt: str, prompting: str) -> None:
+        import pe_core
+
+        source_run = self.work / f"pe-suffix-{short(src)}-{short(prompting)}"
+        if not (source_run / "log.jsonl").is_file():
+            return  # no suffix run of the source (--placements without suffix)
+        backbone, model = parse_ref(tgt)
+        label = f"align only (from {short(src)})"
+        print(f"== {label} on {short(tgt)}", flush=True)
+        folder = f"align-{short(src)}-{short(tgt)}-{short(prompting)}"
+        moved = pe_core.align(source_run, self.data, backbone=backbone, model=model,
+                              out=self.work / folder, steps=self.args.align_steps,
+                              init=self.args.align_init, **self.common)
+        curve = read_curve(self.work / folder / "log.jsonl")
+        self.record("transfer", label, tgt, prompting, moved.model, curve)
+        full = "PromptEmbedder suffix (last)"
+        if (full, short(tgt), short(prompting)) not in self.runs:
+            model_obj, full_curve = self.train(full, tgt, prompting,
+                                               f"pe-suffix-{short(tgt)}-{short(prompting)}",
+                                               placement="suffix", pooling="last")
+            self.record("transfer", full, tgt, prompting, model_obj, full_curve)
+
+    # -- readings ---------------------------------------------------------------------
+    def equal_time(self) -> list[dict]:
+        """Each PromptEmbedder run's final dev score against LoRA's dev score after the
+        same training seconds (from LoRA's curve)."""
+        out = []
+        for (label, backbone, prompting), run in self.runs.items():
+            lora = self._lora_run(backbone)
+            if (not label.startswith("PromptEmbedder") or "time" in label or lora is None
+                    or run["final"] is None):
+                continue
+            at = score_at(lora["curve"], run["total_s"])
+            out.append(dict(backbone=backbone, model=label, prompting=prompting,
+                            train_s=round(run["total_s"], 1), dev=run["final"],
+                            lora_dev_then=at, lora_final=lora["final"],
+                            lora_s=round(lora["total_s"], 1),
+                            ratio=run["final"] / at if at else None))
+        return out
+
+
+def _ratio(bench: Bench, row: dict, task: str) -> str:
+    """PromptEmbedder over LoRA on the same backbone; align over full on the target."""
+    def find(pred: Any) -> dict | None:
+        return next((r for r in bench.rows if pred(r)), None)
+
+    if row["model"].startswith("PromptEmbedder") and row["group"] == "source":
+        ref = find(lambda r: r["backbone"] == row["backbone"] and r["model"].startswith(LORA)
+                   and "time" not in r["model"])
+        return f"{row['scores'][task] / ref['scores'][task]:.2f}x LoRA" if ref else ""
+    if row["model"].startswith("align only"):
+        ref = find(lambda r: r["backbone"] == row["backbone"] and r["prompting"] == row[
+            "prompting"] and r["model"] == "PromptEmbedder suffix (last)")
+        return f"{row['scores'][task] / ref['scores'][task]:.2f}x full" if ref else ""
+    return ""
+
+
+def render(bench: Bench, args: argparse.Namespace) -> str:
+    tasks = args.tasks
+    head = (f"{args.tier} tier; batch {args.batch_size}, {args.max_length}-token texts, "
+            f"{args.steps} steps (align {args.align_steps}); test scores (main score per "
+            f"task); ratios on {tasks[0]}; train s = training time, evaluations excluded")
+    lines = [head, "",
+             "| group | model | backbone | Prompting LLM | steps | " + " | ".join(tasks)
+             + " | ratio | train s |", "|---" * (7 + len(tasks)) + "|"]
+    for r in bench.rows:
+        cells = " | ".join(f"{r['scores'][t]:.4f}" if t in r["scores"] else "–" for t in tasks)
+        lines.append(f"| {r['group']} | {r['model']} | {r['backbone']} | {r['prompting']} | "
+                     f"{r['steps']} | {cells} | {_ratio(bench, r, tasks[0])} | "
+                     f"{r['train_s']:.0f} |")
+    lines += ["", "At equal training time (dev nDCG@10 on the runs' dev curves): each "
+              "PromptEmbedder run's final score against LoRA's score after the same seconds.",
+              "", "| backbone | model | Prompting LLM | train s | dev nDCG@10 | LoRA's by then | "
+              "vs LoRA | LoRA final (s) |", "|---" * 8 + "|"]
+    for e in bench.equal_time():
+        then = "–" if e["lora_dev_then"] is None else f"{e['lora_dev_then']:.4f}"
+        ratio = "–" if e["ratio"] is None else f"{e['ratio']:.2f}x"
+        lines.append(f"| {e['backbone']} | {e['model']} | {e['prompting']} | {e['train_s']:.0f}"
+                     f" | {e['dev']:.4f} | {then} | {ratio} | {e['lora_final']:.4f} "
+                     f"({e['lora_s']:.0f}) |")
+    for backbone, finals in bench.sweeps.items():
+        shown = ", ".join(f"{lr}: {v:.4f}" for lr, v in finals.items())
+        lines.append(f"\nLoRA lr sweep on {backbone} (final dev nDCG@10): {shown}")
     return "\n".join(lines)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot_bars(rows: list[dict], task: str, path: Path, tier: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['model']}\n{r['backbone']}" for r in results]
+    shown = [r for r in rows if task in r["scores"]]
+    labels = [f"{r['model']}\n{r['backbone']} / {r['prompting']}" for r in shown]
     colors = ["#888888" if r["model"] == "BM25" or r["model"].startswith("frozen") else
               "#d62728" if r["model"].startswith("LoRA") else
-              "#1f77b4" if r["group"] == "source" or r["model"] == "full PromptEmbedder" else
-              "#2ca02c" for r in results]
-    fig, ax = plt.subplots(figsize=(max(8, len(results) * 0.9), 4.5))
-    ax.bar(range(len(results)), [r["ndcg10"] for r in results], color=colors)
-    ax.set_xticks(range(len(results)), labels, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(f"nDCG@10 ({TASK}, test)")
-    ax.set_title("pe quality on local tasks (embedded default family, CPU)")
+              "#2ca02c" if r["model"].startswith("align") else "#1f77b4" for r in shown]
+    fig, ax = plt.subplots(figsize=(max(8, len(shown) * 0.9), 4.5))
+    ax.bar(range(len(shown)), [r["scores"][task] for r in shown], color=colors)
+    ax.set_xticks(range(len(shown)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(f"{task} (test)")
+    ax.set_title(f"pe quality on local tasks ({tier} tier, CPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,14 +1,21 @@
 """Training cost per step: PromptEmbedder (prefix, suffix, suffix with the text KV store)
-vs LoRA r=16 on all linear layers vs full fine-tuning, on one frozen backbone config.
+vs LoRA r=16 on all linear layers vs full fine-tuning, on one frozen backbone.
 
 Each mode runs in its own process (so peak memory is its own), through the real training
 loop (data -> rows -> contrastive step -> AdamW), with rounds interleaved so that load on
 the machine hits every mode alike. Reported: median wall ms/step, median CPU ms/step,
 peak resident memory above the loaded models (VmHWM reset after loading), and ratios to
-LoRA. Not a test: run it by hand.
+LoRA; with ``--profile``, where each step's time goes (Prompting LLM, text pass, soft
+pass, backward, optimizer). Not a test: run it by hand.
 
-    python benchmarks/train_efficiency.py                     # hidden 256, 4 layers, b32, s128
+    python benchmarks/train_efficiency.py                     # random Llama, hidden 256, 4 layers
     python benchmarks/train_efficiency.py --bf16 --hidden 1024 --layers 8   # GPU table
+    python benchmarks/train_efficiency.py --model pe-real:smollm2-135m --threads 2 \
+        --rounds 1 --steps 3 --warmup 1 --batches 2 --profile    # a real backbone
+
+Backbone: a random Llama built here (``--hidden``, ``--layers``), or ``--model`` (a real-tier
+id such as ``pe-real:smollm2-135m`` / ``pe-real:gemma3-270m``, or ``family:model``) with
+``--prompting`` as Prompting LLM (default ``pe-default:prompting``).
 
 Modes:
     prefix          [soft ; text]: backward runs over every position (the naive design)
@@ -30,7 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
+
+from tiers import TIERS, TOY_PROMPTING, parse_ref, short
 
 MODES = ("prefix", "suffix", "suffix-store", "lora", "full")
 INSTRUCTION = "Given a one-line summary, retrieve the documentation that it summarizes"
@@ -93,6 +104,57 @@ def records(n: int, words_per_text: int, seed: int) -> list[dict]:
     return [{"query": text(), "positive": text(), "instruction": INSTRUCTION} for _ in range(n)]
 
 
+class PhaseTimer:
+    """Wall seconds spent inside wrapped functions, per phase (the worker's profile)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.active = False
+
+    def wrap(self, owner: Any, name: str, phase: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                if self.active:
+                    self.seconds[phase] += time.perf_counter() - t
+
+        setattr(owner, name, timed)
+
+
+def install_profile(meth: Any) -> PhaseTimer:
+    """Time the step's phases: the Prompting LLM's relaxed generation, the frozen text
+    pass (the store's bookkeeping included; ``text forward`` is the model itself), the
+    soft pass, every backward, the optimizer."""
+    import torch
+
+    from pe_core.training import kvcache, methods
+
+    timer = PhaseTimer()
+    timer.wrap(meth, "head", "prompting LLM")
+    timer.wrap(methods, "text_cache", "text pass")  # no store: the method calls it
+    timer.wrap(kvcache.TextKVStore, "cache", "text pass")
+    timer.wrap(kvcache, "text_cache", "text forward")  # inside the store
+    timer.wrap(methods, "soft_pass", "soft pass")
+    timer.wrap(torch.Tensor, "backward", "backward")
+    timer.wrap(torch.optim.AdamW, "step", "optimizer")
+    return timer
+
+
+def resolve_backbone(ref: str) -> tuple[str, str]:
+    """``--model``: ``family:model``, or a real-tier id whose family the tiers know."""
+    known = {parse_ref(r)[1]: parse_ref(r)[0] for t in TIERS.values() for r in t.backbones}
+    if ref in known:
+        return known[ref], ref
+    family, model = parse_ref(ref)
+    if model is None:
+        raise SystemExit(f"--model {ref!r}: write family:model (e.g. llama:path/to/model)")
+    return family, model
+
+
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
@@ -111,18 +173,20 @@ def worker(args: argparse.Namespace) -> dict:
         method=method, steps=steps, batch_size=args.batch, hard_negatives=0, progress=False,
         save_every=10**9, lr=1e-5, bf16=args.bf16 or None, seed=0,
         text_kv_cache_mb=4096.0 if store else 0.0, lora_dropout=args.lora_dropout,
+        **({"text_pass_bf16": True} if args.text_bf16 else {}),
     )
     data = read_pairs(records(args.batch * args.batches, args.seq * 2, seed=1))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if method == "pe":
         placement = "prefix" if mode == "prefix" else "suffix"
         _, meth, save = api._prompt_embedder(
-            "llama", args.model, args.prompting, None, s,
+            args.backbone, args.model, args.prompting, None, s,
             {"placement": placement, "max_length": args.seq}, device, None, data,
         )
     else:
-        _, meth, save = api._lora("llama", args.model, s, {"max_length": args.seq}, device,
-                                  None, data)
+        _, meth, save = api._lora(args.backbone, args.model, s, {"max_length": args.seq},
+                                  device, None, data)
+    timer = install_profile(meth) if args.profile else None
     n_trainable = sum(p.numel() for p in meth.named_trainable().values())
     cuda = device.type == "cuda"
     if cuda:
@@ -139,6 +203,8 @@ def worker(args: argparse.Namespace) -> dict:
         if cuda:
             torch.cuda.synchronize()
         now, now_cpu = time.perf_counter(), time.process_time()
+        if timer is not None:
+            timer.active = step >= warm_steps  # from the next step on: the measured ones
         if step > warm_steps:
             wall.append(now - clock["wall"])
             cpu.append(now_cpu - clock["cpu"])
@@ -154,6 +220,8 @@ def worker(args: argparse.Namespace) -> dict:
         "cpu_ms": 1000 * statistics.median(cpu), "peak_mb": peak[0],
         "trainable": n_trainable,
     }
+    if timer is not None:
+        result["phases_ms"] = {k: 1000 * v / len(wall) for k, v in timer.seconds.items()}
     store_obj = getattr(meth, "store", None)
     if store_obj is not None and store:
         result["store_mb"] = store_obj.bytes / 2**20
@@ -178,11 +246,17 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for every mode")
     p.add_argument("--lora-dropout", type=float, default=0.0,
                    help="LoRA dropout (0: the cheapest LoRA; E5-mistral used 0.1)")
+    p.add_argument("--model", help="a real backbone instead of the random Llama: "
+                                    "pe-real:smollm2-135m, pe-real:gemma3-270m or family:model")
+    p.add_argument("--prompting", help=f"Prompting LLM with --model (default {TOY_PROMPTING})")
+    p.add_argument("--profile", action="store_true",
+                   help="also time the phases of each step (adds a little overhead)")
+    p.add_argument("--text-bf16", action="store_true",
+                   help="run the frozen text pass of suffix modes under bf16 autocast")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--model", help=argparse.SUPPRESS)
-    p.add_argument("--prompting", help=argparse.SUPPRESS)
+    p.add_argument("--backbone", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(worker(args)), flush=True)
@@ -191,14 +265,19 @@ def main() -> None:
     modes = args.modes.split(",")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as root:
-        folders = build_models(Path(root), args.hidden, args.layers, args.vocab)
-        base_cmd = [sys.executable, __file__, "--model", folders["model"],
-                    "--prompting", folders["prompting"]]
+        if args.model:
+            backbone, model = resolve_backbone(args.model)
+            folders = {"model": model, "prompting": args.prompting or TOY_PROMPTING}
+        else:
+            backbone = "llama"
+            folders = build_models(Path(root), args.hidden, args.layers, args.vocab)
+        base_cmd = [sys.executable, __file__, "--backbone", backbone, "--model",
+                    folders["model"], "--prompting", folders["prompting"]]
         for name in ("hidden", "layers", "batch", "seq", "steps", "warmup", "batches", "threads",
                      "lora_dropout"):
             base_cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-        if args.bf16:
-            base_cmd.append("--bf16")
+        base_cmd += [f"--{flag}" for flag in ("bf16", "profile", "text-bf16")
+                     if getattr(args, flag.replace("-", "_"))]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
         for r in range(args.rounds):
             for mode in modes:
@@ -225,6 +304,10 @@ def summarise(runs: dict[str, list[dict]]) -> list[dict]:
             if values:
                 row[key] = statistics.median(values)
         row["trainable"] = results[0]["trainable"]
+        phases = [r["phases_ms"] for r in results if "phases_ms" in r]
+        if phases:
+            row["phases_ms"] = {k: statistics.median(x.get(k, 0.0) for x in phases)
+                                for k in phases[0]}
         rows.append(row)
     ref = next((r for r in rows if r["mode"] == "lora"), None)
     for row in rows:
@@ -236,9 +319,13 @@ def summarise(runs: dict[str, list[dict]]) -> list[dict]:
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:
-    head = (f"backbone Llama hidden {args.hidden}, {args.layers} layers; batch {args.batch} "
+    model = (short(args.model) if args.model else
+             f"Llama hidden {args.hidden}, {args.layers} layers (random)")
+    head = (f"backbone {model}; batch {args.batch} "
             f"pairs (x2 texts), seq {args.seq}; {args.threads} threads; "
-            f"{'bf16 autocast' if args.bf16 else 'fp32'}; LoRA dropout {args.lora_dropout}; "
+            f"{'bf16 autocast' if args.bf16 else 'fp32'}"
+            f"{'; suffix text pass in bf16' if args.text_bf16 else ''}; "
+            f"LoRA dropout {args.lora_dropout}; "
             f"median of {args.rounds} runs")
     lines = [head, "",
              "| mode | ms/step | CPU ms/step | speed vs LoRA (wall) | speed vs LoRA (CPU) | "
@@ -255,6 +342,17 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
             f"{mem} | "
             f"{'n/a' if ratio is None else f'{ratio:.2f}x'} | {r['trainable']:,} |"
         )
+    profiled = [r for r in rows if "phases_ms" in r]
+    if profiled:
+        names = list(dict.fromkeys(k for r in profiled for k in r["phases_ms"]))
+        lines += ["", "Where a step's time goes (ms/step; text forward is inside text pass; "
+                  "other = the rest of the step: loss, rows, clipping):", "",
+                  "| mode | " + " | ".join(names) + " | other |", "|---" * (len(names) + 2) + "|"]
+        for r in profiled:
+            ph = r["phases_ms"]
+            other = r["wall_ms"] - sum(v for k, v in ph.items() if k != "text forward")
+            lines.append(f"| {r['mode']} | " + " | ".join(f"{ph.get(k, 0.0):.0f}" for k in names)
+                         + f" | {other:.0f} |")
     return "\n".join(lines)
 
 

@@ -304,6 +304,17 @@ def test_grad_cache_lora_baseline(tiny_folders):
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4)
 
 
+def _suffix_inputs(method):
+    """Three texts of different lengths, padded, and a random soft prompt per row."""
+    enc = method.embedder.tokenizer(
+        ["alpha beta gamma", "fox", "open a file and read the list of values"],
+        return_tensors="pt", padding=True,
+    )
+    backbone = method.backbone
+    soft = torch.randn(3, 5, backbone.d) * backbone.embedding_table.std()
+    return enc["input_ids"], enc["attention_mask"], soft
+
+
 def test_suffix_fast_path_is_exact(llama_spec):
     """Early exit after the last layer's keys/values, and the store across epochs, give
     what the encoder's own suffix path gives."""
@@ -311,11 +322,7 @@ def test_suffix_fast_path_is_exact(llama_spec):
 
     method = _method(llama_spec)
     backbone = method.backbone
-    tok = method.embedder.tokenizer
-    texts = ["alpha beta gamma", "fox", "open a file and read the list of values"]
-    enc = tok(texts, return_tensors="pt", padding=True)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    soft = torch.randn(3, 5, backbone.d) * backbone.embedding_table.std()
+    ids, mask, soft = _suffix_inputs(method)
     ref = backbone(ids, mask, soft, "suffix", "last")
     fast = soft_pass(backbone, text_cache(backbone, ids, mask), mask, soft)
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
@@ -330,6 +337,42 @@ def test_suffix_fast_path_is_exact(llama_spec):
         soft_pass(backbone, grouped.cache(backbone, ids, mask), mask, soft), ref,
         atol=1e-5, rtol=0,
     )
+
+
+def test_bf16_text_pass_hands_back_fp32_keys_close_to_the_exact_pass(llama_spec):
+    """``text_pass_bf16``: the frozen text pass runs under bf16 autocast (its keys/values
+    do differ from fp32's), comes back in fp32 and stays within bf16's rounding of the
+    exact suffix path, through the store and the method alike."""
+    from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache
+    from pe_core.training.methods import StepInfo
+
+    method = _method(llama_spec, text_kv_cache_mb=0.0)
+    backbone = method.backbone
+    ids, mask, soft = _suffix_inputs(method)
+    exact, cheap = text_cache(backbone, ids, mask), text_cache(backbone, ids, mask, bf16=True)
+    gaps = []
+    for a, b in zip(cheap.layers, exact.layers, strict=True):
+        assert a.keys.dtype == a.values.dtype == b.keys.dtype == torch.float32
+        scale = b.keys.abs().max()
+        gaps.append(float((a.keys - b.keys).abs().max() / scale))
+    # bf16 keeps 8 significant bits (0.4 % per rounding); two layers of them, with margin
+    assert max(gaps) < 5e-2
+    assert max(gaps) > 1e-5  # the pass did run in bf16
+    ref = backbone(ids, mask, soft, "suffix", "last")
+    tol = dict(atol=5e-2 * float(ref.abs().max()), rtol=0)
+    torch.testing.assert_close(soft_pass(backbone, cheap, mask, soft), ref, **tol)
+    store = TextKVStore(1 << 26, bf16=True)
+    torch.testing.assert_close(soft_pass(backbone, store.cache(backbone, ids, mask), mask, soft),
+                               ref, **tol)
+    assert _method(llama_spec, text_pass_bf16=True).store.bf16 is True
+    rows = method.rows(_examples(4), 1)
+    head = method.head(rows, StepInfo(0, noise_seed=0)).detach()
+    index = list(range(len(rows)))
+    fp32 = method.encode(rows, index, head)
+    method.settings.text_pass_bf16 = True
+    bf16 = method.encode(rows, index, head)
+    torch.testing.assert_close(bf16, fp32, atol=5e-2, rtol=0)  # unit vectors
+    assert float((bf16 - fp32).abs().max()) > 1e-6
 
 
 def test_length_groups_are_the_cheapest_split():

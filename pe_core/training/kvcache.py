@@ -65,9 +65,23 @@ def _window(cache: Any) -> int | None:
 
 
 @torch.no_grad()
-def text_cache(backbone: BackboneEncoder, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+def text_cache(
+    backbone: BackboneEncoder, ids: torch.Tensor, mask: torch.Tensor, bf16: bool = False
+) -> Any:
     """:meth:`BackboneEncoder.text_cache`, skipping the last layer's work that only the
-    text positions' outputs would need."""
+    text positions' outputs would need.
+
+    ``bf16``: run the pass under bf16 autocast and hand back keys/values in the model's
+    own dtype. The backbone is frozen and this pass has no grad, so only the rounding of
+    the keys/values reaches training (README: Benchmarks, the text pass's precision).
+    """
+    if bf16:
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16):
+            cache = text_cache(backbone, ids, mask)
+        dtype = next(backbone.model.parameters()).dtype
+        for layer in getattr(cache, "layers", ()):
+            layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
+        return cache
     cache = _new_cache(backbone.model)
     if cache is None:  # plain path: the model builds its own cache
         return backbone.text_cache(ids, mask)
@@ -121,9 +135,11 @@ class TextKVStore:
     """
 
     def __init__(
-        self, max_bytes: int, device: str | torch.device = "cpu", call_cost: int = 48
+        self, max_bytes: int, device: str | torch.device = "cpu", call_cost: int = 48,
+        bf16: bool = False,
     ) -> None:
         self.max_bytes = int(max_bytes)
+        self.bf16 = bf16  # the text pass under bf16 autocast (see text_cache)
         self.call_cost = call_cost  # see length_groups
         self.device = torch.device(device)
         self.bytes = 0
@@ -145,7 +161,7 @@ class TextKVStore:
             self.window = None if probe is None else _window(probe)
         too_long = self.window is not None and mask.shape[1] >= self.window - 1
         if not self.supported or self.max_bytes <= 0 or too_long:
-            return text_cache(backbone, ids, mask)
+            return text_cache(backbone, ids, mask, self.bf16)
         keys = [row_key(ids[i], mask[i]) for i in range(len(ids))]
         missing = [i for i, key in enumerate(keys) if key not in self._rows]
         self.hits += len(ids) - len(missing)
@@ -155,7 +171,7 @@ class TextKVStore:
         for group in length_groups([lengths[i] for i in missing], self.call_cost):
             rows = [missing[g] for g in group]
             sub_ids, sub_mask = _trim(ids[rows], mask[rows])
-            computed = text_cache(backbone, sub_ids, sub_mask)
+            computed = text_cache(backbone, sub_ids, sub_mask, self.bf16)
             for j, i in enumerate(rows):
                 fresh[i] = _row_kv(computed, j, sub_mask[j])
                 self._maybe_store(keys[i], fresh[i])

@@ -178,7 +178,7 @@ class PromptEmbedderMethod(Method):
         self.backbone.requires_grad_(False)
         budget = int(settings.text_kv_cache_mb * 2**20)
         use_store = self.config.placement == "suffix" and budget > 0
-        self.store = TextKVStore(budget) if use_store else None
+        self.store = TextKVStore(budget, bf16=settings.text_pass_bf16) if use_store else None
         self._plain: dict[bytes, torch.Tensor] = {}  # rows with no prompt: constants
         self._checkpointing = False
         self.module = self._make_head()
@@ -275,7 +275,8 @@ class PromptEmbedderMethod(Method):
             if self.store is not None:
                 cache = self.store.cache(self.backbone, input_ids, mask)
             else:
-                cache = text_cache(self.backbone, input_ids, mask)
+                cache = text_cache(self.backbone, input_ids, mask,
+                                   self.settings.text_pass_bf16)
             pooled = soft_pass(self.backbone, cache, mask, soft, self.config.pooling)
         else:
             with self._checkpointed():

@@ -86,6 +86,12 @@ class TrainSettings:
         2048.0, help="suffix: keep texts' keys/values across epochs (MB, 0: off)", cli=BOTH,
         group="efficiency", ge=0,
     )
+    # off by default: measured on SmolLM2-135M (README: Benchmarks, the text pass's
+    # precision) before it may become a default
+    text_pass_bf16: bool = option(
+        False, help="suffix: run the frozen text pass under bf16 autocast", cli=BOTH,
+        group="efficiency",
+    )
     save_every: int = option(200, help="checkpoint every N steps", cli=BOTH,
                              group="bookkeeping", ge=1)
     keep_checkpoints: int = option(2, help="checkpoints kept", cli=BOTH, group="bookkeeping",

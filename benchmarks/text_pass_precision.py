@@ -1,0 +1,160 @@
+"""The frozen text pass of suffix training in bf16 autocast against fp32: its speed, and
+what the rounding does to the training signal.
+
+On a 30-layer backbone the text pass is most of a first-epoch PromptEmbedder step
+(``train_efficiency.py --profile``). The backbone is frozen and the pass has no grad, so
+it may run in a cheaper precision if training does not suffer. This script measures, on
+one batch of training pairs (queries with the task instruction, documents with the
+document instruction), interleaved over ``--rounds``:
+
+* the text pass as the first epoch runs it (length groups, early exit), fp32 vs bf16:
+  wall and CPU ms;
+* the pooled embeddings of the soft pass over either cache (cosine), and the gradient
+  of one contrastive step with respect to every trainable weight (cosine, norm ratio);
+* with ``--train-steps N``: two ``pe train`` runs, same seed and data, fp32 and bf16
+  text pass, their dev nDCG@10 every ``--eval-every`` steps.
+
+    python benchmarks/text_pass_precision.py --model pe-real:smollm2-135m --threads 1
+    python benchmarks/text_pass_precision.py --train-steps 20 --batch 16 --json out.json
+
+bf16 pays off only where the CPU has bf16 matrix units (AMX or avx512_bf16; ``lscpu``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from curves import read_curve
+from tiers import TOY_PROMPTING, short
+from train_efficiency import resolve_backbone
+
+INSTRUCTION = "Given a one-line summary, retrieve the documentation that it summarizes"
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from pe_core.data import load_pairs
+    from pe_core.training import api
+    from pe_core.training.data import read_pairs
+    from pe_core.training.gradcache import contrastive_step
+    from pe_core.training.kvcache import TextKVStore, soft_pass
+    from pe_core.training.methods import StepInfo
+    from pe_core.training.settings import TrainSettings
+
+    backbone, model = resolve_backbone(args.model)
+    pairs = load_pairs("train")[: args.batch]
+    examples = [{"query": x.query, "positive": x.document, "instruction": INSTRUCTION}
+                for x in pairs]
+    data = read_pairs(examples)
+    s = TrainSettings(steps=1, batch_size=args.batch, hard_negatives=0, progress=False,
+                      text_kv_cache_mb=0.0, seed=0)
+    _, meth, _ = api._prompt_embedder(
+        backbone, model, args.prompting, None, s,
+        {"placement": "suffix", "max_length": args.max_length}, torch.device("cpu"), None, data,
+    )
+    rows = meth.rows(data.examples, 0)
+    ids, mask = meth._pad(rows.ids)
+    timing: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []}
+                                                  for k in ("fp32", "bf16")}
+    caches = {}
+    for _ in range(args.rounds):
+        for name in ("fp32", "bf16"):
+            store = TextKVStore(2**40, bf16=name == "bf16")  # fresh: every text is new
+            t, c = time.perf_counter(), time.process_time()
+            caches[name] = store.cache(meth.backbone, ids, mask)
+            timing[name]["wall"].append(1000 * (time.perf_counter() - t))
+            timing[name]["cpu"].append(1000 * (time.process_time() - c))
+    key_err = max(float((a.keys - b.keys).abs().max() / b.keys.abs().max())
+                  for a, b in zip(caches["bf16"].layers, caches["fp32"].layers, strict=True))
+    with torch.no_grad():
+        head = meth.head(rows, StepInfo(0))
+        soft = head[torch.tensor(rows.prompt)]
+        pooled = {}
+        for name in ("fp32", "bf16"):
+            cache = TextKVStore(2**40, bf16=name == "bf16").cache(meth.backbone, ids, mask)
+            pooled[name] = F.normalize(soft_pass(meth.backbone, cache, mask, soft).float(), dim=-1)
+    emb_cos = (pooled["fp32"] * pooled["bf16"]).sum(-1)
+    grads = {}
+    for name in ("fp32", "fp32 again", "bf16"):  # fp32 twice: the noise floor
+        meth.settings.text_pass_bf16 = name == "bf16"
+        meth.train_mode(True)
+        contrastive_step(meth, rows, StepInfo(0, noise_seed=0), s.temperature)
+        params = meth.named_trainable().values()
+        grads[name] = torch.cat([p.grad.reshape(-1).double() for p in params
+                                 if p.grad is not None])
+        for p in params:
+            p.grad = None
+    g32, g16, again = grads["fp32"], grads["bf16"], grads["fp32 again"]
+    return {
+        "model": short(args.model), "texts": len(rows.ids), "max_length": args.max_length,
+        "threads": args.threads, "rounds": args.rounds,
+        "text_pass_ms": {k: {m: statistics.median(v) for m, v in d.items()}
+                         for k, d in timing.items()},
+        "key_max_rel_err": key_err,
+        "embedding_cosine": {"min": float(emb_cos.min()), "mean": float(emb_cos.mean())},
+        "grad_cosine": float(F.cosine_similarity(g32, g16, dim=0)),
+        "grad_norm_ratio": float(g16.norm() / g32.norm()),
+        "fp32_repeat_grad_cosine": float(F.cosine_similarity(g32, again, dim=0)),
+        "fp32_repeat_grad_norm_ratio": float(again.norm() / g32.norm()),
+    }
+
+
+def train_pair(args: argparse.Namespace) -> dict:
+    """Two short ``pe train`` runs, fp32 and bf16 text pass; their dev curves."""
+    import pe_core
+    from pe_core.data import DOC_INSTRUCTION, load_pairs
+    from pe_core.data.corpus import write_training_jsonl
+
+    backbone, model = resolve_backbone(args.model)
+    work = Path(tempfile.mkdtemp(prefix="pe-text-precision-"))
+    data = work / "train.jsonl"
+    write_training_jsonl(data, split="train")
+    dev = [{"query": x.query, "positive": x.document, "instruction": DOC_INSTRUCTION}
+           for x in load_pairs("dev")[: args.dev]]
+    out = {}
+    for name in ("fp32", "bf16"):
+        print(f"== pe train, text pass {name}", flush=True)
+        pe_core.train(data, backbone=backbone, model=model, prompting=args.prompting,
+                      out=work / name, steps=args.train_steps, batch_size=args.batch,
+                      max_length=args.max_length, dev_data=dev, eval_every=args.eval_every,
+                      save_every=10**9, overwrite=True, device="cpu",
+                      text_pass_bf16=name == "bf16")
+        out[name] = read_curve(work / name / "log.jsonl")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="pe-real:smollm2-135m")
+    p.add_argument("--prompting", default=TOY_PROMPTING)
+    p.add_argument("--batch", type=int, default=32, help="pairs (x2 texts)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train-steps", type=int, default=0, help="also the two training runs")
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--dev", type=int, default=128)
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = {"measure": measure(args)}
+    print(json.dumps(result["measure"], indent=2), flush=True)
+    if args.train_steps:
+        result["train"] = train_pair(args)
+        for name, run in result["train"].items():
+            print(name, f"{run['ms_per_step']:.0f} ms/step", run["curve"], flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), **result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
