@@ -81,3 +81,7 @@ class OfflineError(RegistryError, ConnectionError):
 
 class ExportError(PEError, RuntimeError):
     """ONNX export failed or produced a graph that does not match PyTorch."""
+
+
+class Int8DropError(ExportError):
+    """The int8 graph embeds real text too far from the fp32 graph (above the bound)."""
