@@ -459,7 +459,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, float]],
     for label, cos in cosines.items():
         suffix = " --no-optimize" if label else ""
         fp32, int8 = scores[f"ONNX fp32{suffix}"], scores[f"ONNX int8{suffix}"]
-        drops = [100 * (f - i) / f if f else float("nan") for f, i in zip(fp32, int8)]
+        drops = [100 * (f - i) / f if f else float("nan") for f, i in zip(fp32, int8, strict=True)]
         lines.append(
             f"- int8{suffix} vs fp32{suffix}: relative drop MRR@10 {drops[0]:.2f} %, "
             f"nDCG@10 {drops[1]:.2f} %; cosine mean {cos.mean():.4f}, min {cos.min():.4f}; "
