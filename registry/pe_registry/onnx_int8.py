@@ -17,7 +17,10 @@ embeddings, mean / min): everything int8 0.906 / 0.778 (retrieval MRR@10 down by
 down projections fp32 0.985 / 0.950; down + q/k/v projections fp32 0.9965 / 0.989; also
 excluding the output projection, the first or last two layers, gate/up or the embedding
 table's Gather changed the cosine by less than 0.003. The remaining projections (gate,
-up, output) are about 60 % of the multiply work and keep most of int8's speed.
+up, output) are about 60 % of the multiply work: int8 runs 1.96x torch eager at batch 32
+instead of ~4x, and the retrieval score stays within 2 of 128 queries of fp32's. Gemma 3
+270M is not fixed by it (cosine 0.980 / 0.842, MRR@10 down 30 %): there the check below
+refuses the graph at the default bound.
 
 Nodes are picked by the module they were traced from (the exporter's
 ``pkg.torch.onnx.name_scopes`` metadata, which survives the fusions), so the recipe
