@@ -106,3 +106,7 @@ class RequestError(PEError, ValueError):
     ) -> None:
         super().__init__(message)
         self.status, self.type, self.code = status, type, code
+
+
+class Int8DropError(ExportError):
+    """The int8 graph embeds real text too far from the fp32 graph (above the bound)."""

@@ -42,6 +42,13 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--int8", action="store_true", help="also write a dynamic-int8 graph")
     p.add_argument(
+        "--int8-max-drop", type=float, default=None, metavar="DROP",
+        help="refuse the int8 graph when 1 - mean cosine of its embeddings to fp32's on a "
+        "few real texts exceeds DROP (default: 0.01)",
+    )
+    p.add_argument("--force-int8", action="store_true",
+                   help="write the int8 graph even above --int8-max-drop (with a warning)")
+    p.add_argument(
         "--optimize", action=argparse.BooleanOptionalAction, default=True,
         help="fuse attention/RMSNorm/rotary into onnxruntime kernels and compute the last "
         "layer for the pooled row only (kept if parity holds; default: on). "
@@ -70,6 +77,7 @@ def run_export_onnx(args: argparse.Namespace) -> int:
     from pe_core.loading import resolve_alignment
     from pe_core.validate import device
     from pe_registry.onnx_export import check_target, export_onnx, require_onnx_extra
+    from pe_registry.onnx_int8 import INT8_MAX_DROP
 
     # before minutes of loading, not after
     require_onnx_extra()
@@ -89,7 +97,8 @@ def run_export_onnx(args: argparse.Namespace) -> int:
     out = export_onnx(
         embedder, args.instruction, args.out, int8=args.int8, opset=args.opset,
         plain=args.plain, overwrite=args.overwrite, verify=args.verify,
-        optimize=args.optimize,
+        optimize=args.optimize, force_int8=args.force_int8,
+        int8_max_drop=INT8_MAX_DROP if args.int8_max_drop is None else args.int8_max_drop,
     )
     from pe_registry.onnx_embedder import read_onnx_config
 
@@ -101,6 +110,10 @@ def run_export_onnx(args: argparse.Namespace) -> int:
         print(f"parity with PyTorch: max |diff| {parity['fp32_max_abs_diff']:.1e}")
     if info.get("optimized"):
         print(f"fused for onnxruntime: {info['optimized']}")
-    if "int8_min_cosine" in parity:
-        print(f"int8 cosine to fp32: >= {parity['int8_min_cosine']:.4f}")
+    check = info.get("int8_check")
+    if check:
+        print(f"int8 vs fp32 on {check['texts']} real texts: cosine mean "
+              f"{check['mean_cosine']:.4f}, min {check['min_cosine']:.4f} (drop "
+              f"{check['drop']:.4f}, bound {check['max_drop']:g}"
+              f"{', forced' if check['forced'] else ''})")
     return 0

@@ -6,14 +6,16 @@ so a failed export leaves nothing behind):
 * ``model.onnx`` + ``model.onnx.data``: ``input_ids``, ``attention_mask`` (int64,
   dynamic batch and length, either padding side) -> ``sentence_embedding`` (float32,
   unit length); the soft prompt is a constant inside;
-* ``model_int8.onnx`` with ``int8=True``: dynamic int8 quantisation of the same graph;
+* ``model_int8.onnx`` with ``int8=True``: dynamic int8 quantisation of the same graph,
+  where it keeps the embedding (:mod:`pe_registry.onnx_int8`), checked on real text;
 * the backbone's tokenizer files and ``pe_config.json`` (the embedder config plus an
   ``"onnx"`` section: instruction, files, opset, versions, measured parity).
 
 Which tool does what: ``torch.onnx.export(dynamo=True)`` builds the graph (the legacy
 TorchScript exporter fails on these models); onnxscript's onnxruntime fusions rewrite it
 (``optimize=True``, the default: :mod:`pe_registry.onnx_optimize`); onnxruntime's
-``quantize_dynamic`` (QInt8 weights) makes the int8 graph; onnxruntime runs it.
+``quantize_dynamic`` (QInt8 weights, the projections that read activation outliers left
+fp32) makes the int8 graph; onnxruntime runs it.
 optimum is not used: its exporter needs ``position_ids`` as an input and knows nothing of
 a baked soft prompt, and its ``ORTOptimizer`` changes nothing measurable on these graphs.
 
@@ -42,14 +44,13 @@ from pe_core.config import CONFIG_NAME
 from pe_core.errors import ConfigError, DimensionMismatchError, ExportError
 from pe_core.validate import output_folder
 from pe_registry.onnx_embedder import INPUT_NAMES, ONNX_KEY, OUTPUT_NAME, make_session
+from pe_registry.onnx_int8 import INT8_MAX_DROP, check_int8, quantize_int8
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "model.onnx"
 INT8_NAME = "model_int8.onnx"
 PARITY_TOL = 1e-4  # max |onnx - torch| per coordinate of the fp32 graph
-INT8_MIN_COSINE = 0.99
-_TWO_GB = 2**31 - 2**20  # protobuf's limit: bigger graphs keep weights outside
 
 
 def export_onnx(
@@ -62,6 +63,8 @@ def export_onnx(
     overwrite: bool = False,
     verify: bool = True,
     optimize: bool = True,
+    int8_max_drop: float = INT8_MAX_DROP,
+    force_int8: bool = False,
 ) -> Path:
     """Export ``embedder`` with the soft prompt of ``instruction`` baked in.
 
@@ -70,7 +73,11 @@ def export_onnx(
         instruction: the task instruction; None takes ``config.document_instruction``
             (what ``encode(instruction=None)`` uses).
         out_dir: folder to create (it must not exist or be empty, unless ``overwrite``).
-        int8: also write ``model_int8.onnx`` and make it the default precision.
+        int8: also write ``model_int8.onnx`` and make it the default precision. The
+            down and query/key/value projections stay fp32 and the rest is int8
+            (:mod:`pe_registry.onnx_int8`: those read the activation outliers that
+            per-tensor int8 loses); the int8 graph is then compared with the fp32 one
+            on a few real texts.
         opset: ONNX opset (None: the backbone plugin's ``onnx_opset``).
         plain: no soft prompt at all: the plain backbone, pooled and normalised
             (a baseline for measuring what the soft prompt costs).
@@ -82,10 +89,15 @@ def export_onnx(
             passes the parity check, else the unfused graph is written (with a
             warning). On by default: 1.3x to 1.6x faster on the CPU; False writes the
             plain exported graph (standard ONNX ops only, for other runtimes).
+        int8_max_drop: the largest ``1 - mean cosine`` of int8 to fp32 embeddings
+            on those texts that is accepted (default ``0.01``).
+        force_int8: write an int8 graph above ``int8_max_drop`` (with a warning).
 
     Raises:
         DimensionMismatchError: the alignment does not fit the backbone or the
             Prompting LLM; nothing is written.
+        Int8DropError: the int8 graph's drop is above ``int8_max_drop`` and not
+            ``force_int8``; nothing is written.
 
     Example::
 
@@ -145,6 +157,11 @@ def export_onnx(
             info["default"] = "int8"
         if verify:
             info["parity"] = verify_parity(embedder, instruction, stage, info["files"])
+        if int8:
+            info["int8_check"] = check_int8(
+                embedder.tokenizer, info["padding_side"], stage, info["files"],
+                int8_max_drop, force_int8,
+            )
         embedder.tokenizer.save_pretrained(stage)
         _write_config(stage, embedder.config.to_dict(), info)
         _publish(stage, out_dir, overwrite)
@@ -246,49 +263,6 @@ def _fuse(src: Path, dst: Path, embedder: Any, instruction: str | None) -> dict[
         return {}
 
 
-def quantize_int8(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantisation: QInt8 weights (one scale per output channel),
-    activations quantised at run time.
-
-    Measured on these graphs: QInt8 is ~1.5x faster than fp32 on the CPU, QUInt8 only
-    ~1.2x; ``quant_pre_process`` fails on dynamo graphs and gains nothing. Per-channel
-    scales cost nothing measurable and bring the benchmark's int8 cosine to fp32 from
-    0.9989 / 0.9974 (mean / min) to 0.9992 / 0.9981. The nodes that run for the pooled
-    row only (:func:`pe_registry.onnx_optimize.pooled_row_only`) stay fp32: one row per
-    text costs next to nothing there, and int8 would only add error next to the output.
-    Only ``MatMul`` and ``Gather`` (the embedding table) are quantised: the default op
-    list would also turn an opset-23 ``Attention`` into the unrelated contrib
-    ``QAttention`` and break ``--opset 23`` exports.
-    """
-    import onnx
-
-    from pe_registry.onnx_embedder import import_onnxruntime
-    from pe_registry.onnx_optimize import POOLED_ROW_PREFIX
-
-    import_onnxruntime()  # telemetry off before onnxruntime.quantization imports it
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    graph = onnx.load(str(src), load_external_data=False).graph
-    keep_fp32 = [n.name for n in graph.node if n.name.startswith(POOLED_ROW_PREFIX)]
-
-    big = sum(f.stat().st_size for f in src.parent.glob(src.name + "*")) > _TWO_GB
-    root = logging.getLogger()
-    quiet = _DropPreprocessAdvice()
-    root.addFilter(quiet)  # it advises quant_pre_process, which fails on these graphs
-    try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, use_external_data_format=big,
-                         per_channel=True, nodes_to_exclude=keep_fp32,
-                         op_types_to_quantize=["MatMul", "Gather"])
-    finally:
-        root.removeFilter(quiet)
-    return dst
-
-
-class _DropPreprocessAdvice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
-
-
 def example_batch(
     tokenizer: Any, batch: int = 4, seed: int | None = None, max_len: int = 24, side: str = "right"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -311,39 +285,28 @@ def example_batch(
 def verify_parity(
     embedder: Any, instruction: str | None, folder: Path, files: dict[str, str]
 ) -> dict[str, Any]:
-    """Run the written graphs on a fresh random padded batch (both padding sides) and
-    compare with the torch embedder's own path (the suffix over a KV cache, which the
+    """Run the written fp32 graph on a fresh random padded batch (both padding sides)
+    and compare with the torch embedder's own path (the suffix over a KV cache, which the
     graph does not use: two implementations must agree)."""
     import torch
 
     seed = secrets.randbits(32)
     result: dict[str, Any] = {"seed": seed, "tolerance": PARITY_TOL}
-    sessions = {p: make_session(folder / f, ["CPUExecutionProvider"]) for p, f in files.items()}
-    worst, cosines = 0.0, []
+    session = make_session(folder / files["fp32"], ["CPUExecutionProvider"])
+    worst = 0.0
     for n, side in enumerate(("right", "left")):
         ids, mask = example_batch(embedder.tokenizer, batch=4, seed=seed + n, side=side)
         with torch.no_grad():
             ref = _torch_reference(embedder, instruction, ids, mask)
         feeds = {INPUT_NAMES[0]: ids, INPUT_NAMES[1]: mask}
-        fp32 = sessions["fp32"].run([OUTPUT_NAME], feeds)[0]
+        fp32 = session.run([OUTPUT_NAME], feeds)[0]
         worst = max(worst, float(np.abs(fp32 - ref).max()))
-        if "int8" in sessions:
-            q = sessions["int8"].run([OUTPUT_NAME], feeds)[0]
-            cosines.append(float((q * fp32).sum(-1).min()))
     result["fp32_max_abs_diff"] = worst
     if worst > PARITY_TOL:
         raise ExportError(
             f"the ONNX graph differs from PyTorch by {worst:.2e} (> {PARITY_TOL:g}) on a "
             f"random padded batch (seed {seed}); nothing was written"
         )
-    if cosines:
-        result["int8_min_cosine"] = min(cosines)
-        if min(cosines) < INT8_MIN_COSINE:
-            warnings.warn(
-                f"int8 graph: cosine to fp32 down to {min(cosines):.4f} (< {INT8_MIN_COSINE})"
-                " on random tokens; check it on real text before relying on it",
-                stacklevel=3,
-            )
     return result
 
 

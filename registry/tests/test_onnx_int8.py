@@ -1,0 +1,169 @@
+"""The int8 graph: which nodes stay fp32, and the real-text check that refuses or warns.
+
+One tiny llama (suffix, last-token pooling: the default layout, with the pooled-row
+rewrite) is exported once without int8; each test quantises or checks that graph.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+if os.environ.get("PE_REQUIRE_ONNX") == "1":
+    import onnxruntime  # noqa: F401
+    import onnxscript  # noqa: F401
+else:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+
+INSTRUCTION = "Retrieve a passage that answers the question"
+
+
+@pytest.fixture(scope="module")
+def fp32_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    from pe_core.plugins import get_backbone
+    from pe_core.testing.tiny import tiny_embedder
+    from pe_registry.onnx_export import export_onnx
+
+    embedder = tiny_embedder(get_backbone("llama"))
+    folder = export_onnx(embedder, INSTRUCTION, tmp_path_factory.mktemp("int8") / "fp32")
+    return embedder, folder
+
+
+def scope(node: Any) -> str:
+    """The module a node was traced from (the exporter's metadata), or ''."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            return str(ast.literal_eval(prop.value)[-2])
+    return ""
+
+
+def test_recipe_keeps_the_outlier_projections_fp32(fp32_export: Any, tmp_path: Path) -> None:
+    import onnx
+
+    from pe_registry.onnx_int8 import KEEP_FP32_MODULES, quantize_int8
+    from pe_registry.onnx_optimize import POOLED_ROW_PREFIX
+
+    embedder, folder = fp32_export
+    layers = embedder.backbone.model.config.num_hidden_layers
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    linear = {n.name: scope(n) for n in graph.node
+              if n.op_type == "MatMul" and scope(n).endswith("_proj")}
+    assert len(linear) == 7 * layers  # q k v o gate up down per layer
+    kept = {name for name, s in linear.items()
+            if s.endswith(KEEP_FP32_MODULES) or name.startswith(POOLED_ROW_PREFIX)}
+    assert len([s for s in linear.values() if s.endswith(KEEP_FP32_MODULES)]) == (
+        len(KEEP_FP32_MODULES) * layers
+    )
+
+    quantize_int8(folder / "model.onnx", tmp_path / "model_int8.onnx")
+    q = onnx.load(str(tmp_path / "model_int8.onnx")).graph
+    still_fp32 = {n.name for n in q.node if n.op_type == "MatMul"}
+    assert kept <= still_fp32
+    # every other projection became an integer MatMul (its name carries the original's)
+    integer = [n.name for n in q.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    for name in set(linear) - kept:
+        assert name not in still_fp32
+        assert any(i.startswith(name) for i in integer), name
+
+
+def test_nothing_kept_means_every_projection_int8(fp32_export: Any, tmp_path: Path) -> None:
+    import onnx
+
+    from pe_registry.onnx_int8 import quantize_int8
+    from pe_registry.onnx_optimize import POOLED_ROW_PREFIX
+
+    _, folder = fp32_export
+    quantize_int8(folder / "model.onnx", tmp_path / "model_int8.onnx", keep_fp32=())
+    q = onnx.load(str(tmp_path / "model_int8.onnx")).graph
+    left = [n.name for n in q.node if n.op_type == "MatMul" and scope(n).endswith("_proj")]
+    assert left and all(name.startswith(POOLED_ROW_PREFIX) for name in left)
+
+
+def int8_folder(fp32_export: Any, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    from pe_registry.onnx_int8 import quantize_int8
+
+    _, folder = fp32_export
+    copy = tmp_path / "graphs"
+    shutil.copytree(folder, copy)
+    quantize_int8(copy / "model.onnx", copy / "model_int8.onnx")
+    config = json.loads((copy / "pe_config.json").read_text())
+    config["onnx"]["files"]["int8"] = "model_int8.onnx"
+    (copy / "pe_config.json").write_text(json.dumps(config))
+    return copy, config["onnx"]["files"]
+
+
+def test_check_measures_the_cosine_to_fp32(fp32_export: Any, tmp_path: Path) -> None:
+    from pe_registry import OnnxEmbedder
+    from pe_registry.onnx_int8 import CHECK_BATCH, check_int8, check_texts
+
+    embedder, _ = fp32_export
+    folder, files = int8_folder(fp32_export, tmp_path)
+    texts = check_texts()
+    assert len(texts) == 32 and len(set(texts)) == 32
+    got = check_int8(embedder.tokenizer, "right", folder, files, max_drop=0.01)
+    kw: dict[str, Any] = dict(batch_size=CHECK_BATCH, max_length=128)
+    with pytest.warns(UserWarning, match="longer than max_length"):
+        fp32 = OnnxEmbedder(folder, precision="fp32").encode(texts, **kw)
+    int8 = OnnxEmbedder(folder, precision="int8").encode(texts, **kw)
+    cosines = (fp32 * int8).sum(-1)
+    assert got["texts"] == 32 and got["forced"] is False
+    assert abs(got["mean_cosine"] - cosines.mean()) <= 1e-6
+    assert abs(got["min_cosine"] - cosines.min()) <= 1e-6
+    assert abs(got["drop"] - (1 - cosines.mean())) <= 1e-6
+    assert 0 < got["drop"] <= 0.01  # int8 is not exact, and this recipe keeps it close
+
+
+def test_bound_zero_refuses_and_writes_nothing(fp32_export: Any, tmp_path: Path) -> None:
+    from pe_core.errors import ExportError, Int8DropError
+    from pe_registry.onnx_export import export_onnx
+
+    embedder, _ = fp32_export
+    out = tmp_path / "out"
+    with pytest.raises(Int8DropError, match=r"drop of 0\.\d+, above the bound 0; nothing") as err:
+        export_onnx(embedder, INSTRUCTION, out, int8=True, int8_max_drop=0.0)
+    assert isinstance(err.value, ExportError)
+    assert "--force-int8" in str(err.value)
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())  # no staging folder left either
+
+
+def test_force_writes_and_warns(fp32_export: Any, tmp_path: Path) -> None:
+    from pe_registry import OnnxEmbedder
+    from pe_registry.onnx_export import export_onnx
+
+    embedder, _ = fp32_export
+    with pytest.warns(UserWarning, match=r"above the bound 0; written anyway"):
+        out = export_onnx(embedder, INSTRUCTION, tmp_path / "out", int8=True,
+                          int8_max_drop=0.0, force_int8=True)
+    check = json.loads((out / "pe_config.json").read_text())["onnx"]["int8_check"]
+    assert check["forced"] is True and check["max_drop"] == 0.0 and check["drop"] > 0
+    assert OnnxEmbedder(out).precision == "int8"
+
+
+def test_cli_bound_refuses_with_exit_code(fp32_export: Any, tmp_path: Path, capsys: Any) -> None:
+    from pe_core.cli.main import main
+    from pe_core.plugins import get_backbone
+    from pe_core.testing.tiny import save_tiny_folders
+
+    embedder, _ = fp32_export
+    folders = save_tiny_folders(get_backbone("llama"), tmp_path / "src")
+    embedder.save(tmp_path / "align")
+    out = tmp_path / "out"
+    argv = ["export", "onnx", "--alignment", str(tmp_path / "align"),
+            "--model", str(folders["model"]), "--prompting", str(folders["prompting"]),
+            "--out", str(out), "--int8", "--int8-max-drop", "0"]
+    assert main(argv) == 2
+    assert "above the bound 0" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*argv, "--force-int8"]) == 0
+    assert "forced" in capsys.readouterr().out
+    assert np.isfinite(json.loads((out / "pe_config.json").read_text())["onnx"]["int8_check"][
+        "mean_cosine"])
