@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import CorruptFileError, ModelTypeMismatchError
+from pe_core.errors import CorruptFileError, MissingFileError, ModelTypeMismatchError
 from pe_core.extras import require_extra as require
 
 logger = logging.getLogger(__name__)
@@ -124,8 +124,6 @@ def gguf_folder(path: Path, sha256: str | None = None, model_types: tuple[str, .
 
     path = Path(path).expanduser()
     if not path.is_file():
-        from pe_core.errors import MissingFileError
-
         raise MissingFileError(f"GGUF file {path} does not exist")
     digest = sha256_file(path)
     if sha256 is not None and digest != sha256:
