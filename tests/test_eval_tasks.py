@@ -21,10 +21,18 @@ def pe_cache(tmp_path_factory):
 
 
 class HashedBagOfWords:
-    """A deterministic toy embedder with the pe encode signature; records its calls."""
+    """A deterministic toy embedder with the pe encode signature; records its calls.
+
+    Word counts hashed into 256 buckets, plus one dimension set from a hash of the whole
+    text: two different texts with the same bag of words (or any two documents a query
+    scores equally) would tie exactly, and a tie is then ordered by the rounding of the
+    CPU's matrix product, which differs between CPUs (AVX-512 against AVX2). The extra
+    dimension orders them by a margin far above that rounding, so scores are the same on
+    every machine.
+    """
 
     name = "hashed-bow"
-    dim = 256
+    dim = 257
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, str | None]] = []
@@ -36,7 +44,8 @@ class HashedBagOfWords:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             for word in re.findall(r"[a-z0-9]+", text.lower()):
-                out[i, zlib.crc32(word.encode()) % self.dim] += 1.0
+                out[i, zlib.crc32(word.encode()) % (self.dim - 1)] += 1.0
+            out[i, -1] = 0.5 * (1 + zlib.crc32(text.encode()) / 2**32)  # the tie-breaker
         if normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
         return out
@@ -95,7 +104,7 @@ def test_mteb_evaluate_with_wrapper(tasks):
     encoder = MTEBEncoder(model)
     assert isinstance(encoder, mteb.models.EncoderProtocol)
     assert encoder.mteb_model_meta.name == "pe/hashed-bow"
-    assert encoder.mteb_model_meta.embed_dim == 256
+    assert encoder.mteb_model_meta.embed_dim == HashedBagOfWords.dim
     result = mteb.evaluate(encoder, tasks, cache=None, show_progress_bar=False)
     scores = {tr.task_name: tr.scores["test"][0] for tr in result.task_results}
     ndcg = scores["PELocalDocstringRetrieval"]["ndcg_at_10"]

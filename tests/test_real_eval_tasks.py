@@ -205,8 +205,11 @@ def test_mteb_evaluate_full_tasks_with_bag_of_words():
                            cache=None, show_progress_bar=False)
     scores = {tr.task_name: tr.scores["test"][0]["main_score"] for tr in result.task_results}
     # measured once; a change of data, split or metric moves them by far more than 1e-4
-    assert scores["PELeeSTS"] == pytest.approx(0.16255, abs=1e-4)
-    assert scores["PEWordNetRetrieval"] == pytest.approx(0.05997, abs=1e-4)
+    # (one test query moving in or out of the top 10 moves nDCG@10 by up to 3.4e-4). The
+    # embedder's tie-breaking dimension keeps every relevant document at least 2e-6 in
+    # cosine from its nearest competitor, so the CPU's rounding cannot reorder them.
+    assert scores["PELeeSTS"] == pytest.approx(0.16267, abs=1e-4)
+    assert scores["PEWordNetRetrieval"] == pytest.approx(0.06093, abs=1e-4)
     # the similarity task is symmetric: both articles get its instruction; word lists get none
     assert {ins for _, ins in model.calls} == {LEE_INSTRUCTION, WORDNET_INSTRUCTION, None}
     assert sum(n for n, ins in model.calls if ins is None) == WORDNET_DOCS["test"]
