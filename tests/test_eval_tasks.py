@@ -27,8 +27,8 @@ class HashedBagOfWords:
     text: two different texts with the same bag of words (or any two documents a query
     scores equally) would tie exactly, and a tie is then ordered by the rounding of the
     CPU's matrix product, which differs between CPUs (AVX-512 against AVX2). The extra
-    dimension orders them by a margin far above that rounding, so scores are the same on
-    every machine.
+    dimension orders them by a margin well above that rounding (on the WordNet test
+    split: at least 2.4e-6 in cosine around every relevant document in a top 10).
     """
 
     name = "hashed-bow"
