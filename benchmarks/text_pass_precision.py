@@ -17,7 +17,16 @@ document instruction), interleaved over ``--rounds``:
     python benchmarks/text_pass_precision.py --model pe-real:smollm2-135m --threads 1
     python benchmarks/text_pass_precision.py --train-steps 20 --batch 16 --json out.json
 
+* with ``--int8-linears`` (instead of the above): each projection of the backbone's
+  layers as the text pass runs it (the batch's real tokens as rows), fp32 against
+  dynamic int8 as onnxruntime does it (torch's fbgemm kernel: weights int8 per output
+  channel, activations quantised per tensor at run time), and what the text pass would
+  cost with every projection int8 or with only those the int8 ONNX recipe quantises
+  (gate, up, output).
+
 bf16 pays off only where the CPU has bf16 matrix units (AMX or avx512_bf16; ``lscpu``).
+Its rounding is the same on any CPU, so ``--train-steps`` measures its score anywhere
+(slowly where bf16 is emulated).
 """
 
 from __future__ import annotations
@@ -36,16 +45,14 @@ from train_efficiency import resolve_backbone
 INSTRUCTION = "Given a one-line summary, retrieve the documentation that it summarizes"
 
 
-def measure(args: argparse.Namespace) -> dict:
+def first_epoch_batch(args: argparse.Namespace) -> tuple:
+    """``(method, settings, rows, ids, mask)``: one batch of training pairs as the first
+    epoch of suffix training sees it."""
     import torch
-    import torch.nn.functional as F
 
     from pe_core.data import load_pairs
     from pe_core.training import api
     from pe_core.training.data import read_pairs
-    from pe_core.training.gradcache import contrastive_step
-    from pe_core.training.kvcache import TextKVStore, soft_pass
-    from pe_core.training.methods import StepInfo
     from pe_core.training.settings import TrainSettings
 
     backbone, model = resolve_backbone(args.model)
@@ -61,6 +68,18 @@ def measure(args: argparse.Namespace) -> dict:
     )
     rows = meth.rows(data.examples, 0)
     ids, mask = meth._pad(rows.ids)
+    return meth, s, rows, ids, mask
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from pe_core.training.gradcache import contrastive_step
+    from pe_core.training.kvcache import TextKVStore, soft_pass
+    from pe_core.training.methods import StepInfo
+
+    meth, s, rows, ids, mask = first_epoch_batch(args)
     timing: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []}
                                                   for k in ("fp32", "bf16")}
     caches = {}
@@ -106,6 +125,71 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
+#: the projections the int8 ONNX recipe quantises; q/k/v and the MLP's down projection
+#: read activations with outliers and stay fp32 there (README: int8 on real models)
+INT8_SAFE = ("gate_proj", "up_proj", "o_proj")
+
+
+def int8_linears(args: argparse.Namespace) -> dict:
+    """The fp32 text pass of one first-epoch batch (CPU ms, median of ``--rounds``), and
+    each distinct projection of the backbone's layers timed fp32 and dynamic int8 on as
+    many rows as that batch has real tokens; the text pass's cost projected for each
+    int8 recipe by taking each projection's saving off the measured pass."""
+    import warnings
+
+    import torch
+
+    from pe_core.training.kvcache import TextKVStore
+
+    meth, _, _, ids, mask = first_epoch_batch(args)
+    passes = []
+    for _ in range(args.rounds):
+        c = time.process_time()
+        TextKVStore(2**40).cache(meth.backbone, ids, mask)  # fresh: every text is new
+        passes.append(1000 * (time.process_time() - c))
+    text_pass_ms = statistics.median(passes)
+    tokens = int(mask.sum())
+    layers: dict[str, list] = {}
+    for name, mod in meth.backbone.model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and "layers." in name:
+            layers.setdefault(name.rsplit(".", 1)[-1], []).append(mod)
+    n_layers = len(next(iter(layers.values())))
+    rows = []
+    x_cache: dict[int, torch.Tensor] = {}
+    for role, mods in layers.items():
+        lin = mods[len(mods) // 2]
+        x = x_cache.setdefault(lin.in_features, torch.randn(tokens, lin.in_features))
+        w = lin.weight.detach().float()
+        scale = (w.abs().amax(1) / 127).clamp_min(1e-12).double()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's eager int8 API is deprecated
+            qw = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long),
+                                            0, torch.qint8)
+            packed = torch.ops.quantized.linear_prepack(qw, None)
+        timed = {"fp32": lambda x=x, w=w: x @ w.T,
+                 "int8": lambda x=x, p=packed: torch.ops.quantized.linear_dynamic(x, p)}
+        ms: dict[str, list[float]] = {k: [] for k in timed}
+        with torch.no_grad():
+            for _ in range(args.rounds + 1):  # the first round warms up
+                for k, f in timed.items():
+                    c = time.process_time()
+                    f()
+                    ms[k].append(1000 * (time.process_time() - c))
+        med = {k: statistics.median(v[1:]) for k, v in ms.items()}
+        rows.append({"proj": role, "in": lin.in_features, "out": lin.out_features,
+                     "fp32_ms": med["fp32"], "int8_ms": med["int8"],
+                     "speedup": med["fp32"] / med["int8"]})
+    fp32 = n_layers * sum(r["fp32_ms"] for r in rows)
+    saved_all = n_layers * sum(r["fp32_ms"] - r["int8_ms"] for r in rows)
+    saved_safe = n_layers * sum(r["fp32_ms"] - r["int8_ms"] for r in rows
+                                if r["proj"] in INT8_SAFE)
+    return {"tokens": tokens, "layers": n_layers, "projections": rows,
+            "projections_fp32_cpu_ms": fp32, "text_pass_fp32_cpu_ms": text_pass_ms,
+            "projection_share": fp32 / text_pass_ms,
+            "text_pass_speedup_all_int8": text_pass_ms / (text_pass_ms - saved_all),
+            "text_pass_speedup_safe_int8": text_pass_ms / (text_pass_ms - saved_safe)}
+
+
 def train_pair(args: argparse.Namespace) -> dict:
     """Two short ``pe train`` runs, fp32 and bf16 text pass; their dev curves."""
     import pe_core
@@ -141,13 +225,19 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=0, help="also the two training runs")
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--dev", type=int, default=128)
+    p.add_argument("--int8-linears", action="store_true",
+                   help="instead of bf16: the projections fp32 vs dynamic int8")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    result = {"measure": measure(args)}
-    print(json.dumps(result["measure"], indent=2), flush=True)
+    if args.int8_linears:
+        result = {"int8_linears": int8_linears(args)}
+        print(json.dumps(result["int8_linears"], indent=2), flush=True)
+    else:
+        result = {"measure": measure(args)}
+        print(json.dumps(result["measure"], indent=2), flush=True)
     if args.train_steps:
         result["train"] = train_pair(args)
         for name, run in result["train"].items():
