@@ -134,6 +134,23 @@ def test_dev_split_and_custom_instructions(pe_cache):
     assert {ins for _, ins in model.calls} == {"find the docs", None}
 
 
+def test_wrapper_encodes_each_distinct_text_once(pe_cache):
+    """An STS task lists each document once per pair: the model sees it once, and every
+    row still gets its own text's vector, in mteb's order."""
+    from types import SimpleNamespace as NS
+
+    from pe_core.eval import MTEBEncoder
+
+    model = HashedBagOfWords()
+    texts = ["a cat sat", "a dog ran", "a cat sat", "the end", "a dog ran", "a cat sat"]
+    batches = [{"text": texts[:4]}, {"text": texts[4:]}]
+    got = MTEBEncoder(model).encode(batches, task_metadata=NS(name="Foo", type="STS",
+                                                             prompt=None),
+                                    hf_split="test", hf_subset="default")
+    assert [n for n, _ in model.calls] == [3]  # three distinct texts, one call
+    np.testing.assert_array_equal(got, model.encode(texts))
+
+
 def test_instruction_defaults():
     from types import SimpleNamespace as NS
 

@@ -122,8 +122,11 @@ class MTEBEncoder(AbsEncoder):
         if not texts:
             dim = getattr(self.mteb_model_meta, "embed_dim", None)
             return np.zeros((0, dim if isinstance(dim, int) else 0), dtype=np.float32)
+        # each distinct text once: an STS task lists every document once per pair it is in
+        # (Lee: 50 documents, 2 x 1,225 texts), and an embedding is a function of its text
+        unique = list(dict.fromkeys(texts))
         vectors = self.model.encode(
-            texts,
+            unique,
             instruction=instruction,
             batch_size=int(kwargs.get("batch_size") or self.batch_size),
             normalize=True,
@@ -131,4 +134,8 @@ class MTEBEncoder(AbsEncoder):
         )
         if hasattr(vectors, "detach"):  # a torch tensor slipped through
             vectors = vectors.detach().cpu().numpy()
-        return np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(unique) == len(texts):
+            return vectors
+        row = {text: i for i, text in enumerate(unique)}
+        return vectors[[row[text] for text in texts]]
