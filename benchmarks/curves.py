@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 
@@ -73,7 +74,8 @@ def plot_curves(panels: dict[str, dict[str, list]], path: Path, title: str,
         ax.set_ylabel("dev nDCG@10")
         ax.set_title(panel, fontsize=9)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    # wrapped to the figure's width: one long line is cut off at both edges
+    fig.suptitle(textwrap.fill(title, width=int(80 * len(panels))), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
