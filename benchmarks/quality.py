@@ -20,7 +20,8 @@ Models (``--tier``, benchmarks/tiers.py): ``toy`` the embedded default family
 SmolLM2-135M-Instruct and Gemma 3 270M, each trained and each the other's transfer
 target, with the toy Prompting LLM and SmolLM2-135M-Instruct as Prompting LLM. Data: the
 local corpus's train split; dev score on part of the dev split; test scores on every
-local task registered (``--tasks`` to choose). Not a test: run it by hand (toy: about
+local task registered, and on the real tier also the tasks from real text (Lee STS,
+WordNet retrieval; ``--tasks`` to choose). Not a test: run it by hand (toy: about
 30 minutes on 2 CPU cores; real: see the README's Benchmarks).
 """
 
@@ -88,9 +89,11 @@ def main() -> None:
     from pe_core.eval.mteb_env import prepare_mteb
 
     prepare_mteb()
-    from pe_core.eval.tasks import LOCAL_TASKS
+    from pe_core.eval.tasks import LOCAL_TASKS, REAL_TASKS
 
-    args.tasks = args.tasks or list(LOCAL_TASKS)
+    # the real tier is also scored on the tasks from real text (Lee STS, WordNet)
+    args.tasks = args.tasks or list(LOCAL_TASKS) + (list(REAL_TASKS) if args.tier == "real"
+                                                    else [])
     if args.threads:
         import torch
 
