@@ -410,3 +410,25 @@ def test_a_run_set_aside_by_a_killed_swap_is_named_not_lost(pairs, tiny_folders,
     with pytest.raises(ConfigError, match=r"\.run\.old-x1/run holds the run.*mv "):
         _train(pairs, tiny_folders, run_copy, overwrite=True)
     assert tree_digest(aside) == before and not run_copy.exists()
+
+
+def test_overwrite_removes_what_a_killed_run_left_and_keeps_a_live_ones(pairs, tiny_folders,
+                                                                        run_copy):
+    """SIGKILL runs no handler: the staged sibling stays. The next staged run into the
+    same folder deletes it once its process is gone, and leaves a live run's alone."""
+    import subprocess
+    import sys
+
+    from pe_core.training import run_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = run_folder._owner().rpartition("-")[0]
+    killed = run_copy.parent / f".run.tmp-{host}-{dead}-0123abcd"
+    live = run_copy.parent / f".run.tmp-{run_folder._owner()}-4567ef01"
+    other_host = run_copy.parent / f".run.tmp-elsewhere-{dead}-89ab2345"
+    for folder in (killed, live, other_host):
+        (folder / "checkpoints").mkdir(parents=True)
+    _train(pairs, tiny_folders, run_copy, steps=1, overwrite=True)
+    assert sorted(p.name for p in run_copy.parent.iterdir()) == sorted(
+        ["run", live.name, other_host.name])

@@ -6,7 +6,9 @@
 * ``out`` holds something and ``overwrite`` is given: the run writes in a sibling folder
   ``.<name>.tmp-XXXX`` (same file system) and only a complete run is swapped in: the old
   folder renamed aside, the new one renamed in, the old one deleted. Any failure deletes
-  the sibling, so ``out`` stays byte for byte what it was.
+  the sibling, so ``out`` stays byte for byte what it was. A sibling left by a killed run
+  (SIGKILL, power loss: no handler ran) is named for its host and process, and the next
+  staged run into ``out`` deletes it once that process is gone.
 * ``resume``: in place, from ``out``'s newest checkpoint.
 
 Everything here is decided and checked before any model is built or any file written.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,6 +120,7 @@ def writing(folder: RunFolder) -> Iterator[Path]:
     existed = out.is_dir()
     work = out
     if folder.staged:
+        _remove_orphans(out)
         work = _new_sibling(out)
     try:
         yield work
@@ -130,16 +134,42 @@ def writing(folder: RunFolder) -> Iterator[Path]:
         _swap_in(work, out)
 
 
+def _owner() -> str:
+    """This process as a sibling's name records it: host and pid."""
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+
+
 def _new_sibling(out: Path) -> Path:
     # mkdir, not mkdtemp: the run becomes `out`, so it gets the mode any new folder gets
     # (mkdtemp's is 0o700)
     while True:
-        work = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+        work = out.parent / f".{out.name}.tmp-{_owner()}-{secrets.token_hex(4)}"
         try:
             work.mkdir()
             return work
         except FileExistsError:
             continue
+
+
+def _remove_orphans(out: Path) -> None:
+    """Delete the siblings of ``out`` whose run was killed: made on this host by a
+    process that no longer exists. Another host's, or a live process's, stay."""
+    host = socket.gethostname().replace("-", "_")
+    for sibling in out.parent.glob(f".{out.name}.tmp-*"):
+        owner_host, _, rest = sibling.name.rsplit(".tmp-", 1)[1].partition("-")
+        pid = rest.partition("-")[0]
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _empty(folder: Path, keep: bool) -> None:
