@@ -166,10 +166,19 @@ class OnnxEmbedder:
         }
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
+    @property
+    def position_limit(self) -> int | None:
+        """Text tokens the backbone's positions leave beside the baked-in prompt, as the
+        export recorded them (None: an export made before they were recorded)."""
+        value = self.export_info.get("max_text_tokens")
+        return int(value) if isinstance(value, int) else None
+
     def max_text_tokens(self, instruction: str | None = None) -> int:
-        """Tokens a text keeps when encoded without ``max_length`` (the exported config's
-        ``max_length``; the graph records no position limit)."""
-        return int(self.config.max_length)
+        """Tokens a text keeps when encoded without ``max_length``: the exported config's
+        ``max_length``, lowered to :attr:`position_limit`."""
+        from pe_core import validate
+
+        return validate.text_limit(None, int(self.config.max_length), self.position_limit)
 
     def encode(
         self,
@@ -195,8 +204,9 @@ class OnnxEmbedder:
         from pe_core import validate
         from pe_core.batching import encode_batches
 
+        limit = self.position_limit
         args = validate.encode_args(texts, instruction, batch_size, normalize, convert_to,
-                                    show_progress_bar, max_length)
+                                    show_progress_bar, max_length, limit)
         if args.instruction is not None and args.instruction != self.instruction:
             raise ConfigError(
                 f"this ONNX graph has the instruction {self.instruction!r} baked in, not "
@@ -211,7 +221,7 @@ class OnnxEmbedder:
         out = np.empty((len(args.texts), self.dim), dtype=np.float32)
         batches = encode_batches(
             self.tokenizer, args.texts, args.batch_size,
-            validate.text_limit(args.max_length, self.config.max_length, None),
+            validate.text_limit(args.max_length, self.config.max_length, limit),
             self.padding_side, args.show_progress_bar,
         )
         for batch in batches:

@@ -148,6 +148,9 @@ def export_onnx(
             "opset": opset,
             "padding_side": embedder.backbone.spec.padding_side,
             "num_soft_tokens": 0 if instruction is None else embedder.config.K,
+            # text tokens the backbone's positions leave beside the soft prompt (None:
+            # no limit recorded by the model); the graph itself does not check them
+            "max_text_tokens": embedder._position_limit(instruction),
             "optimized": fused or False,
             "versions": _versions(),
         }

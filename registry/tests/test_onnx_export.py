@@ -280,6 +280,23 @@ def test_instruction_mismatch_is_a_config_error(exported: Any) -> None:
         OnnxEmbedder(folder, precision="int8")
 
 
+def test_position_limit_is_the_torch_embedders(exported: Any) -> None:
+    """The graph itself would read positions past the backbone's: the export records the
+    limit and encode refuses a max_length beyond it, as the torch embedder does."""
+    from pe_core.errors import ConfigError
+    from pe_registry import OnnxEmbedder
+
+    embedder, folder = exported["mistral-prefix-last"]
+    onnx = OnnxEmbedder(folder)
+    limit = embedder._position_limit(INSTRUCTION)
+    assert limit is not None and onnx.position_limit == limit
+    assert onnx.max_text_tokens() == embedder.max_text_tokens(INSTRUCTION)
+    for model in (onnx, embedder):
+        with pytest.raises(ConfigError, match=f"max_length <= {limit}"):
+            model.encode(TEXTS, instruction=INSTRUCTION, max_length=limit + 1)
+    assert onnx.encode(TEXTS, max_length=limit).shape == (len(TEXTS), embedder.dim)
+
+
 def test_dimension_mismatch_writes_nothing(tmp_path: Path) -> None:
     from pe_core.alignment import Alignment
     from pe_core.errors import DimensionMismatchError
