@@ -148,19 +148,24 @@ class HubClient:
 
     def manifest(self, repo_id: str, commit: str, work: Path) -> Manifest:
         """The manifest of ``repo_id@commit``, downloaded into ``work``."""
+        self.read(repo_id, commit, MANIFEST_NAME, work)
+        return Manifest.load(work)
+
+    def read(self, repo_id: str, commit: str, filename: str, work: Path) -> Path:
+        """One file of ``repo_id@commit``, downloaded into ``work``; its path there."""
         from huggingface_hub import hf_hub_download
 
-        what = f"read {MANIFEST_NAME} of {repo_id}@{commit[:12]}"
+        what = f"read {filename} of {repo_id}@{commit[:12]}"
         with hub_errors(what, self.endpoint, connection_means_offline=False):
             hf_hub_download(
                 repo_id,
-                MANIFEST_NAME,
+                filename,
                 revision=commit,
                 local_dir=work,
                 cache_dir=work / "hf-cache",
                 token=self.token,
             )
-        return Manifest.load(work)
+        return work / filename
 
     def search(
         self, tags: list[str], author: str | None = None, limit: int = 100

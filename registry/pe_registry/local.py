@@ -32,7 +32,7 @@ from pe_registry.atomic import move_dir, remove_dir
 from pe_registry.entry import Entry
 from pe_registry.hub_cache import HubCache
 from pe_registry.manifest import Manifest, utc_now, verify
-from pe_registry.prompting import PromptingInfo
+from pe_registry.prompting import PROMPTING_NAME, PromptingInfo
 from pe_registry.refs import VERSION_RE, check_name, parse_ref, try_parse_ref
 
 ENV_VAR = "PE_REGISTRY"
@@ -212,17 +212,9 @@ class LocalRegistry:
         if not versions:
             return
         other = Manifest.load(self.artifacts_dir / name / versions[0]).kind
-        if other != kind:
-            raise RegistryError(
-                f"{name!r} already names a {other} artifact; pick another name for this {kind}"
-            )
-        before = artifact_backbone(self.artifacts_dir / name / versions[-1], kind)
-        if None not in (before, backbone) and before != backbone:
-            raise RegistryError(
-                f"{name!r} holds {kind}s for backbone {before!r}, this one is for "
-                f"{backbone!r}: push it under another name (e.g. {name}-{backbone}), or "
-                f"remove {name} first (pe remove {name})"
-            )
+        before = artifact_backbone(self.artifacts_dir / name / versions[-1], other)
+        check_same_kind(name, (other, before), (kind, backbone),
+                        f"remove {name} first (pe remove {name})")
 
     def _place(self, staged: Path, name: str, version: str | None,
                kind: str) -> tuple[str, Entry | None]:
@@ -391,6 +383,31 @@ def check_source(source: object) -> Path:
             f"{type(source).__name__} {source!r:.60}"
         )
     return Path(source)
+
+
+def check_same_kind(name: str, held: tuple[str, str | None], new: tuple[str, str | None],
+                    or_else: str) -> None:
+    """One name (a local name or a Hub repo), one kind and one backbone: ``held`` is the
+    (kind, backbone) that ``name`` holds, ``new`` what is being published there. A
+    reader of a llama alignment must not get a gemma one, nor a Prompting LLM, from the
+    same name. ``or_else``: the other way out, said in the error."""
+    (before_kind, before), (kind, backbone) = held, new
+    if before_kind != kind:
+        raise RegistryError(
+            f"{name!r} already names an artifact of kind {before_kind!r}; pick another name "
+            f"for this {kind!r} one"
+        )
+    if None not in (before, backbone) and before != backbone:
+        raise RegistryError(
+            f"{name!r} holds {kind}s for backbone {before!r}, this one is for "
+            f"{backbone!r}: push it under another name (e.g. {name}-{backbone}), or "
+            f"{or_else}"
+        )
+
+
+def artifact_file(kind: str) -> str:
+    """The file of an artifact that says which backbone it is for."""
+    return CONFIG_NAME if kind == ALIGNMENT else PROMPTING_NAME
 
 
 def artifact_backbone(folder: Path, kind: str) -> str | None:

@@ -18,7 +18,7 @@ from pe_registry.artifact import ALIGNMENT, check_artifact, stage_for_publishing
 from pe_registry.card import TAG_ALIGNMENT, model_tag, prompting_tag
 from pe_registry.entry import Entry
 from pe_registry.hub import HubClient, RemoteInfo, cached_in_hf_cache, is_offline
-from pe_registry.local import LocalRegistry
+from pe_registry.local import LocalRegistry, artifact_backbone, artifact_file, check_same_kind
 from pe_registry.manifest import verify
 from pe_registry.refs import REPO_RE, Ref, check_repo_id, parse_ref, try_parse_ref
 
@@ -60,8 +60,9 @@ def push_to_hub(
 def _upload(
     client: HubClient, folder: Path, repo_id: str, private: bool | None, message: str | None
 ) -> str:
-    """Upload unless ``main`` already holds this content: the manifest's timestamp would
-    otherwise make every re-push a new commit."""
+    """Upload unless ``main`` already holds this content (the manifest's timestamp would
+    otherwise make every re-push a new commit); refused, before anything is uploaded,
+    when ``main`` holds another kind of artifact or one for another backbone."""
     from pe_registry.manifest import Manifest
 
     try:
@@ -69,9 +70,15 @@ def _upload(
     except MissingFileError:
         head = None  # new repo
     if head is not None and head.is_artifact:
-        remote = client.manifest(repo_id, head.commit, folder.parent / f"{folder.name}-head")
-        if remote.digest() == Manifest.load(folder).digest():
+        work = folder.parent / f"{folder.name}-head"
+        remote, ours = client.manifest(repo_id, head.commit, work), Manifest.load(folder)
+        if remote.digest() == ours.digest():
             return head.commit
+        if artifact_file(remote.kind) in remote.files:
+            client.read(repo_id, head.commit, artifact_file(remote.kind), work)
+        check_same_kind(repo_id, (remote.kind, artifact_backbone(work, remote.kind)),
+                        (ours.kind, artifact_backbone(folder, ours.kind)),
+                        f"delete the repo {repo_id} on the Hub first")
     return client.upload(folder, repo_id, private=private, message=message)
 
 

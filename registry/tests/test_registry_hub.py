@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from huggingface_hub import ModelCard
-from registry_testing import closed_port_url, snapshot, write_alignment, write_run
+from registry_testing import (
+    closed_port_url,
+    snapshot,
+    write_alignment,
+    write_prompting_model,
+    write_run,
+)
 
 import pe_registry
 from pe_core.config import EmbedderConfig
@@ -267,3 +274,26 @@ def test_pushing_the_same_content_twice_makes_no_new_commit(tmp_path, hub):
     second = pe_registry.push(src, "org/pe-llama")
     assert first.ref == second.ref
     assert len(hub.commits("org/pe-llama")) == 2
+
+
+def test_push_of_another_backbone_or_kind_to_a_repo_is_refused(tmp_path, hub, registry):
+    """As under a local name: readers of org/shared@main must not get a gemma alignment
+    where a llama one was, nor a Prompting LLM. Refused before any upload."""
+    from dataclasses import replace
+
+    pe_registry.push(write_alignment(tmp_path / "llama"), "org/shared")
+    commits, files = hub.commits("org/shared"), hub.files("org/shared")
+    gemma = write_alignment(tmp_path / "gemma", seed=1)
+    replace(EmbedderConfig.load(gemma), backbone="gemma").save(gemma)
+    with pytest.raises(RegistryError, match="backbone 'llama'.*another name") as info:
+        pe_registry.push(gemma, "org/shared")
+    assert "delete the repo org/shared on the Hub" in str(info.value)
+    prompting = write_prompting_model(tmp_path / "p")
+    (prompting / "pe_prompting.json").write_text(json.dumps({"d_P": 8}))
+    with pytest.raises(RegistryError, match="already names an artifact of kind 'alignment'"):
+        pe_registry.push(prompting, "org/shared")
+    assert hub.commits("org/shared") == commits and hub.files("org/shared") == files
+    # the same backbone still makes a new commit; another repo takes the other backbone
+    pe_registry.push(write_alignment(tmp_path / "llama2", seed=3), "org/shared")
+    assert len(hub.commits("org/shared")) == len(commits) + 1
+    assert pe_registry.push(gemma, "org/shared-gemma").ref.startswith("org/shared-gemma@")

@@ -201,7 +201,7 @@ def test_kinds_do_not_share_a_name(tmp_path, registry):
     registry.push(write_alignment(tmp_path / "a"), "shared")
     p = write_prompting_model(tmp_path / "p")
     (p / "pe_prompting.json").write_text(json.dumps({"d_P": 8}))
-    with pytest.raises(RegistryError, match="already names a alignment"):
+    with pytest.raises(RegistryError, match="already names an artifact of kind 'alignment'"):
         registry.push(p, "shared")
     assert registry.push(p, "p").kind == "prompting"
 
