@@ -66,6 +66,11 @@ def main() -> None:
     p.add_argument("--prompting-lora", type=int, default=0, metavar="R",
                    help="LoRA of rank R on the Prompting LLM in PromptEmbedder runs (0: full "
                         "fine-tuning; a 135M Prompting LLM costs far more in full)")
+    p.add_argument("--alignment-lr", type=float,
+                   help="alignment lr of the PromptEmbedder runs (default: pe train's)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="PromptEmbedder and transfer rows only (no BM25, frozen or LoRA "
+                        "rows): a rerun of those with other settings")
     p.add_argument("--align-init", default="source", choices=("source", "tokens"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
@@ -148,6 +153,8 @@ class Bench:
         options = {**self.common, **kw}
         if kw.get("method") != "lora":
             options.update(prompting=prompting, prompting_lora=self.args.prompting_lora)
+            if self.args.alignment_lr is not None:
+                options.update(alignment_lr=self.args.alignment_lr)
         run = pe_core.train(self.data, backbone=backbone, model=model,
                             out=self.work / folder, **options)
         return run.model, read_curve(self.work / folder / "log.jsonl")
@@ -175,14 +182,18 @@ class Bench:
 
     # -- the plan ---------------------------------------------------------------------
     def run(self) -> None:
-        self.bm25()
+        baselines = not self.args.no_baselines
+        if baselines:
+            self.bm25()
         for ref in self.args.backbones:
-            self.frozen(ref)
+            if baselines:
+                self.frozen(ref)
             for prompting in self.args.prompting:
                 for placement in self.args.placements:
                     self.prompt_embedder(ref, prompting, placement)
-            self.lora(ref)
-            if self.args.equal_time_runs:
+            if baselines:
+                self.lora(ref)
+            if baselines and self.args.equal_time_runs:
                 self.equal_time_runs(ref)
         for src in self.args.backbones:
             for tgt in self.args.targets:
