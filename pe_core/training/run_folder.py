@@ -134,9 +134,14 @@ def writing(folder: RunFolder) -> Iterator[Path]:
         _swap_in(work, out)
 
 
+def _host() -> str:
+    """This host as a sibling's name records it (no ``-``: that separates the fields)."""
+    return socket.gethostname().replace("-", "_")
+
+
 def _owner() -> str:
     """This process as a sibling's name records it: host and pid."""
-    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+    return f"{_host()}-{os.getpid()}"
 
 
 def _new_sibling(out: Path) -> Path:
@@ -154,7 +159,7 @@ def _new_sibling(out: Path) -> Path:
 def _remove_orphans(out: Path) -> None:
     """Delete the siblings of ``out`` whose run was killed: made on this host by a
     process that no longer exists. Another host's, or a live process's, stay."""
-    host = socket.gethostname().replace("-", "_")
+    host = _host()
     for sibling in out.parent.glob(f".{out.name}.tmp-*"):
         owner_host, _, rest = sibling.name.rsplit(".tmp-", 1)[1].partition("-")
         pid = rest.partition("-")[0]
