@@ -125,11 +125,6 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
-#: the projections the int8 ONNX recipe quantises; q/k/v and the MLP's down projection
-#: read activations with outliers and stay fp32 there (README: int8 on real models)
-INT8_SAFE = ("gate_proj", "up_proj", "o_proj")
-
-
 def int8_linears(args: argparse.Namespace) -> dict:
     """The fp32 text pass of one first-epoch batch (CPU ms, median of ``--rounds``), and
     each distinct projection of the backbone's layers timed fp32 and dynamic int8 on as
@@ -138,6 +133,7 @@ def int8_linears(args: argparse.Namespace) -> dict:
     import warnings
 
     import torch
+    from pe_registry.onnx_int8 import KEEP_FP32_MODULES  # q/k/v and down: outliers
 
     from pe_core.training.kvcache import TextKVStore
 
@@ -152,7 +148,8 @@ def int8_linears(args: argparse.Namespace) -> dict:
     layers: dict[str, list] = {}
     for name, mod in meth.backbone.model.named_modules():
         if isinstance(mod, torch.nn.Linear) and "layers." in name:
-            layers.setdefault(name.rsplit(".", 1)[-1], []).append(mod)
+            # "mlp.down_proj": the names the int8 ONNX recipe keeps fp32 by
+            layers.setdefault(".".join(name.split(".")[-2:]), []).append(mod)
     n_layers = len(next(iter(layers.values())))
     rows = []
     x_cache: dict[int, torch.Tensor] = {}
@@ -176,13 +173,14 @@ def int8_linears(args: argparse.Namespace) -> dict:
                     f()
                     ms[k].append(1000 * (time.process_time() - c))
         med = {k: statistics.median(v[1:]) for k, v in ms.items()}
-        rows.append({"proj": role, "in": lin.in_features, "out": lin.out_features,
+        rows.append({"proj": role.rsplit(".", 1)[-1], "safe": role not in KEEP_FP32_MODULES,
+                     "in": lin.in_features, "out": lin.out_features,
                      "fp32_ms": med["fp32"], "int8_ms": med["int8"],
                      "speedup": med["fp32"] / med["int8"]})
     fp32 = n_layers * sum(r["fp32_ms"] for r in rows)
     saved_all = n_layers * sum(r["fp32_ms"] - r["int8_ms"] for r in rows)
     saved_safe = n_layers * sum(r["fp32_ms"] - r["int8_ms"] for r in rows
-                                if r["proj"] in INT8_SAFE)
+                                if r["safe"])
     return {"tokens": tokens, "layers": n_layers, "projections": rows,
             "projections_fp32_cpu_ms": fp32, "text_pass_fp32_cpu_ms": text_pass_ms,
             "projection_share": fp32 / text_pass_ms,
