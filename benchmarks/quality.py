@@ -41,6 +41,7 @@ TOY = dict(steps=150, align_steps=40, lora_lr=[3e-3], eval_every=10, dev=334)
 # LoRA's lr for real LLMs is not the toy one: swept on dev (E5-mistral used 1e-4 at 7B)
 REAL = dict(steps=60, align_steps=30, lora_lr=[1e-4, 3e-4, 1e-3], eval_every=10, dev=128)
 LORA = "LoRA r=16"
+BASELINES = ("bm25", "frozen", "lora")
 
 
 def main() -> None:
@@ -68,9 +69,14 @@ def main() -> None:
                         "fine-tuning; a 135M Prompting LLM costs far more in full)")
     p.add_argument("--alignment-lr", type=float,
                    help="alignment lr of the PromptEmbedder runs (default: pe train's)")
-    p.add_argument("--no-baselines", action="store_true",
-                   help="PromptEmbedder and transfer rows only (no BM25, frozen or LoRA "
-                        "rows): a rerun of those with other settings")
+    p.add_argument("--gumbel-noise", action="store_true",
+                   help="Gumbel noise in the PromptEmbedder runs (pe train's default is "
+                        "off; the reduced real-tier table before that change had it on)")
+    p.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
+                   help="baseline rows run (default: all; --baselines lora: a rerun of the "
+                        "PromptEmbedder rows beside LoRA, frozen and BM25 being unchanged)")
+    p.add_argument("--no-baselines", dest="baselines", action="store_const", const=[],
+                   help="PromptEmbedder and transfer rows only: --baselines with none")
     p.add_argument("--align-init", default="source", choices=("source", "tokens"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
@@ -155,6 +161,7 @@ class Bench:
             options.update(prompting=prompting, prompting_lora=self.args.prompting_lora)
             if self.args.alignment_lr is not None:
                 options.update(alignment_lr=self.args.alignment_lr)
+            options.update(gumbel_noise=self.args.gumbel_noise)
         run = pe_core.train(self.data, backbone=backbone, model=model,
                             out=self.work / folder, **options)
         return run.model, read_curve(self.work / folder / "log.jsonl")
@@ -182,18 +189,18 @@ class Bench:
 
     # -- the plan ---------------------------------------------------------------------
     def run(self) -> None:
-        baselines = not self.args.no_baselines
-        if baselines:
+        baselines = set(self.args.baselines)
+        if "bm25" in baselines:
             self.bm25()
         for ref in self.args.backbones:
-            if baselines:
+            if "frozen" in baselines:
                 self.frozen(ref)
             for prompting in self.args.prompting:
                 for placement in self.args.placements:
                     self.prompt_embedder(ref, prompting, placement)
-            if baselines:
+            if "lora" in baselines:
                 self.lora(ref)
-            if baselines and self.args.equal_time_runs:
+            if "lora" in baselines and self.args.equal_time_runs:
                 self.equal_time_runs(ref)
         for src in self.args.backbones:
             for tgt in self.args.targets:
@@ -315,7 +322,8 @@ class Bench:
         if (full, short(tgt), short(prompting)) not in self.runs:
             model_obj, full_curve = self.train(full, tgt, prompting,
                                                f"pe-suffix-{short(tgt)}-{short(prompting)}",
-                                               placement="suffix", pooling="last")
+                                               steps=self.args.steps, placement="suffix",
+                                               pooling="last")
             self.record("transfer", full, tgt, prompting, model_obj, full_curve)
 
     # -- readings ---------------------------------------------------------------------

@@ -243,6 +243,31 @@ def test_gumbel_annealing_and_straight_through(pairs, tiny_folders, tmp_path):
     assert taus[0] == pytest.approx(2.0) and taus[0] > taus[1] > taus[2] >= 0.5
 
 
+@pytest.mark.parametrize("noise", [None, True, False])
+def test_gumbel_noise_reaches_the_prompting_llm_only_when_asked(pairs, tiny_folders, tmp_path,
+                                                                monkeypatch, noise):
+    """Off by default: training draws the noise-free soft prompt that inference uses."""
+    from pe_core.prompting import PromptingLLM
+
+    seen: list = []
+    plain = PromptingLLM.distributions
+
+    def spy(self, instructions, num_tokens, tau=1.0, hard=False, noise_seed=None):
+        seen.append(noise_seed)
+        return plain(self, instructions, num_tokens, tau, hard, noise_seed)
+
+    monkeypatch.setattr(PromptingLLM, "distributions", spy)
+    kw = {} if noise is None else {"gumbel_noise": noise}
+    _train(pairs, tiny_folders, tmp_path / "run", steps=2, eval_every=0, **kw)
+    training = [s for s in seen if s is not None]
+    if noise:
+        assert len(set(training)) == 2  # one seed per step, a function of (seed, step)
+    else:
+        assert seen and not training
+    recorded = json.loads((tmp_path / "run" / "train_settings.json").read_text())
+    assert recorded["gumbel_noise"] is bool(noise)
+
+
 # -- GradCache --------------------------------------------------------------------------
 @pytest.mark.parametrize("placement", ["suffix", "prefix"])
 def test_grad_cache_equals_uncached_gradient(llama_spec, placement):
