@@ -68,8 +68,8 @@ class TrainSettings:
     )
     # off by default: the noise-free relaxed softmax is what inference and ``pe align``
     # (its cached soft tokens) use, so training sees the prompt it is scored with; with
-    # the noise on, ``pe train`` on a real 30-layer backbone learnt 2-3x less in the same
-    # steps (README: Benchmarks, Quality on the real tier)
+    # the noise on, ``pe train`` on a real 30-layer backbone learnt 1.7-3.3x less in the
+    # same steps (README: Benchmarks, Quality on the real tier)
     gumbel_noise: bool = option(False, help="add Gumbel noise to the Prompting LLM's logits",
                                 cli=(TRAIN,), group="PromptEmbedder")
     straight_through: bool = option(False, help="straight-through Gumbel-softmax",
