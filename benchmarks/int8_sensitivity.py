@@ -1,0 +1,210 @@
+"""Which nodes lose the embedding when a real model's ONNX graph goes int8.
+
+Exports the fp32 query graph once (``pe export onnx`` without ``--int8``), then, for each
+variant, quantises it with :func:`pe_registry.onnx_int8.quantize_int8` keeping a
+different set of modules fp32, and compares the int8 embeddings of ``--texts`` local
+test texts (half documents, half queries) with fp32's: cosine mean / min, and the CPU
+time of one pass over those texts at batch ``--batch`` (one thread, after one warm-up
+pass; the median of ``--rounds`` interleaved passes) against the fp32 graph's. A variant
+is a list of module-path tails, as ``quantize_int8(keep_fp32=...)`` takes them;
+``embed_tokens`` keeps the embedding table's Gather fp32.
+
+    python benchmarks/int8_sensitivity.py --backbone gemma --model pe-real:gemma3-270m \\
+        --json benchmarks/results/int8-sensitivity-gemma3.json
+    python benchmarks/int8_sensitivity.py --backbone gemma --model pe-real:gemma3-270m \\
+        --per-layer gate_proj up_proj       # only layer L's gate/up int8, for every L
+
+``--per-layer M...`` adds one variant per layer in which only that layer's modules ``M``
+are int8 (everything else fp32): which layers are the sensitive ones. ``--matmul-nbits
+BITS:BLOCK...`` adds rows for onnxruntime's weight-only ``MatMulNBits`` instead
+(symmetric, ``accuracy_level=4``: activations quantised to int8 per block of ``BLOCK``
+inputs rather than per tensor), every projection quantised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from inference import QUERY_INSTRUCTION, corpus_pairs, load_embedder, parse_args
+
+QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+DOWN = ("mlp.down_proj",)
+O_PROJ = ("self_attn.o_proj",)
+GATE_UP = ("mlp.gate_proj", "mlp.up_proj")
+GATHER = ("embed_tokens",)
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "everything int8": (),
+    "default (down + q/k/v fp32)": DOWN + QKV,
+    "default + embedding Gather fp32": DOWN + QKV + GATHER,
+    "default + o fp32": DOWN + QKV + O_PROJ,
+    "default + o + Gather fp32 (gate/up int8 only)": DOWN + QKV + O_PROJ + GATHER,
+    "default + gate/up + Gather fp32 (o int8 only)": DOWN + QKV + GATE_UP + GATHER,
+    "Gather + q/k/v + o fp32 (MLP int8)": QKV + O_PROJ + GATHER,
+}
+MODULES = QKV + O_PROJ + GATE_UP + DOWN
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def embed(path: Path, texts: Sequence[str], tokenizer: Any, padding_side: str, batch: int,
+          max_length: int) -> tuple[np.ndarray, float]:
+    """Embeddings of ``texts`` in their order and the CPU seconds of the timed pass."""
+    from pe_registry.onnx_embedder import INPUT_NAMES, OUTPUT_NAME, make_session
+
+    from pe_core.batching import encode_batches
+
+    session = make_session(path, ["CPUExecutionProvider"], threads=1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*longer than max_length")
+        batches = list(encode_batches(tokenizer, list(texts), batch, max_length,
+                                      padding_side, False))
+
+    def run() -> np.ndarray:
+        chunks, order = [], []
+        for b in batches:
+            feeds = {INPUT_NAMES[0]: b.input_ids.numpy(), INPUT_NAMES[1]: b.attention_mask.numpy()}
+            chunks.append(session.run([OUTPUT_NAME], feeds)[0])
+            order.extend(b.order)
+        stacked = np.concatenate(chunks)
+        out = np.empty_like(stacked)
+        out[order] = stacked
+        return out
+
+    run()  # warm-up
+    start = time.process_time()
+    vecs = run()
+    return vecs, time.process_time() - start
+
+
+def matmul_nbits(src: Path, dst: Path, bits: int, block: int) -> Path:
+    """Every MatMul but the pooled-row ones as ``MatMulNBits`` (``bits``-bit weights in
+    blocks of ``block``, int8 activations per block)."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+    from pe_registry.onnx_int8 import fp32_nodes
+
+    model = onnx.load(str(src))
+    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True,
+                                          accuracy_level=4, bits=bits)
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=True,
+                                     accuracy_level=4, algo_config=config,
+                                     nodes_to_exclude=fp32_nodes(model.graph, ()))
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=True)
+    return dst
+
+
+def per_layer_variants(num_layers: int, modules: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """One variant per layer L: every module fp32 except ``modules`` of layer L."""
+    wanted = [m for m in MODULES if m.rsplit(".", 1)[-1] in modules]
+    out = {}
+    for layer in range(num_layers):
+        keep = [m for m in MODULES if m not in wanted] + list(GATHER)
+        keep += [f"layers.{i}.{m}" for i in range(num_layers) if i != layer for m in wanted]
+        out[f"layer {layer}: {'/'.join(modules)} int8"] = tuple(keep)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--backbone", default="gemma")
+    p.add_argument("--model", default="pe-real:gemma3-270m")
+    p.add_argument("--texts", type=int, default=64, help="local test texts compared")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), help="default: all")
+    p.add_argument("--per-layer", nargs="+", metavar="MODULE",
+                   help="also one variant per layer with only these modules int8 "
+                        "(e.g. gate_proj up_proj)")
+    p.add_argument("--matmul-nbits", nargs="+", default=[], metavar="BITS:BLOCK",
+                   help="also MatMulNBits rows, e.g. 8:32 8:128")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="timed passes per graph, interleaved (the median is reported)")
+    p.add_argument("--work", help="keep the graphs here (default: a temp folder)")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    import torch
+    from pe_registry.onnx_export import MODEL_NAME, export_onnx
+    from pe_registry.onnx_int8 import quantize_int8
+
+    torch.set_num_threads(1)
+    embedder = load_embedder(parse_args(["--backbone", args.backbone, "--model", args.model]))
+    embedder.eval()
+    work = Path(args.work or tempfile.mkdtemp(prefix="pe-int8-sensitivity-"))
+    folder = work / "query"
+    if not (folder / MODEL_NAME).exists():
+        log(f"exporting the fp32 query graph to {folder}")
+        export_onnx(embedder, QUERY_INSTRUCTION, folder, overwrite=True)
+    queries, docs = corpus_pairs(-(-args.texts // 2))
+    texts = (docs + queries)[: args.texts]
+    tok, side = embedder.tokenizer, embedder.backbone.spec.padding_side
+    variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants}
+    if args.per_layer:
+        layers = embedder.backbone.model.config.num_hidden_layers
+        variants.update(per_layer_variants(layers, args.per_layer))
+    jobs = [(name, keep, None) for name, keep in variants.items()]
+    for spec in args.matmul_nbits:
+        bits, block = (int(x) for x in spec.split(":"))
+        jobs.append((f"MatMulNBits {bits}-bit, block {block}", (), (bits, block)))
+    fp32, fp32_s = embed(folder / MODEL_NAME, texts, tok, side, args.batch, args.max_length)
+    times: dict[str, list[float]] = {"fp32": [fp32_s]}
+    log(f"fp32: {fp32_s:.2f} CPU s for {len(texts)} texts")
+    rows, graphs = [], {}
+    for i, (name, keep, nbits) in enumerate(jobs):
+        dst = folder / f"variant_{i}.onnx"
+        for old in folder.glob(dst.name + "*"):  # the external-data writer appends
+            old.unlink()
+        if nbits is None:
+            quantize_int8(folder / MODEL_NAME, dst, keep_fp32=keep)
+        else:
+            matmul_nbits(folder / MODEL_NAME, dst, *nbits)
+        vecs, seconds = embed(dst, texts, tok, side, args.batch, args.max_length)
+        graphs[name], times[name] = dst, [seconds]
+        if args.rounds == 1:  # no second pass: free the disk (a graph is ~1 GB)
+            for f in folder.glob(dst.name + "*"):
+                f.unlink()
+        cos = (vecs * fp32).sum(-1)
+        rows.append({"variant": name, "keep_fp32": list(keep), "mean_cosine": float(cos.mean()),
+                     "min_cosine": float(cos.min())})
+        log(f"{name}: cosine mean {cos.mean():.4f} min {cos.min():.4f}, "
+            f"{fp32_s / seconds:.2f}x fp32 (first round)")
+    for _ in range(args.rounds - 1):  # interleaved: fp32, then every variant, again
+        for name, path in {"fp32": folder / MODEL_NAME, **graphs}.items():
+            times[name].append(embed(path, texts, tok, side, args.batch, args.max_length)[1])
+    fp32_s = statistics.median(times["fp32"])
+    for row in rows:
+        row["cpu_s"] = statistics.median(times[row["variant"]])
+        row["cpu_s_rounds"] = times[row["variant"]]
+        row["speedup"] = fp32_s / row["cpu_s"]
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    lines = ["| int8 variant | cosine mean | min | CPU speed-up vs fp32 |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {r['variant']} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | "
+              f"{r['speedup']:.2f}x |" for r in rows]
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"args": vars(args), "texts": len(texts), "fp32_cpu_s": fp32_s,
+             "fp32_cpu_s_rounds": times["fp32"], "rows": rows},
+            indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
