@@ -29,7 +29,6 @@ import shutil
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,26 +60,14 @@ def log(message: str) -> None:
 def embed(path: Path, texts: Sequence[str], tokenizer: Any, padding_side: str, batch: int,
           max_length: int) -> tuple[np.ndarray, float]:
     """Embeddings of ``texts`` in their order and the CPU seconds of the timed pass."""
-    from pe_registry.onnx_embedder import INPUT_NAMES, OUTPUT_NAME, make_session
-
-    from pe_core.batching import encode_batches
+    from pe_registry.onnx_embedder import make_session
+    from pe_registry.onnx_int8 import run_batches, token_batches
 
     session = make_session(path, ["CPUExecutionProvider"], threads=1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*longer than max_length")
-        batches = list(encode_batches(tokenizer, list(texts), batch, max_length,
-                                      padding_side, False))
+    batches = token_batches(tokenizer, texts, batch, max_length, padding_side)
 
     def run() -> np.ndarray:
-        chunks, order = [], []
-        for b in batches:
-            feeds = {INPUT_NAMES[0]: b.input_ids.numpy(), INPUT_NAMES[1]: b.attention_mask.numpy()}
-            chunks.append(session.run([OUTPUT_NAME], feeds)[0])
-            order.extend(b.order)
-        stacked = np.concatenate(chunks)
-        out = np.empty_like(stacked)
-        out[order] = stacked
-        return out
+        return run_batches(session, batches)
 
     run()  # warm-up
     start = time.process_time()

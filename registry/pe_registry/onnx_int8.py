@@ -139,6 +139,34 @@ def check_texts(n: int = CHECK_TEXTS) -> list[str]:
     return ([p.document for p in pairs] + [p.query for p in pairs])[:n]
 
 
+def token_batches(tokenizer: Any, texts: Sequence[str], batch: int, max_length: int,
+                  padding_side: str) -> list[Any]:
+    """``texts`` as padded batches (length-sorted, with each row's place in ``order``);
+    texts over ``max_length`` are cut on purpose, without the truncation warning."""
+    from pe_core.batching import encode_batches
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*longer than max_length")
+        return list(encode_batches(tokenizer, list(texts), batch, max_length, padding_side,
+                                   False))
+
+
+def run_batches(session: Any, batches: Sequence[Any]) -> np.ndarray:
+    """The graph's embeddings of :func:`token_batches`' texts, in the texts' order."""
+    from pe_registry.onnx_embedder import INPUT_NAMES, OUTPUT_NAME
+
+    chunks, order = [], []
+    for batch in batches:
+        feeds = {INPUT_NAMES[0]: batch.input_ids.numpy(),
+                 INPUT_NAMES[1]: batch.attention_mask.numpy()}
+        chunks.append(session.run([OUTPUT_NAME], feeds)[0])
+        order.extend(batch.order)
+    stacked = np.concatenate(chunks)
+    out = np.empty_like(stacked)
+    out[order] = stacked
+    return out
+
+
 def check_int8(
     tokenizer: Any, padding_side: str, folder: Path, files: dict[str, str],
     max_drop: float = INT8_MAX_DROP, force: bool = False, texts: Sequence[str] | None = None,
@@ -155,27 +183,13 @@ def check_int8(
         check_int8(tok, "right", Path("stage/"), {"fp32": "model.onnx",
                    "int8": "model_int8.onnx"}, max_drop=0.01)["mean_cosine"]
     """
-    from pe_core.batching import encode_batches
-    from pe_registry.onnx_embedder import INPUT_NAMES, OUTPUT_NAME, make_session
+    from pe_registry.onnx_embedder import make_session
 
     texts = list(texts) if texts is not None else check_texts()
-    vecs = {}
-    for precision in ("fp32", "int8"):
-        session = make_session(folder / files[precision], ["CPUExecutionProvider"])
-        order: list[int] = []
-        chunks = []
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*longer than max_length")  # on purpose
-            batches = list(encode_batches(tokenizer, texts, CHECK_BATCH, CHECK_MAX_LENGTH,
-                                          padding_side, False))
-        for batch in batches:
-            feeds = {INPUT_NAMES[0]: batch.input_ids.numpy(),
-                     INPUT_NAMES[1]: batch.attention_mask.numpy()}
-            chunks.append(session.run([OUTPUT_NAME], feeds)[0])
-            order.extend(batch.order)
-        stacked = np.concatenate(chunks)
-        vecs[precision] = np.empty_like(stacked)
-        vecs[precision][order] = stacked
+    batches = token_batches(tokenizer, texts, CHECK_BATCH, CHECK_MAX_LENGTH, padding_side)
+    vecs = {precision: run_batches(make_session(folder / files[precision],
+                                                ["CPUExecutionProvider"]), batches)
+            for precision in ("fp32", "int8")}
     cosines = (vecs["int8"] * vecs["fp32"]).sum(-1)
     drop = 1.0 - float(cosines.mean())
     result = {"texts": len(texts), "mean_cosine": float(cosines.mean()),
