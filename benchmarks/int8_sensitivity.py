@@ -19,6 +19,14 @@ are int8 (everything else fp32): which layers are the sensitive ones. ``--matmul
 BITS:BLOCK...`` adds rows for onnxruntime's weight-only ``MatMulNBits`` instead
 (symmetric, ``accuracy_level=4``: activations quantised to int8 per block of ``BLOCK``
 inputs rather than per tensor), every projection quantised.
+
+``--smooth ALPHA`` first folds SmoothQuant-style per-channel scales into the fp32 model
+(before the export; the function is unchanged up to rounding, which is checked): input
+channel ``j`` of a projection is divided by ``s_j = amax_j**ALPHA / wmax_j**(1-ALPHA)``
+(``amax_j``: its largest input value on 64 local *training* texts, ``wmax_j``: its
+largest weight) and its weights multiplied by ``s_j``. q/k/v and gate/up take the
+division into the RMSNorm that feeds them, the down projection into the up
+projection's output rows. Every row is then read against the smoothed fp32 graph.
 """
 
 from __future__ import annotations
@@ -96,6 +104,95 @@ def matmul_nbits(src: Path, dst: Path, bits: int, block: int) -> Path:
     return dst
 
 
+def calibrate(embedder: Any, texts: Sequence[str], max_length: int
+              ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Per input channel, the largest |value| each layer projection reads over ``texts``
+    (padding included, as the graph's per-tensor scale sees it), and for each projection
+    that reads a norm's output unchanged, that norm's module name."""
+    import torch
+
+    model = embedder.backbone.model
+    amax: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    live: dict[int, tuple[str, Any]] = {}  # id -> (norm, its output), kept alive
+
+    def read(name: str) -> Any:
+        def hook(module: Any, args: tuple) -> None:
+            x = args[0].detach()
+            a = x.abs().reshape(-1, x.shape[-1]).amax(0).float()
+            amax[name] = a if name not in amax else torch.maximum(amax[name], a)
+            hit = live.get(id(args[0]))
+            if hit is not None and hit[1] is args[0]:
+                source[name] = hit[0]
+        return hook
+
+    def wrote(name: str) -> Any:
+        def hook(module: Any, args: tuple, out: Any) -> None:
+            for key in [k for k, v in live.items() if v[0] == name]:
+                del live[key]
+            live[id(out)] = (name, out)
+        return hook
+
+    hooks = []
+    for name, module in model.named_modules():
+        if "layers." not in name:
+            continue
+        if isinstance(module, torch.nn.Linear):
+            hooks.append(module.register_forward_pre_hook(read(name)))
+        elif "norm" in type(module).__name__.lower():
+            hooks.append(module.register_forward_hook(wrote(name)))
+    try:
+        embedder.encode(list(texts), instruction=QUERY_INSTRUCTION, max_length=max_length)
+    finally:
+        for h in hooks:
+            h.remove()
+    return amax, source
+
+
+def _set_norm_scale(norm: Any, divide_by: Any) -> None:
+    """Divide an RMSNorm's per-channel output by ``divide_by`` (``w * x`` as in Llama or
+    ``(1 + w) * x`` as in Gemma, told apart by probing it with ones)."""
+    import torch
+
+    w = norm.weight.data
+    multiplier = norm(torch.ones(1, w.shape[0], dtype=w.dtype))[0].float()
+    if torch.allclose(multiplier, w.float(), atol=1e-5):
+        w.copy_((multiplier / divide_by).to(w.dtype))
+    elif torch.allclose(multiplier, 1 + w.float(), atol=1e-5):
+        w.copy_((multiplier / divide_by - 1).to(w.dtype))
+    else:
+        raise ValueError(f"{type(norm).__name__}: not a w*x or (1+w)*x norm")
+
+
+def smooth(embedder: Any, texts: Sequence[str], alpha: float, max_length: int) -> int:
+    """Fold the per-channel scales into the model in place; returns the groups folded."""
+    import torch
+
+    amax, source = calibrate(embedder, texts, max_length)
+    modules = dict(embedder.backbone.model.named_modules())
+
+    def scale(names: Sequence[str]) -> Any:
+        a = torch.stack([amax[n] for n in names]).amax(0)
+        wmax = torch.stack([modules[n].weight.data.abs().amax(0) for n in names]).amax(0)
+        return (a.clamp(min=1e-5) ** alpha / wmax.clamp(min=1e-5) ** (1 - alpha)).clamp(1e-5)
+
+    groups: dict[str, list[str]] = {}
+    for linear, norm in source.items():
+        groups.setdefault(norm, []).append(linear)
+    with torch.no_grad():
+        for norm, linears in groups.items():
+            s = scale(linears)
+            _set_norm_scale(modules[norm], s)
+            for n in linears:
+                modules[n].weight.mul_(s)
+        downs = [n for n in modules if n.endswith("mlp.down_proj")]
+        for down in downs:
+            s = scale([down])
+            modules[down.replace("down_proj", "up_proj")].weight.div_(s[:, None])
+            modules[down].weight.mul_(s)
+    return len(groups) + len(downs)
+
+
 def per_layer_variants(num_layers: int, modules: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """One variant per layer L: every module fp32 except ``modules`` of layer L."""
     wanted = [m for m in MODULES if m.rsplit(".", 1)[-1] in modules]
@@ -120,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(e.g. gate_proj up_proj)")
     p.add_argument("--matmul-nbits", nargs="+", default=[], metavar="BITS:BLOCK",
                    help="also MatMulNBits rows, e.g. 8:32 8:128")
+    p.add_argument("--smooth", type=float, metavar="ALPHA",
+                   help="fold SmoothQuant-style scales into the model first (e.g. 0.5)")
     p.add_argument("--rounds", type=int, default=1,
                    help="timed passes per graph, interleaved (the median is reported)")
     p.add_argument("--work", help="keep the graphs here (default: a temp folder)")
@@ -133,12 +232,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = load_embedder(parse_args(["--backbone", args.backbone, "--model", args.model]))
     embedder.eval()
     work = Path(args.work or tempfile.mkdtemp(prefix="pe-int8-sensitivity-"))
-    folder = work / "query"
+    folder = work / ("query" if args.smooth is None else f"query-smooth{args.smooth:g}")
+    queries, docs = corpus_pairs(-(-args.texts // 2))
+    texts = (docs + queries)[: args.texts]
+    if args.smooth is not None:
+        from pe_core.data import load_pairs
+
+        train = load_pairs("train")[:32]
+        before = embedder.encode(texts[:16], instruction=QUERY_INSTRUCTION,
+                                 max_length=args.max_length)
+        groups = smooth(embedder, [x.document for x in train] + [x.query for x in train],
+                        args.smooth, args.max_length)
+        after = embedder.encode(texts[:16], instruction=QUERY_INSTRUCTION,
+                                max_length=args.max_length)
+        change = float((before * after).sum(-1).min())
+        log(f"smoothing (alpha {args.smooth}) folded into {groups} groups; "
+            f"min cosine to the unsmoothed model {change:.7f}")
+        if change < 0.9999:
+            raise SystemExit("smoothing changed the model's function: a bug")
     if not (folder / MODEL_NAME).exists():
         log(f"exporting the fp32 query graph to {folder}")
         export_onnx(embedder, QUERY_INSTRUCTION, folder, overwrite=True)
-    queries, docs = corpus_pairs(-(-args.texts // 2))
-    texts = (docs + queries)[: args.texts]
     tok, side = embedder.tokenizer, embedder.backbone.spec.padding_side
     variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants}
     if args.per_layer:

@@ -143,8 +143,12 @@ def main() -> None:
                         "default: pe train's")
     p.add_argument("--alignment-lr", type=float, default=None,
                    help="alignment lr in pe train and pe align; default: each one's own")
+    p.add_argument("--align-lr", type=float, default=None,
+                   help="alignment lr of the pe align run only (wins over --alignment-lr)")
     p.add_argument("--lora-lr", type=float, default=3e-3,
                    help="LoRA baseline lr (default 3e-3, picked on dev for the small defaults)")
+    p.add_argument("--reuse-source", action="store_true",
+                   help="align from the stage-1 run already in --work/source (no retraining)")
     p.add_argument("--threads", type=int, default=None, help="default: 1 toy, 2 real")
     p.add_argument("--seed", type=int, default=0,
                    help="training seed of every run (batch order, init noise, Gumbel noise)")
@@ -229,17 +233,22 @@ def train_all(args: argparse.Namespace, work: Path) -> float | None:
     src_backbone, src_model = parse_ref(args.source)
     tgt_backbone, tgt_model = parse_ref(args.target)
     source_s = None
-    if "align" in args.runs:
+    if "align" in args.runs and args.reuse_source:
+        if not (work / "source" / "log.jsonl").is_file():
+            raise SystemExit(f"--reuse-source: no finished stage-1 run in {work / 'source'}")
+        print(f"stage 1: reusing {work / 'source'}", file=sys.stderr)
+    elif "align" in args.runs:
         t0 = time.perf_counter()
         print("stage 1: pe train on the source backbone", file=sys.stderr)
         pe_core.train(str(train_path), backbone=src_backbone, model=src_model,
                       prompting=args.prompting, out=work / "source",
                       steps=args.source_steps or args.steps, **p_opts, **common)
         source_s = time.perf_counter() - t0
+    if "align" in args.runs:
         print("pe align -> target", file=sys.stderr)
         pe_core.align(work / "source", str(train_path), backbone=tgt_backbone,
                       model=tgt_model, out=work / FOLDERS[ALIGN], steps=args.steps,
-                      **given(alignment_lr=args.alignment_lr), **common)
+                      **given(alignment_lr=args.align_lr or args.alignment_lr), **common)
     if "scratch" in args.runs:
         print("pe train from scratch on the target", file=sys.stderr)
         pe_core.train(str(train_path), backbone=tgt_backbone, model=tgt_model,

@@ -446,6 +446,42 @@ def test_bf16_autocast_step(pairs, tiny_folders, tmp_path):
     assert np.isfinite(result.loss)
 
 
+@pytest.mark.parametrize("setting", [None, True, False])
+def test_deterministic_kernels_inside_the_loop_only(pairs, tiny_folders, tmp_path,
+                                                      monkeypatch, setting):
+    """On CPU by default; the caller's choice comes back after training."""
+    from pe_core.training.trainer import Trainer
+
+    seen: list = []
+    plain = Trainer._one_step
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return plain(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_one_step", spy)
+    kw = {} if setting is None else {"deterministic": setting}
+    assert not torch.are_deterministic_algorithms_enabled()
+    _train(pairs, tiny_folders, tmp_path / "run", steps=2, eval_every=0, **kw)
+    assert seen == [setting is not False] * 2
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_deterministic_kernels_default_off_on_cuda_and_restore():
+    from pe_core.training.trainer import deterministic_kernels
+
+    with deterministic_kernels(None, torch.device("cuda")):  # no CUDA needed: nothing runs
+        assert not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with deterministic_kernels(False, torch.device("cpu")):
+            assert torch.are_deterministic_algorithms_enabled()  # False: left as it was
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 # -- checkpoints, resume, divergence ----------------------------------------------------
 def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, (run / "log.jsonl").open()) if "loss" in r]

@@ -87,6 +87,15 @@ class TrainSettings:
                                           group="efficiency")
     bf16: bool | None = option(None, help="bf16 autocast", cli=BOTH, group="efficiency",
                                default_text="default: on where CUDA supports it")
+    # on CPU by default: with torch's default kernels two identical 5-step runs on Gemma 3
+    # 270M (2 threads) parted in the 5th decimal of the loss from step 3, which a 40-step
+    # run on a backbone this unstable carries into its dev score; the deterministic ones
+    # repeat bit for bit at the same step time. Off by default on CUDA, where some kernels
+    # have no deterministic form (torch would only warn there)
+    deterministic: bool | None = option(
+        None, help="torch's deterministic kernels while training", cli=BOTH,
+        group="efficiency", default_text="default: on for CPU, off on CUDA",
+    )
     text_kv_cache_mb: float = option(
         2048.0, help="suffix: keep texts' keys/values across epochs (MB, 0: off)", cli=BOTH,
         group="efficiency", ge=0,

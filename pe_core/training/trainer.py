@@ -89,6 +89,22 @@ def autocast_enabled(setting: bool | None, device: torch.device) -> bool:
     return bool(setting)
 
 
+@contextlib.contextmanager
+def deterministic_kernels(setting: bool | None, device: torch.device) -> Iterator[None]:
+    """torch's deterministic kernels inside the block (``None``: on CPU only), warning
+    rather than failing where an op has none; the process's previous choice is restored
+    afterwards, so training does not change it for the caller."""
+    enabled = device.type == "cpu" if setting is None else bool(setting)
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 class Trainer:
     """Runs a :class:`~pe_core.training.methods.Method` over :class:`PairData`.
 
@@ -196,7 +212,7 @@ class Trainer:
         bar = self._progress(start)
         self.method.train_mode(True)
         stop = _StopRequest()
-        with stop.installed():
+        with stop.installed(), deterministic_kernels(s.deterministic, self.device):
             for step in range(start, self.total):
                 t0 = time.perf_counter()
                 loss = self._one_step(step, optimizer, scheduler, use_bf16)
