@@ -233,18 +233,18 @@ def train_all(args: argparse.Namespace, work: Path) -> float | None:
     src_backbone, src_model = parse_ref(args.source)
     tgt_backbone, tgt_model = parse_ref(args.target)
     source_s = None
-    if "align" in args.runs and args.reuse_source:
-        if not (work / "source" / "log.jsonl").is_file():
-            raise SystemExit(f"--reuse-source: no finished stage-1 run in {work / 'source'}")
-        print(f"stage 1: reusing {work / 'source'}", file=sys.stderr)
-    elif "align" in args.runs:
-        t0 = time.perf_counter()
-        print("stage 1: pe train on the source backbone", file=sys.stderr)
-        pe_core.train(str(train_path), backbone=src_backbone, model=src_model,
-                      prompting=args.prompting, out=work / "source",
-                      steps=args.source_steps or args.steps, **p_opts, **common)
-        source_s = time.perf_counter() - t0
     if "align" in args.runs:
+        if args.reuse_source:
+            if not (work / "source" / "log.jsonl").is_file():
+                raise SystemExit(f"--reuse-source: no finished stage-1 run in {work / 'source'}")
+            print(f"stage 1: reusing {work / 'source'}", file=sys.stderr)
+        else:
+            t0 = time.perf_counter()
+            print("stage 1: pe train on the source backbone", file=sys.stderr)
+            pe_core.train(str(train_path), backbone=src_backbone, model=src_model,
+                          prompting=args.prompting, out=work / "source",
+                          steps=args.source_steps or args.steps, **p_opts, **common)
+            source_s = time.perf_counter() - t0
         print("pe align -> target", file=sys.stderr)
         pe_core.align(work / "source", str(train_path), backbone=tgt_backbone,
                       model=tgt_model, out=work / FOLDERS[ALIGN], steps=args.steps,
