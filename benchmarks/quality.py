@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from curves import plot_curves, read_curve, score_at
-from tiers import TIERS, parse_ref, short
+from tiers import TIERS, given, parse_ref, short
 
 TOY = dict(steps=150, align_steps=40, lora_lr=[3e-3], eval_every=10, dev=334)
 # LoRA's lr for real LLMs is not the toy one: swept on dev (E5-mistral used 1e-4 at 7B)
@@ -67,8 +67,11 @@ def main() -> None:
     p.add_argument("--prompting-lora", type=int, default=0, metavar="R",
                    help="LoRA of rank R on the Prompting LLM in PromptEmbedder runs (0: full "
                         "fine-tuning; a 135M Prompting LLM costs far more in full)")
-    p.add_argument("--alignment-lr", type=float,
-                   help="alignment lr of the PromptEmbedder runs (default: pe train's)")
+    p.add_argument("--alignment-lr", type=float, nargs="+",
+                   help="alignment lr of the PromptEmbedder and align runs (default: pe "
+                        "train's and pe align's); several: each run is made with each and "
+                        "the one with the best final dev score is its row (chosen on dev "
+                        "per backbone, Prompting LLM and placement, as LoRA's lr is)")
     p.add_argument("--gumbel-noise", action="store_true",
                    help="Gumbel noise in the PromptEmbedder runs (pe train's default is "
                         "off; the reduced real-tier table before that change had it on)")
@@ -147,6 +150,38 @@ class Bench:
         self.curves: dict[str, dict[str, list]] = {}
         self.sweeps: dict[str, dict[str, float]] = {}
         self.runs: dict[tuple[str, str, str], dict] = {}  # (label, backbone, prompting)
+        # the alignment lr chosen on dev and its run folder, per (label, backbone, prompting)
+        self.chosen: dict[tuple[str, str, str], tuple[float | None, str]] = {}
+
+    def sweep_alignment_lr(self, what: str, key: tuple[str, str, str], folder: str,
+                           run_one: Any, lrs: list[float | None] | None = None
+                           ) -> tuple[Any, dict]:
+        """``run_one(folder, alignment_lr)`` for each ``--alignment-lr``; keeps the run with
+        the best final dev score (the others' curves go to the plot and their finals to
+        the sweeps table)."""
+        lrs = lrs or self.args.alignment_lr or [None]
+        if len(lrs) == 1:
+            model, curve = run_one(folder, lrs[0])
+            self.chosen[key] = (lrs[0], folder)
+            return model, curve
+        finals: dict[str, float] = {}
+        best: tuple[Any, dict, float, str] | None = None
+        for lr in lrs:
+            name = f"{folder}-alr{lr:g}"
+            model, curve = run_one(name, lr)
+            finals[f"{lr:g}"] = curve["final"]
+            if best is None or curve["final"] > best[1]["final"]:
+                best = (model, curve, lr, name)
+            del model
+        assert best is not None
+        self.sweeps[f"{what}, alignment lr"] = finals
+        for lr in lrs:  # the other lrs' curves, for the plot
+            if lr != best[2]:
+                log = self.work / f"{folder}-alr{lr:g}" / "log.jsonl"
+                self.curves.setdefault(key[1], {})[
+                    f"{key[0]} [{key[2]}] alr {lr:g}"] = read_curve(log)["curve"]
+        self.chosen[key] = (best[2], best[3])
+        return best[0], best[1]
 
     # -- one run ----------------------------------------------------------------------
     def train(self, label: str, ref: str, prompting: str | None, folder: str,
@@ -158,10 +193,8 @@ class Bench:
                                                if prompting else ""), flush=True)
         options = {**self.common, **kw}
         if kw.get("method") != "lora":
-            options.update(prompting=prompting, prompting_lora=self.args.prompting_lora)
-            if self.args.alignment_lr is not None:
-                options.update(alignment_lr=self.args.alignment_lr)
-            options.update(gumbel_noise=self.args.gumbel_noise)
+            options.update(prompting=prompting, prompting_lora=self.args.prompting_lora,
+                           gumbel_noise=self.args.gumbel_noise)
         run = pe_core.train(self.data, backbone=backbone, model=model,
                             out=self.work / folder, **options)
         return run.model, read_curve(self.work / folder / "log.jsonl")
@@ -234,18 +267,28 @@ class Bench:
                         WithoutPrompt(frozen), None)
 
     def prompt_embedder(self, ref: str, prompting: str, placement: str,
-                        steps: int | None = None, label: str | None = None) -> None:
+                        steps: int | None = None, label: str | None = None,
+                        group: str = "source") -> None:
         # prefix: the soft prompt steers how the text is read, and the last text token is
         # the unprompted LM's next-token state, so prefix pools the mean; suffix pools the
         # last soft token, which has read the whole text
         pooling = "mean" if placement == "prefix" else "last"
-        label = label or f"PromptEmbedder {placement} ({pooling})"
+        base = f"PromptEmbedder {placement} ({pooling})"
+        label = label or base
         folder = f"pe-{placement}-{short(ref)}-{short(prompting)}" + (
             f"-{steps}" if steps else "")
-        model, curve = self.train(label, ref, prompting, folder,
-                                  steps=steps or self.args.steps, placement=placement,
-                                  pooling=pooling)
-        self.record("source", label, ref, prompting, model, curve)
+
+        def run_one(name: str, lr: float | None) -> tuple[Any, dict]:
+            return self.train(label, ref, prompting, name, steps=steps or self.args.steps,
+                              placement=placement, pooling=pooling, **given(alignment_lr=lr))
+
+        # an equal-time rerun reuses the lr its equal-steps run chose on dev
+        chosen = self.chosen.get((base, short(ref), short(prompting)))
+        lrs = [chosen[0]] if steps is not None and chosen else None
+        model, curve = self.sweep_alignment_lr(
+            f"{label} on {short(ref)} [{short(prompting)}]",
+            (label, short(ref), short(prompting)), folder, run_one, lrs)
+        self.record(group, label, ref, prompting, model, curve)
 
     def lora(self, ref: str, steps: int | None = None, label: str = LORA) -> None:
         lrs, steps = self.args.lora_lr, steps or self.args.steps
@@ -261,7 +304,7 @@ class Bench:
                 if sweep_steps == steps and curve["final"] >= max(finals.values()):
                     kept = (model, curve)
                 del model
-            self.sweeps[short(ref)] = finals
+            self.sweeps[f"LoRA on {short(ref)}, lr"] = finals
             best = max(lrs, key=lambda lr: finals[f"{lr:g}"])
             self.args.lora_lr = [best]  # later calls (equal-time runs) reuse the choice
             if kept is not None:
@@ -306,25 +349,30 @@ class Bench:
     def transfer(self, src: str, tgt: str, prompting: str) -> None:
         import pe_core
 
-        source_run = self.work / f"pe-suffix-{short(src)}-{short(prompting)}"
-        if not (source_run / "log.jsonl").is_file():
+        full = "PromptEmbedder suffix (last)"
+        chosen = self.chosen.get((full, short(src), short(prompting)))
+        if chosen is None:
             return  # no suffix run of the source (--placements without suffix)
+        source_run = self.work / chosen[1]
         backbone, model = parse_ref(tgt)
         label = f"align only (from {short(src)})"
-        print(f"== {label} on {short(tgt)}", flush=True)
+
+        def run_one(name: str, lr: float | None) -> tuple[Any, dict]:
+            print(f"== {label} on {short(tgt)}" + (f" (alignment lr {lr:g})" if lr else ""),
+                  flush=True)
+            moved = pe_core.align(source_run, self.data, backbone=backbone, model=model,
+                                  out=self.work / name, steps=self.args.align_steps,
+                                  init=self.args.align_init, **self.common,
+                                  **given(alignment_lr=lr))
+            return moved.model, read_curve(self.work / name / "log.jsonl")
+
         folder = f"align-{short(src)}-{short(tgt)}-{short(prompting)}"
-        moved = pe_core.align(source_run, self.data, backbone=backbone, model=model,
-                              out=self.work / folder, steps=self.args.align_steps,
-                              init=self.args.align_init, **self.common)
-        curve = read_curve(self.work / folder / "log.jsonl")
-        self.record("transfer", label, tgt, prompting, moved.model, curve)
-        full = "PromptEmbedder suffix (last)"
+        moved_model, curve = self.sweep_alignment_lr(
+            f"{label} on {short(tgt)} [{short(prompting)}]",
+            (label, short(tgt), short(prompting)), folder, run_one)
+        self.record("transfer", label, tgt, prompting, moved_model, curve)
         if (full, short(tgt), short(prompting)) not in self.runs:
-            model_obj, full_curve = self.train(full, tgt, prompting,
-                                               f"pe-suffix-{short(tgt)}-{short(prompting)}",
-                                               steps=self.args.steps, placement="suffix",
-                                               pooling="last")
-            self.record("transfer", full, tgt, prompting, model_obj, full_curve)
+            self.prompt_embedder(tgt, prompting, "suffix", group="transfer")
 
     # -- readings ---------------------------------------------------------------------
     def equal_time(self) -> list[dict]:
@@ -384,9 +432,9 @@ def render(bench: Bench, args: argparse.Namespace) -> str:
         lines.append(f"| {e['backbone']} | {e['model']} | {e['prompting']} | {e['train_s']:.0f}"
                      f" | {e['dev']:.4f} | {then} | {ratio} | {e['lora_final']:.4f} "
                      f"({e['lora_s']:.0f}) |")
-    for backbone, finals in bench.sweeps.items():
+    for what, finals in bench.sweeps.items():
         shown = ", ".join(f"{lr}: {v:.4f}" for lr, v in finals.items())
-        lines.append(f"\nLoRA lr sweep on {backbone} (final dev nDCG@10): {shown}")
+        lines.append(f"\n{what} sweep (final dev nDCG@10): {shown}")
     return "\n".join(lines)
 
 

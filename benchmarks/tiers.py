@@ -59,3 +59,8 @@ def short(ref: str) -> str:
     if model is None:
         return family
     return model.rsplit(":", 1)[-1].rsplit("/", 1)[-1].split("@")[0]
+
+
+def given(**options: object) -> dict:
+    """The options that were set: None leaves the library's own default in place."""
+    return {k: v for k, v in options.items() if v is not None}

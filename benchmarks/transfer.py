@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from curves import first_reach, plot_curves, read_curve
-from tiers import REAL_PROMPTING, TIERS, TOY_PROMPTING, parse_ref, short
+from tiers import REAL_PROMPTING, TIERS, TOY_PROMPTING, given, parse_ref, short
 
 ALIGN, SCRATCH = "pe align (from source run)", "pe train from scratch"
 LORA = "LoRA r=16 from scratch"
@@ -219,9 +219,6 @@ def train_all(args: argparse.Namespace, work: Path) -> float | None:
     ))
     dev = [{"query": x.query, "positive": x.document, "instruction": DOC_INSTRUCTION}
            for x in load_pairs("dev")[: args.dev]]
-
-    def given(**kw: object) -> dict:
-        return {k: v for k, v in kw.items() if v is not None}
 
     p_opts = given(prompting_lora=args.prompting_lora or None,
                    **{"lora_lr" if args.prompting_lora else "lr": args.lr},
