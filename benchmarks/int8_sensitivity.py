@@ -20,6 +20,11 @@ BITS:BLOCK...`` adds rows for onnxruntime's weight-only ``MatMulNBits`` instead
 (symmetric, ``accuracy_level=4``: activations quantised to int8 per block of ``BLOCK``
 inputs rather than per tensor), every projection quantised.
 
+``--static METHOD...`` adds a static (calibrated) row of each variant: QDQ nodes whose
+activation ranges are fixed beforehand from 32 local *training* texts (``MinMax`` or
+``Percentile``), uint8 activations and per-channel int8 weights, instead of a range
+measured on each batch at run time.
+
 ``--smooth ALPHA`` first folds SmoothQuant-style per-channel scales into the fp32 model
 (before the export; the function is unchanged up to rounding, which is checked): input
 channel ``j`` of a projection is divided by ``s_j = amax_j**ALPHA / wmax_j**(1-ALPHA)``
@@ -97,6 +102,44 @@ def matmul_nbits(src: Path, dst: Path, bits: int, block: int) -> Path:
                                      nodes_to_exclude=fp32_nodes(model.graph, ()))
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=True)
+    return dst
+
+
+def static_qdq(src: Path, dst: Path, keep_fp32: Sequence[str], batches: Sequence[Any],
+               method: str) -> Path:
+    """Static (calibrated) int8: QDQ nodes around every MatMul but ``keep_fp32``'s and the
+    pooled-row ones, with activation ranges fixed from ``batches`` (``method``: MinMax or
+    Percentile) instead of measured per batch at run time; uint8 activations, int8 weights
+    with one scale per output channel (onnxruntime's U8S8 for x86)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from pe_registry.onnx_embedder import INPUT_NAMES
+    from pe_registry.onnx_int8 import fp32_nodes
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(batches)
+
+        def get_next(self) -> dict | None:
+            batch = next(self.left, None)
+            return None if batch is None else {
+                INPUT_NAMES[0]: batch.input_ids.numpy(),
+                INPUT_NAMES[1]: batch.attention_mask.numpy()}
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    quantize_static(src, dst, Feeds(), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["MatMul"], per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=fp32_nodes(graph, keep_fp32),
+                    calibrate_method=getattr(CalibrationMethod, method),
+                    use_external_data_format=True,
+                    extra_options={"CalibMaxIntermediateOutputs": 64})
     return dst
 
 
@@ -213,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(e.g. gate_proj up_proj)")
     p.add_argument("--matmul-nbits", nargs="+", default=[], metavar="BITS:BLOCK",
                    help="also MatMulNBits rows, e.g. 8:32 8:128")
+    p.add_argument("--static", nargs="+", default=[], choices=("MinMax", "Percentile"),
+                   help="also static (calibrated QDQ) rows of each variant, activation "
+                        "ranges from 32 local training texts by this method")
     p.add_argument("--smooth", type=float, metavar="ALPHA",
                    help="fold SmoothQuant-style scales into the model first (e.g. 0.5)")
     p.add_argument("--rounds", type=int, default=1,
@@ -254,22 +300,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.per_layer:
         layers = embedder.backbone.model.config.num_hidden_layers
         variants.update(per_layer_variants(layers, args.per_layer))
-    jobs = [(name, keep, None) for name, keep in variants.items()]
+    jobs: list[tuple[str, tuple[str, ...], Any]] = [
+        (name, keep, None) for name, keep in variants.items()]
     for spec in args.matmul_nbits:
         bits, block = (int(x) for x in spec.split(":"))
-        jobs.append((f"MatMulNBits {bits}-bit, block {block}", (), (bits, block)))
+        jobs.append((f"MatMulNBits {bits}-bit, block {block}", (), ("nbits", bits, block)))
+    if args.static:
+        from pe_registry.onnx_int8 import token_batches
+
+        from pe_core.data import load_pairs
+
+        train = load_pairs("train")[:16]
+        # one batch: the Percentile collector cannot merge tensors of different lengths
+        calib = token_batches(tok, [x.document for x in train] + [x.query for x in train],
+                              32, args.max_length, side)
+        jobs += [(f"static {method}: {name}", keep, ("static", method))
+                 for method in args.static for name, keep in variants.items()]
     fp32, fp32_s = embed(folder / MODEL_NAME, texts, tok, side, args.batch, args.max_length)
     times: dict[str, list[float]] = {"fp32": [fp32_s]}
     log(f"fp32: {fp32_s:.2f} CPU s for {len(texts)} texts")
     rows, graphs = [], {}
-    for i, (name, keep, nbits) in enumerate(jobs):
+    for i, (name, keep, how) in enumerate(jobs):
         dst = folder / f"variant_{i}.onnx"
         for old in folder.glob(dst.name + "*"):  # the external-data writer appends
             old.unlink()
-        if nbits is None:
+        if how is None:
             quantize_int8(folder / MODEL_NAME, dst, keep_fp32=keep)
+        elif how[0] == "nbits":
+            matmul_nbits(folder / MODEL_NAME, dst, *how[1:])
         else:
-            matmul_nbits(folder / MODEL_NAME, dst, *nbits)
+            static_qdq(folder / MODEL_NAME, dst, keep, calib, how[1])
         vecs, seconds = embed(dst, texts, tok, side, args.batch, args.max_length)
         graphs[name], times[name] = dst, [seconds]
         if args.rounds == 1:  # no second pass: free the disk (a graph is ~1 GB)

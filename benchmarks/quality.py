@@ -85,6 +85,7 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
     p.add_argument("--eval-every", type=int, help="dev score every N steps (toy and real 10)")
     p.add_argument("--dev", type=int, help="dev pairs scored (toy 334, real 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (data order, init)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", help="file names (default: quality toy, quality-real real)")
@@ -144,7 +145,7 @@ class Bench:
                for x in load_pairs("dev")[: args.dev]]
         self.common = dict(batch_size=args.batch_size, max_length=args.max_length,
                            overwrite=True, device="cpu", dev_data=dev,
-                           eval_every=args.eval_every, save_every=10**9,
+                           eval_every=args.eval_every, save_every=10**9, seed=args.seed,
                            progress=not args.no_progress)
         self.rows: list[dict] = []
         self.curves: dict[str, dict[str, list]] = {}

@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def benchmarks_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield
-    for name in ("curves", "tiers", "transfer"):
+    for name in ("curves", "quality", "tiers", "transfer"):
         sys.modules.pop(name, None)
 
 
@@ -96,3 +96,34 @@ def test_transfer_reads_time_to_scratchs_final(tmp_path):
     assert "never in 40 s | > 40.0x (never) |" in lora_row
     low = summarise(runs, 0.5, last=1)  # align starts at 0.20 >= 0.5 * 0.40
     assert "align starts above it" in render(low, 0.5, 1, "title")
+
+
+def test_quality_keeps_the_alignment_lr_best_on_dev(tmp_path):
+    import argparse
+
+    from curves import read_curve
+    from quality import Bench
+
+    bench = Bench.__new__(Bench)  # the sweep alone: no corpus, no model
+    bench.args = argparse.Namespace(alignment_lr=[1e-2, 3e-2])
+    bench.work, bench.sweeps, bench.curves, bench.chosen = tmp_path, {}, {}, {}
+    finals = {1e-2: 0.30, 3e-2: 0.55}
+    made = []
+
+    def run_one(name, lr):
+        made.append((name, lr))
+        log = _log(tmp_path / name / "log.jsonl", [(0, 0.0, 0.1), (10, 5.0, finals[lr])], 0.5)
+        return f"model {lr:g}", read_curve(log, last=1)
+
+    key = ("PromptEmbedder suffix (last)", "gemma3-270m", "prompting")
+    model, curve = bench.sweep_alignment_lr("PE on gemma3-270m", key, "pe-suffix", run_one)
+    assert made == [("pe-suffix-alr0.01", 1e-2), ("pe-suffix-alr0.03", 3e-2)]
+    assert (model, curve["final"]) == ("model 0.03", 0.55)
+    assert bench.chosen[key] == (3e-2, "pe-suffix-alr0.03")  # transfer aligns from this run
+    assert bench.sweeps == {"PE on gemma3-270m, alignment lr": {"0.01": 0.30, "0.03": 0.55}}
+    assert list(bench.curves["gemma3-270m"]) == [f"{key[0]} [prompting] alr 0.01"]
+
+    # one lr (or none: the library's default) is a plain run under the plain folder name
+    made.clear()
+    bench.sweep_alignment_lr("PE", key, "pe-one", run_one, lrs=[1e-2])
+    assert made == [("pe-one", 1e-2)] and bench.chosen[key] == (1e-2, "pe-one")
