@@ -7,7 +7,10 @@ Two comparisons with LoRA: at **equal steps** (the tables' rows), and at **equal
 time**, read from the dev curves every run logs (each PromptEmbedder run's final dev
 score against what LoRA had by the same training seconds); ``--equal-time-runs`` also
 trains the cheaper of the two for as long as the dearer took and scores it on the test
-tasks. Writes NAME.md, NAME.json, a bar chart NAME.png and the dev score against
+tasks. Learning rates are chosen on dev for both methods: LoRA's among ``--lora-lr``,
+PromptEmbedder's and align's alignment lr among ``--alignment-lr`` (each run once per
+lr, the best final dev score kept, per backbone, Prompting LLM and placement).
+Writes NAME.md, NAME.json, a bar chart NAME.png and the dev score against
 training time per backbone, NAME-curves.png.
 
     python benchmarks/quality.py --out benchmarks/results            # the toy tier
