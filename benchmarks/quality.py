@@ -168,24 +168,23 @@ class Bench:
             model, curve = run_one(folder, lrs[0])
             self.chosen[key] = (lrs[0], folder)
             return model, curve
-        finals: dict[str, float] = {}
-        best: tuple[Any, dict, float, str] | None = None
+        tried: dict[float, tuple[str, dict]] = {}  # lr -> (run folder, curve)
+        best, kept = None, None
         for lr in lrs:
             name = f"{folder}-alr{lr:g}"
             model, curve = run_one(name, lr)
-            finals[f"{lr:g}"] = curve["final"]
-            if best is None or curve["final"] > best[1]["final"]:
-                best = (model, curve, lr, name)
+            tried[lr] = (name, curve)
+            if best is None or curve["final"] > tried[best][1]["final"]:
+                best, kept = lr, model
             del model
         assert best is not None
-        self.sweeps[f"{what}, alignment lr"] = finals
-        for lr in lrs:  # the other lrs' curves, for the plot
-            if lr != best[2]:
-                log = self.work / f"{folder}-alr{lr:g}" / "log.jsonl"
-                self.curves.setdefault(key[1], {})[
-                    f"{key[0]} [{key[2]}] alr {lr:g}"] = read_curve(log)["curve"]
-        self.chosen[key] = (best[2], best[3])
-        return best[0], best[1]
+        self.sweeps[f"{what}, alignment lr"] = {f"{lr:g}": c["final"]
+                                                for lr, (_, c) in tried.items()}
+        for lr, (_, c) in tried.items():  # the other lrs' curves, for the plot
+            if lr != best:
+                self.curves.setdefault(key[1], {})[f"{key[0]} [{key[2]}] alr {lr:g}"] = c["curve"]
+        self.chosen[key] = (best, tried[best][0])
+        return kept, tried[best][1]
 
     # -- one run ----------------------------------------------------------------------
     def train(self, label: str, ref: str, prompting: str | None, folder: str,
