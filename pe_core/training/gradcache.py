@@ -33,8 +33,9 @@ def _loss(rows: Rows, reps: torch.Tensor, temperature: float) -> torch.Tensor:
 def contrastive_step(
     method: Method, rows: Rows, info: StepInfo, temperature: float, chunk: int = 0
 ) -> float:
-    """Forward and backward of one step's InfoNCE; returns the loss. Gradients are left
-    in ``.grad`` (the optimizer step is the caller's).
+    """Forward and backward of one step's InfoNCE (plus the method's
+    :meth:`~pe_core.training.methods.Method.head_penalty`); returns the InfoNCE loss.
+    Gradients are left in ``.grad`` (the optimizer step is the caller's).
 
     ``chunk`` > 0 encodes at most that many rows at a time with grad (GradCache); the
     resulting gradients equal the plain step's.
@@ -45,10 +46,11 @@ def contrastive_step(
     """
     n = len(rows)
     head = method.head(rows, info)
+    penalty = None if head is None else method.head_penalty(head)
     if chunk <= 0 or chunk >= n:
         reps = method.encode(rows, list(range(n)), head)
         loss = _loss(rows, reps, temperature)
-        loss.backward()
+        (loss if penalty is None else loss + penalty).backward()
         return float(loss.detach())
 
     leaf = None if head is None else head.detach().requires_grad_(True)
@@ -70,5 +72,10 @@ def contrastive_step(
     if head is not None and leaf is not None:
         # always backward through the head, even with a zero gradient: under DDP every
         # rank must reach the all-reduce
-        head.backward(leaf.grad if leaf.grad is not None else torch.zeros_like(head))
+        grad = leaf.grad if leaf.grad is not None else torch.zeros_like(head)
+        # one backward through the head for both terms: one all-reduce under DDP
+        if penalty is None:
+            head.backward(grad)
+        else:
+            torch.autograd.backward([head, penalty], [grad, torch.ones_like(penalty)])
     return float(loss.detach())

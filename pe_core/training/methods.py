@@ -36,6 +36,7 @@ from pe_core.training.distributed import unwrap
 from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache
 from pe_core.training.loss import text_keys
 from pe_core.training.settings import TrainSettings
+from pe_core.training.sink_guard import SinkGuard
 
 
 @dataclass
@@ -94,6 +95,14 @@ class Method:
 
     def encode(self, rows: Rows, index: list[int], head: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def head_penalty(self, head: torch.Tensor) -> torch.Tensor | None:
+        """A term added to the step's loss that depends on ``head`` only (None: none)."""
+        return None
+
+    def step_stats(self) -> dict[str, float]:
+        """Readings of the last step for the training log, beside the loss."""
+        return {}
 
     @contextlib.contextmanager
     def no_sync(self, sync: bool) -> Iterator[None]:
@@ -182,6 +191,8 @@ class PromptEmbedderMethod(Method):
         self._plain: dict[bytes, torch.Tensor] = {}  # rows with no prompt: constants
         self._checkpointing = False
         self.module = self._make_head()
+        self.sink_guard = (SinkGuard(self.backbone, embedder.tokenizer, settings.sink_guard)
+                           if settings.sink_guard > 0 else None)
 
     def _make_head(self) -> nn.Module:
         prompting = self.embedder.prompting
@@ -244,6 +255,12 @@ class PromptEmbedderMethod(Method):
         if not rows.instructions:
             return None
         return self.module(rows.instructions, info.tau, info.hard, info.noise_seed)
+
+    def head_penalty(self, head: torch.Tensor) -> torch.Tensor | None:
+        return None if self.sink_guard is None else self.sink_guard(head)
+
+    def step_stats(self) -> dict[str, float]:
+        return {} if self.sink_guard is None else dict(self.sink_guard.last)
 
     def encode(self, rows: Rows, index: list[int], head: torch.Tensor | None) -> torch.Tensor:
         """Normalised embeddings of ``rows[index]`` (grad follows ``head``)."""

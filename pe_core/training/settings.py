@@ -54,6 +54,10 @@ class TrainSettings:
                                   group="schedule", ge=0)
     temperature: float = option(0.05, help="InfoNCE temperature", cli=BOTH, group="loss",
                                 gt=0, le=1)
+    # on by default: it costs nothing while soft tokens stay ordinary, and without it
+    # 40 steps on SmolLM2-135M ended at chance in most seeds (pe_core.training.sink_guard)
+    sink_guard: float = option(1.0, help="weight of the penalty on soft tokens that turn "
+                               "into attention sinks (0: off)", cli=BOTH, group="loss", ge=0)
     # the fewest any row of a batch has, at most this
     hard_negatives: int = option(1, help="hard negatives per example", cli=BOTH, group="loss",
                                 ge=0)

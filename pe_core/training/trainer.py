@@ -225,6 +225,7 @@ class Trainer:
                     "tau": self._step_info(step).tau,
                     "examples_per_s": s.batch_size / dt if dt > 0 else None,
                     "step_time_s": dt, "train_time_s": elapsed,
+                    **self.method.step_stats(),
                 }
                 self.log.write(record)
                 if bar is not None:
