@@ -36,7 +36,7 @@ from pe_core.training.distributed import unwrap
 from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache
 from pe_core.training.loss import text_keys
 from pe_core.training.settings import TrainSettings
-from pe_core.training.sink_guard import SinkGuard
+from pe_core.training.sink_guard import SinkGuard, shortened_step
 
 
 @dataclass
@@ -103,6 +103,11 @@ class Method:
     def step_stats(self) -> dict[str, float]:
         """Readings of the last step for the training log, beside the loss."""
         return {}
+
+    def apply_step(self, optimizer: Any, params: list[torch.Tensor], rows: Rows,
+                   info: StepInfo) -> None:
+        """Update the parameters from their gradients (the optimizer's step)."""
+        optimizer.step()
 
     @contextlib.contextmanager
     def no_sync(self, sync: bool) -> Iterator[None]:
@@ -261,6 +266,23 @@ class PromptEmbedderMethod(Method):
 
     def step_stats(self) -> dict[str, float]:
         return {} if self.sink_guard is None else dict(self.sink_guard.last)
+
+    def apply_step(self, optimizer: Any, params: list[torch.Tensor], rows: Rows,
+                   info: StepInfo) -> None:
+        """The optimizer's step, shortened where it would turn a soft token into a sink
+        (:func:`~pe_core.training.sink_guard.shortened_step`)."""
+        guard = self.sink_guard
+        if guard is None or not rows.instructions:
+            optimizer.step()
+            return
+
+        def ratio() -> float:
+            head = self.module(rows.instructions, info.tau, info.hard, info.noise_seed)
+            return float(guard.ratios(head).max())
+
+        # a token already past the margin (the penalty is pulling it out) may stay there
+        limit = max(guard.margin, guard.last.get("sink_ratio", 0.0))
+        guard.last["sink_halvings"] = shortened_step(optimizer.step, params, ratio, limit)
 
     def encode(self, rows: Rows, index: list[int], head: torch.Tensor | None) -> torch.Tensor:
         """Normalised embeddings of ``rows[index]`` (grad follows ``head``)."""

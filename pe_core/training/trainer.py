@@ -274,12 +274,13 @@ class Trainer:
         per_rank = len(examples) // self.dist.world
         local = examples[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
         rows = self.method.rows(local, n_neg)
-        ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16
-               else contextlib.nullcontext())
-        with ctx:
-            loss = contrastive_step(
-                self.method, rows, self._step_info(step), s.temperature, s.grad_cache_chunk
-            )
+        def ctx() -> Any:
+            return (torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16
+                    else contextlib.nullcontext())
+
+        info = self._step_info(step)
+        with ctx():
+            loss = contrastive_step(self.method, rows, info, s.temperature, s.grad_cache_chunk)
         loss = dist_util.mean_scalar(loss, self.device)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(
@@ -296,7 +297,8 @@ class Trainer:
                 f"updated and {kept}. Lower the learning rate or the temperature, or turn "
                 f"off bf16, then {then}"
             )
-        optimizer.step()
+        with ctx():
+            self.method.apply_step(optimizer, params, rows, info)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
