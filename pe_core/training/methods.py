@@ -280,8 +280,8 @@ class PromptEmbedderMethod(Method):
             head = self.module(rows.instructions, info.tau, info.hard, info.noise_seed)
             return float(guard.ratios(head).max())
 
-        # a token already past the margin (the penalty is pulling it out) may stay there
-        limit = max(guard.margin, guard.last.get("sink_ratio", 0.0))
+        # a token already past the limit (the penalty is pulling it out) may stay there
+        limit = max(guard.limit, guard.last.get("sink_ratio", 0.0))
         guard.last["sink_halvings"] = shortened_step(optimizer.step, params, ratio, limit)
 
     def encode(self, rows: Rows, index: list[int], head: torch.Tensor | None) -> torch.Tensor:
