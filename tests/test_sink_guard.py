@@ -78,6 +78,12 @@ def test_penalty_enters_both_step_paths_alike(llama_spec, placement):
     assert not torch.allclose(grads["plain"][weight], grads["off"][weight])
 
 
+def test_guard_is_off_by_default():
+    from pe_core.training.settings import TrainSettings
+
+    assert TrainSettings().sink_guard == 0.0
+
+
 def test_training_log_records_the_guard(tmp_path, tiny_folders):
     import pe_core
 
@@ -86,7 +92,7 @@ def test_training_log_records_the_guard(tmp_path, tiny_folders):
         warnings.simplefilter("ignore")
         pe_core.train(data, backbone="llama", model=str(tiny_folders["model"]),
                       prompting=str(tiny_folders["prompting"]), out=tmp_path / "run",
-                      steps=2, batch_size=4, device="cpu", progress=False)
+                      steps=2, batch_size=4, device="cpu", progress=False, sink_guard=1.0)
     steps = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     steps = [s for s in steps if "loss" in s]
     assert len(steps) == 2
@@ -114,3 +120,43 @@ def test_a_step_into_a_sink_is_halved_until_it_is_not_and_dropped_when_it_always
     p.zero_()
     assert shortened_step(step(1e9), [p], ratio, limit=1.0, halvings=3) == 4
     assert p.abs().max() == 0  # dropped: back where it was
+
+
+def test_a_negative_guard_weight_is_a_config_error(tmp_path):
+    from pe_core.errors import ConfigError
+    from pe_core.training.settings import TrainSettings
+
+    with pytest.raises(ConfigError, match="sink_guard"):
+        TrainSettings(sink_guard=-1.0)
+
+
+def test_the_sink_reading_script_sees_a_blown_up_soft_token(tmp_path, tiny_folders,
+                                                            monkeypatch):
+    """benchmarks/sinks.py on a trained tiny run, and on the same run with its alignment
+    scaled up 300x: the second reading's worst soft token is far past the first's."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import pe_core
+    from pe_core.safe_io import load_tensors, save_tensors
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("sinks", None)
+    import sinks
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_records(16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pe_core.train(data, backbone="llama", model=str(tiny_folders["model"]),
+                      prompting=str(tiny_folders["prompting"]), out=tmp_path / "run",
+                      steps=1, batch_size=4, device="cpu", progress=False)
+    shutil.copytree(tmp_path / "run", tmp_path / "blown")
+    path = tmp_path / "blown" / "alignment.safetensors"
+    tensors, meta = load_tensors(path)
+    save_tensors({"weight": tensors["weight"] * 300}, path, meta)
+    texts = [r["positive"] for r in pair_records(4)]
+    plain = sinks.read_run(tmp_path / "run", texts)
+    blown = sinks.read_run(tmp_path / "blown", texts)
+    assert len(plain["per_text"]) == 4 and len(plain["per_text"][0]["soft"]) == 5
+    assert blown["worst_soft_over_text_median"] > 20 * plain["worst_soft_over_text_median"]

@@ -54,10 +54,12 @@ class TrainSettings:
                                   group="schedule", ge=0)
     temperature: float = option(0.05, help="InfoNCE temperature", cli=BOTH, group="loss",
                                 gt=0, le=1)
-    # on by default: it costs nothing while soft tokens stay ordinary, and without it
-    # 40 steps on SmolLM2-135M ended at chance in most seeds (pe_core.training.sink_guard)
-    sink_guard: float = option(1.0, help="weight of the penalty on soft tokens that turn "
-                               "into attention sinks (0: off)", cli=BOTH, group="loss", ge=0)
+    # off by default: on SmolLM2-135M it keeps the soft tokens out of the sink state that
+    # collapsed most 40-step runs, but the runs it saved still learnt little, and its
+    # checks make a step dearer (README: Benchmarks, attention sinks)
+    sink_guard: float = option(0.0, help="weight of the penalty on soft tokens that turn "
+                               "into attention sinks; > 0 also shortens steps that would "
+                               "make one (0: off)", cli=BOTH, group="loss", ge=0)
     # the fewest any row of a batch has, at most this
     hard_negatives: int = option(1, help="hard negatives per example", cli=BOTH, group="loss",
                                 ge=0)
