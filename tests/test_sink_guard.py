@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 import torch
+from training_helpers import pair_records, tiny_examples, tiny_method, write_jsonl
 
 from pe_core.training.methods import StepInfo
-from tests.test_training import _examples, _method, pair_records, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,10 +61,10 @@ def test_penalty_enters_both_step_paths_alike(llama_spec, placement):
 
     grads = {}
     for name, chunk, weight in (("plain", 0, 5.0), ("cached", 4, 5.0), ("off", 0, 0.0)):
-        method = _method(llama_spec, placement, sink_guard=weight)
+        method = tiny_method(llama_spec, placement, sink_guard=weight)
         if method.sink_guard is not None:
             method.sink_guard.margin = 1e-3  # every soft position counts as a sink
-        rows = method.rows(_examples(6), 1)
+        rows = method.rows(tiny_examples(6), 1)
         contrastive_step(method, rows, StepInfo(0), 0.05, chunk)
         grads[name] = {n: p.grad.clone() for n, p in method.named_trainable().items()}
         if weight:

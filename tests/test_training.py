@@ -14,39 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_helpers import INSTRUCTIONS, pair_records, tiny_examples, tiny_method, write_jsonl
 
 import pe_core
 from pe_core.errors import ConfigError, DataError, TrainingDivergedError
 from pe_core.training.data import Example, TaskBatches, read_pairs
 
-WORDS = (
-    "alpha beta gamma delta file open read write sum number fox dog python class "
-    "return value parse argument list string socket thread queue"
-).split()
-INSTRUCTIONS = ("Retrieve the documentation", "Find a similar sentence")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def pair_records(n: int = 48, seed: int = 0, tasks: int = 2, negatives: int = 1) -> list[dict]:
-    """Query = three words; positive = the same words plus four; random negatives."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        words = rng.sample(WORDS, 3)
-        row = {
-            "query": " ".join(words),
-            "positive": " ".join(words + rng.sample(WORDS, 4)),
-            "instruction": INSTRUCTIONS[i % tasks],
-        }
-        if negatives:
-            row["negatives"] = [" ".join(rng.sample(WORDS, 6)) for _ in range(negatives)]
-        rows.append(row)
-    return rows
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +41,6 @@ def _train(pairs, folders, out, **kw):
     opts.update(kw)
     return pe_core.train(str(pairs), backbone="llama", model=str(folders["model"]),
                          prompting=str(folders["prompting"]), out=out, **opts)
-
-
-def _method(llama_spec, placement="suffix", **settings):
-    from pe_core.testing.tiny import tiny_embedder
-    from pe_core.training.methods import PromptEmbedderMethod
-    from pe_core.training.settings import TrainSettings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        embedder = tiny_embedder(llama_spec, placement=placement)
-    method = PromptEmbedderMethod(embedder, TrainSettings(**settings))
-    method.train_mode(True)
-    return method
-
-
-def _examples(n=6, negatives=1):
-    return [Example(r["query"], r["positive"], tuple(r.get("negatives", ())), r["instruction"],
-                    r["instruction"]) for r in pair_records(n, tasks=1, negatives=negatives)]
 
 
 # -- data -----------------------------------------------------------------------------
@@ -193,13 +149,13 @@ def test_alignment_lr_default_depends_on_method():
 
 
 def test_instruction_on_query_side_document_side_setting(llama_spec):
-    method = _method(llama_spec)
-    rows = method.rows(_examples(3), 1)
+    method = tiny_method(llama_spec)
+    rows = method.rows(tiny_examples(3), 1)
     doc = method.config.document_instruction
     assert rows.instructions == [INSTRUCTIONS[0], doc]
     assert rows.prompt == [0, 0, 0] + [1] * 6  # 3 queries, 3 positives, 3 negatives
     method.config.document_instruction = None  # documents without a soft prompt
-    rows = method.rows(_examples(3), 1)
+    rows = method.rows(tiny_examples(3), 1)
     assert rows.instructions == [INSTRUCTIONS[0]] and rows.prompt == [0, 0, 0] + [-1] * 6
 
 
@@ -277,8 +233,8 @@ def test_grad_cache_equals_uncached_gradient(llama_spec, placement):
 
     results = []
     for chunk in (0, 5):
-        method = _method(llama_spec, placement)
-        rows = method.rows(_examples(6), 1)
+        method = tiny_method(llama_spec, placement)
+        rows = method.rows(tiny_examples(6), 1)
         loss = contrastive_step(method, rows, StepInfo(0, tau=0.7, noise_seed=11), 0.05, chunk)
         grads = {n: p.grad.clone() for n, p in method.named_trainable().items()}
         results.append((loss, grads))
@@ -300,7 +256,7 @@ def test_lora_baseline_length_groups_keep_row_order(tiny_folders):
     s = TrainSettings(method="lora", lora_dropout=0.0)
     method = LoraMethod(build_lora_embedder(get_backbone("llama"), Path(tiny_folders["model"]),
                                             s), s)
-    rows = method.rows(_examples(6), 1)
+    rows = method.rows(tiny_examples(6), 1)
     assert len({len(x) for x in rows.ids}) > 2  # queries and documents of several lengths
     index = [5, 0, 13, 7, 2, 16, 9]
     with torch.no_grad():
@@ -322,7 +278,7 @@ def test_grad_cache_lora_baseline(tiny_folders):
         s = TrainSettings(method="lora", lora_dropout=0.0)
         emb = build_lora_embedder(get_backbone("llama"), Path(tiny_folders["model"]), s)
         method = LoraMethod(emb, s)
-        rows = method.rows(_examples(5), 1)
+        rows = method.rows(tiny_examples(5), 1)
         contrastive_step(method, rows, StepInfo(0), 0.05, chunk)
         grads.append({n: p.grad.clone() for n, p in method.named_trainable().items()})
     for name in grads[0]:
@@ -345,7 +301,7 @@ def test_suffix_fast_path_is_exact(llama_spec):
     what the encoder's own suffix path gives."""
     from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache
 
-    method = _method(llama_spec)
+    method = tiny_method(llama_spec)
     backbone = method.backbone
     ids, mask, soft = _suffix_inputs(method)
     ref = backbone(ids, mask, soft, "suffix", "last")
@@ -371,7 +327,7 @@ def test_bf16_text_pass_hands_back_fp32_keys_close_to_the_exact_pass(llama_spec)
     from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache
     from pe_core.training.methods import StepInfo
 
-    method = _method(llama_spec, text_kv_cache_mb=0.0)
+    method = tiny_method(llama_spec, text_kv_cache_mb=0.0)
     backbone = method.backbone
     ids, mask, soft = _suffix_inputs(method)
     exact, cheap = text_cache(backbone, ids, mask), text_cache(backbone, ids, mask, bf16=True)
@@ -389,8 +345,8 @@ def test_bf16_text_pass_hands_back_fp32_keys_close_to_the_exact_pass(llama_spec)
     store = TextKVStore(1 << 26, bf16=True)
     torch.testing.assert_close(soft_pass(backbone, store.cache(backbone, ids, mask), mask, soft),
                                ref, **tol)
-    assert _method(llama_spec, text_pass_bf16=True).store.bf16 is True
-    rows = method.rows(_examples(4), 1)
+    assert tiny_method(llama_spec, text_pass_bf16=True).store.bf16 is True
+    rows = method.rows(tiny_examples(4), 1)
     head = method.head(rows, StepInfo(0, noise_seed=0)).detach()
     index = list(range(len(rows)))
     fp32 = method.encode(rows, index, head)
@@ -404,7 +360,6 @@ def test_length_groups_are_the_cheapest_split():
     """The dynamic programme finds the cheapest grouping (checked against every split of
     the sorted rows) and returns each row once."""
     import itertools
-    import random
 
     from pe_core.batching import length_groups
 
@@ -435,8 +390,8 @@ def test_gradient_checkpointing_prefix_same_gradient(llama_spec):
 
     grads = []
     for ckpt in (False, True):
-        method = _method(llama_spec, "prefix", gradient_checkpointing=ckpt)
-        contrastive_step(method, method.rows(_examples(4), 1), StepInfo(0, noise_seed=1), 0.05)
+        method = tiny_method(llama_spec, "prefix", gradient_checkpointing=ckpt)
+        contrastive_step(method, method.rows(tiny_examples(4), 1), StepInfo(0, noise_seed=1), 0.05)
         grads.append(method.embedder.alignment.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
 
@@ -771,7 +726,7 @@ def test_new_keys_only_swaps_for_one_pass_and_restores(llama_spec):
     error, its own implementation is back."""
     from pe_core.training.suffix_attention import NAME, new_keys_only
 
-    model = _method(llama_spec).backbone.model
+    model = tiny_method(llama_spec).backbone.model
     before = model.config._attn_implementation
     with new_keys_only(model):
         assert model.config._attn_implementation == f"{NAME}_{before}"
@@ -793,7 +748,7 @@ def test_suffix_attention_falls_back_to_the_models_own(llama_spec):
     class Module:
         num_key_value_groups, is_causal, training = 3, True, False
 
-    model = _method(llama_spec).backbone.model
+    model = tiny_method(llama_spec).backbone.model
     with new_keys_only(model):
         out, _ = suffix_attention(Module(), query, key, value, allowed, scaling=0.3)
     ref = _reference_attention(query, key, value, allowed, 0.3)
@@ -811,7 +766,7 @@ def test_eager_fallback_is_the_modeling_files_own(llama_spec):
     from pe_core.training.suffix_attention import new_keys_only, suffix_attention
 
     query, key, value, allowed = _attention_inputs(q=4, t=4, padded=False)
-    model = _method(llama_spec).backbone.model
+    model = tiny_method(llama_spec).backbone.model
     model.config._attn_implementation = "eager"
     attention = next(m for m in model.modules() if type(m).__name__ == "LlamaAttention")
     attention.num_key_value_groups = 3
@@ -842,7 +797,7 @@ def test_eager_model_fallback_gets_the_eager_mask(llama_spec):
     from pe_core.training.kvcache import text_cache
     from pe_core.training.suffix_attention import new_keys_only
 
-    method = _method(llama_spec)
+    method = tiny_method(llama_spec)
     backbone = method.backbone
     model = backbone.model
     model.config._attn_implementation = "eager"
