@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from test_training import _examples, pair_records, write_jsonl
+from training_helpers import pair_records, tiny_examples, write_jsonl
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -52,7 +52,7 @@ def _grads(kind: str, chunk: int, model_dir: str, rank: int = 0, world: int = 1)
 
     method = _method(kind, model_dir)
     method.module = wrap_ddp(method.module, torch.device("cpu"))
-    examples = _examples(GLOBAL_BATCH)
+    examples = tiny_examples(GLOBAL_BATCH)
     per = GLOBAL_BATCH // world
     rows = method.rows(examples[rank * per : (rank + 1) * per],
                        negatives_per_example(examples, 1))
