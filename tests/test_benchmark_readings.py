@@ -127,3 +127,17 @@ def test_quality_keeps_the_alignment_lr_best_on_dev(tmp_path):
     made.clear()
     bench.sweep_alignment_lr("PE", key, "pe-one", run_one, lrs=[1e-2])
     assert made == [("pe-one", 1e-2)] and bench.chosen[key] == (1e-2, "pe-one")
+
+
+def test_quality_checks_the_task_sources_before_any_training(tmp_path, monkeypatch):
+    """Without gensim's files, quality.py stops at once with the pip command to run."""
+    from quality import check_task_data
+
+    from pe_core.data import packaged
+    from pe_core.errors import MissingFileError
+
+    monkeypatch.setenv("PE_SOURCES", str(tmp_path))  # no archive there
+    monkeypatch.setattr(packaged, "_from_installed", lambda data: None)  # nor installed
+    check_task_data(["PELocalDocstringRetrieval"])  # pe's own corpus: nothing to download
+    with pytest.raises(MissingFileError, match=r"pip download --no-deps gensim==4\.4\.0"):
+        check_task_data(["PELocalDocstringRetrieval", "PELeeSTS"])
