@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 
 
 class Alignment(nn.Module):
-    """``u = s @ weight (+ bias)`` with ``weight`` of shape ``(d_P, d_B)``.
+    """``u = s @ weight (+ bias)`` with ``weight`` of shape ``(d_P, d_B)``; with ``norm``
+    set, each ``u`` is then rescaled to that L2 norm (``soft_norm="tokens"``: the
+    embedder sets it from the backbone, so it is not saved with the weights).
 
     Example::
 
@@ -32,11 +34,16 @@ class Alignment(nn.Module):
         self.d_P, self.d_B = d_P, d_B
         self.weight = nn.Parameter(torch.empty(d_P, d_B))
         self.bias = nn.Parameter(torch.zeros(d_B)) if bias else None
+        self.norm: float | None = None
         nn.init.normal_(self.weight, std=d_P**-0.5)
 
     def forward(self, soft: torch.Tensor) -> torch.Tensor:
         out = soft @ self.weight.to(soft.dtype)
-        return out if self.bias is None else out + self.bias.to(soft.dtype)
+        if self.bias is not None:
+            out = out + self.bias.to(soft.dtype)
+        if self.norm is None:
+            return out
+        return out * (self.norm / out.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
     # -- initialisation ------------------------------------------------------------
     @classmethod
@@ -120,7 +127,13 @@ class Alignment(nn.Module):
         return align
 
     def extra_repr(self) -> str:
-        return f"d_P={self.d_P}, d_B={self.d_B}, bias={self.bias is not None}"
+        norm = "" if self.norm is None else f", norm={self.norm:.4g}"
+        return f"d_P={self.d_P}, d_B={self.d_B}, bias={self.bias is not None}{norm}"
+
+
+def median_token_norm(table: torch.Tensor) -> float:
+    """The median L2 norm of a token-embedding table's rows (``soft_norm="tokens"``)."""
+    return float(table.detach().float().norm(dim=-1).median())
 
 
 def _check_dims(path: Any, rows: int, cols: int, d_P: int | None, d_B: int | None) -> None:

@@ -16,6 +16,7 @@ ALIGNMENT_FORMAT = "pe-alignment/1"  # safetensors header "format" of those weig
 DEFAULT_TEMPLATE = "Instruction: {instruction}\nSoft prompt:"
 PLACEMENTS = ("prefix", "suffix")
 POOLINGS = ("last", "mean")
+SOFT_NORMS = ("free", "tokens")
 
 
 @dataclass
@@ -35,6 +36,10 @@ class EmbedderConfig:
           sides carry a trainable soft prompt); ``None`` encodes them with no prompt.
         * ``pooling="mean"`` averages the positions that depend on the prompt and the
           text: the text positions for ``prefix``, the soft positions for ``suffix``.
+        * ``soft_norm="free"``: an aligned soft token may take any norm. ``"tokens"``
+          pins each one to the median norm of the backbone's own token embeddings, so
+          training can turn its direction only (a lever against soft tokens drifting
+          into a backbone's attention-sink state; see the README).
     """
 
     backbone: str
@@ -53,6 +58,11 @@ class EmbedderConfig:
     pooling: str = option("last", help="pooled positions", cli=(TRAIN,),
                           group="PromptEmbedder", transfer=INHERIT, choices=POOLINGS,
                           default_text="default: the backbone's")
+    soft_norm: str = option(
+        "free", help="'tokens' rescales every aligned soft token to the median norm of the "
+        "backbone's token embeddings; 'free' leaves its norm to training", cli=BOTH,
+        group="PromptEmbedder", transfer=INHERIT, choices=SOFT_NORMS,
+    )
     template: str = option(DEFAULT_TEMPLATE, help="the Prompting LLM's input", transfer=FIXED)
     document_instruction: str | None = option(
         "Represent the text for retrieval", help="generic instruction for documents ('' for "
@@ -75,6 +85,8 @@ class EmbedderConfig:
             raise ConfigError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.soft_norm not in SOFT_NORMS:
+            raise ConfigError(f"soft_norm must be one of {SOFT_NORMS}, got {self.soft_norm!r}")
         if self.d_P < 1 or self.d_B < 1:
             raise ConfigError(f"d_P and d_B must be positive, got {self.d_P}, {self.d_B}")
         if "{instruction}" not in self.template:

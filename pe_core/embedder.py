@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pe_core import validate
-from pe_core.alignment import Alignment
+from pe_core.alignment import Alignment, median_token_norm
 from pe_core.batching import encode_batches
 from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.encoder import BackboneEncoder, max_positions
@@ -45,13 +45,13 @@ class PromptEmbedder(nn.Module):
     ) -> None:
         super().__init__()
         self.prompting = prompting
-        self.alignment = alignment
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.config = config
+        self._prompt_cache: dict[str, torch.Tensor | None] = {}
+        self.set_alignment(alignment)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._prompt_cache: dict[str, torch.Tensor | None] = {}
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +68,14 @@ class PromptEmbedder(nn.Module):
         return self
 
     def clear_prompt_cache(self) -> None:
+        self._prompt_cache.clear()
+
+    def set_alignment(self, alignment: Alignment) -> None:
+        """Use ``alignment`` from now on, with the soft-token norm ``config.soft_norm``
+        asks for (the median norm of this backbone's token embeddings, or none)."""
+        tokens = self.config.soft_norm == "tokens"
+        alignment.norm = median_token_norm(self.backbone.embedding_table) if tokens else None
+        self.alignment = alignment
         self._prompt_cache.clear()
 
     # -- soft prompts ----------------------------------------------------------------

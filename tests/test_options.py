@@ -91,7 +91,7 @@ def test_empty_document_instruction_means_none():
 def test_transfer_lists_and_model_options_come_from_the_fields():
     assert transfer_names(EmbedderConfig, "fixed") == ["num_soft_tokens", "template"]
     assert transfer_names(EmbedderConfig, "inherit") == [
-        "placement", "pooling", "document_instruction", "max_length",
+        "placement", "pooling", "soft_norm", "document_instruction", "max_length",
     ]
     assert transfer_names(EmbedderConfig, "source-prompting") == [
         "prompting_id", "prompting_revision",

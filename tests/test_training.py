@@ -577,6 +577,42 @@ def test_align_trains_only_new_alignment_from_least_squares(pairs, tiny_folders,
                                model.encode(["fox"], instruction=INSTRUCTIONS[0]), atol=1e-5)
 
 
+def test_soft_norm_tokens_pins_every_soft_token_through_train_load_and_align(
+        pairs, tiny_folders, qwen_folders, tmp_path):
+    from pe_core.alignment import median_token_norm
+
+    def norms(model, instruction=INSTRUCTIONS[0]):
+        return model.soft_prompts([instruction])[0].detach().float().norm(dim=-1)
+
+    result = _train(pairs, tiny_folders, tmp_path / "src", steps=3, alignment_lr=1e-1,
+                    soft_norm="tokens")
+    model = result.model
+    target = median_token_norm(model.backbone.embedding_table)
+    assert model.config.soft_norm == "tokens"
+    torch.testing.assert_close(norms(model), torch.full((5,), target), rtol=1e-5, atol=0)
+    # the default leaves the norm to training: a large alignment lr moves it
+    free = _train(pairs, tiny_folders, tmp_path / "free", steps=3, alignment_lr=1e-1).model
+    assert free.alignment.norm is None
+    assert (norms(free) - target).abs().max() > 1e-3 * target
+    # saved in pe_config.json and applied again at load (the norm itself is not saved)
+    loaded = pe_core.load(backbone="llama", model=str(tiny_folders["model"]),
+                          alignment=str(tmp_path / "src"), device="cpu")
+    torch.testing.assert_close(norms(loaded), norms(model), rtol=1e-5, atol=0)
+    np.testing.assert_allclose(loaded.encode(["fox"], instruction=INSTRUCTIONS[0]),
+                               model.encode(["fox"], instruction=INSTRUCTIONS[0]), atol=1e-5)
+    # pe align inherits it and pins the carried alignment to the new backbone's median norm
+    moved = pe_core.align(tmp_path / "src", str(pairs), backbone="qwen",
+                          model=str(qwen_folders["model"]), out=tmp_path / "qwen", steps=2,
+                          batch_size=8, progress=False).model
+    assert moved.config.soft_norm == "tokens"
+    qwen_target = median_token_norm(moved.backbone.embedding_table)
+    assert moved.alignment.norm == pytest.approx(qwen_target)  # set on the carried alignment
+    torch.testing.assert_close(norms(moved), torch.full((5,), qwen_target), rtol=1e-5, atol=0)
+    with pytest.raises(ConfigError, match="soft_norm must be one of"):
+        _train(pairs, tiny_folders, tmp_path / "bad", steps=1, soft_norm="unit")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_align_least_squares_initial_weights(llama_spec, tiny_folders):
     from pe_core.alignment import Alignment
     from pe_core.loading import assemble

@@ -322,7 +322,7 @@ def align(
         if init == "source" and not resume:
             carried = carried_alignment(source, src_cfg, embedder)
             if carried is not None:
-                embedder.alignment = carried.to(embedder.alignment.weight.device)
+                embedder.set_alignment(carried.to(embedder.alignment.weight.device))
 
         def save(folder: Path, dev_scores: dict[str, float]) -> None:
             embedder.config = replace(
