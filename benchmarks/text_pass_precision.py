@@ -11,8 +11,8 @@ document instruction), interleaved over ``--rounds``:
   wall and CPU ms;
 * the pooled embeddings of the soft pass over either cache (cosine), and the gradient
   of one contrastive step with respect to every trainable weight (cosine, norm ratio);
-* with ``--train-steps N``: two ``pe train`` runs, same seed and data, fp32 and bf16
-  text pass, their dev nDCG@10 every ``--eval-every`` steps.
+* with ``--train-steps N``: per seed of ``--seeds``, two ``pe train`` runs, same seed
+  and data, fp32 and bf16 text pass, their dev nDCG@10 every ``--eval-every`` steps.
 
     python benchmarks/text_pass_precision.py --model pe-real:smollm2-135m --threads 1
     python benchmarks/text_pass_precision.py --train-steps 20 --batch 16 --json out.json
@@ -189,7 +189,8 @@ def int8_linears(args: argparse.Namespace) -> dict:
 
 
 def train_pair(args: argparse.Namespace) -> dict:
-    """Two short ``pe train`` runs, fp32 and bf16 text pass; their dev curves."""
+    """Per seed, two short ``pe train`` runs, fp32 and bf16 text pass; their dev curves
+    (``{"fp32 seed N": curve, "bf16 seed N": curve, ...}``)."""
     import pe_core
     from pe_core.data import DOC_INSTRUCTION, load_pairs
     from pe_core.data.corpus import write_training_jsonl
@@ -200,15 +201,19 @@ def train_pair(args: argparse.Namespace) -> dict:
     write_training_jsonl(data, split="train")
     dev = [{"query": x.query, "positive": x.document, "instruction": DOC_INSTRUCTION}
            for x in load_pairs("dev")[: args.dev]]
+    lr = {} if args.alignment_lr is None else {"alignment_lr": args.alignment_lr}
     out = {}
-    for name in ("fp32", "bf16"):
-        print(f"== pe train, text pass {name}", flush=True)
-        pe_core.train(data, backbone=backbone, model=model, prompting=args.prompting,
-                      out=work / name, steps=args.train_steps, batch_size=args.batch,
-                      max_length=args.max_length, dev_data=dev, eval_every=args.eval_every,
-                      save_every=10**9, overwrite=True, device="cpu",
-                      text_pass_bf16=name == "bf16")
-        out[name] = read_curve(work / name / "log.jsonl")
+    for seed in args.seeds:
+        for name in ("fp32", "bf16"):
+            print(f"== pe train, text pass {name}, seed {seed}", flush=True)
+            run = work / f"{name}-s{seed}"
+            pe_core.train(data, backbone=backbone, model=model, prompting=args.prompting,
+                          out=run, steps=args.train_steps, batch_size=args.batch,
+                          max_length=args.max_length, dev_data=dev,
+                          eval_every=args.eval_every, save_every=10**9, overwrite=True,
+                          device="cpu", seed=seed, progress=False,
+                          text_pass_bf16=name == "bf16", **lr)
+            out[f"{name} seed {seed}"] = read_curve(run / "log.jsonl")
     return out
 
 
@@ -223,6 +228,9 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=0, help="also the two training runs")
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--dev", type=int, default=128)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="training seeds (each: an fp32 and a bf16 run)")
+    p.add_argument("--alignment-lr", type=float, help="pe train's (default: its own)")
     p.add_argument("--int8-linears", action="store_true",
                    help="instead of bf16: the projections fp32 vs dynamic int8")
     p.add_argument("--json", help="write the results here")
