@@ -21,6 +21,8 @@ Modes:
     prefix          [soft ; text]: backward runs over every position (the naive design)
     suffix          [text ; soft] over a no-grad KV cache with early exit, first epoch
                     (every text's keys/values computed in the step)
+    suffix-bf16     suffix with the frozen text pass under bf16 autocast (keys/values come
+                    back fp32; the soft pass, backward and trainable weights stay fp32)
     suffix-store    the same from the second epoch on: texts' keys/values come from the
                     store kept across epochs (the backbone is frozen, so they are constants)
     lora            peft LoRA r=16 on all linear layers of the backbone (E5-mistral recipe)
@@ -43,7 +45,7 @@ from typing import Any
 
 from tiers import TIERS, TOY_PROMPTING, parse_ref, short
 
-MODES = ("prefix", "suffix", "suffix-store", "lora", "full")
+MODES = ("prefix", "suffix", "suffix-bf16", "suffix-store", "lora", "full")
 INSTRUCTION = "Given a one-line summary, retrieve the documentation that it summarizes"
 
 
@@ -173,7 +175,7 @@ def worker(args: argparse.Namespace) -> dict:
         method=method, steps=steps, batch_size=args.batch, hard_negatives=0, progress=False,
         save_every=10**9, lr=1e-5, bf16=args.bf16 or None, seed=0,
         text_kv_cache_mb=4096.0 if store else 0.0, lora_dropout=args.lora_dropout,
-        **({"text_pass_bf16": True} if args.text_bf16 else {}),
+        text_pass_bf16=mode == "suffix-bf16",
     )
     data = read_pairs(records(args.batch * args.batches, args.seq * 2, seed=1))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -251,9 +253,9 @@ def main() -> None:
     p.add_argument("--prompting", help=f"Prompting LLM with --model (default {TOY_PROMPTING})")
     p.add_argument("--profile", action="store_true",
                    help="also time the phases of each step (adds a little overhead)")
-    p.add_argument("--text-bf16", action="store_true",
-                   help="run the frozen text pass of suffix modes under bf16 autocast")
-    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--modes", default=",".join(m for m in MODES if m != "suffix-bf16"),
+                   help=f"comma-separated, of {', '.join(MODES)} (suffix-bf16 is not in the "
+                        "default: without bf16 units a CPU runs it slower than fp32)")
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--backbone", help=argparse.SUPPRESS)
@@ -263,6 +265,9 @@ def main() -> None:
         return
 
     modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        p.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as root:
         if args.model:
@@ -276,7 +281,7 @@ def main() -> None:
         for name in ("hidden", "layers", "batch", "seq", "steps", "warmup", "batches", "threads",
                      "lora_dropout"):
             base_cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-        base_cmd += [f"--{flag}" for flag in ("bf16", "profile", "text-bf16")
+        base_cmd += [f"--{flag}" for flag in ("bf16", "profile")
                      if getattr(args, flag.replace("-", "_"))]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
         for r in range(args.rounds):
@@ -318,13 +323,18 @@ def summarise(runs: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
+def ratio_text(row: dict, key: str) -> str:
+    """``1.23x``, or ``n/a`` where the run had no LoRA mode to divide by."""
+    value = row.get(key)
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
 def render(rows: list[dict], args: argparse.Namespace) -> str:
     model = (short(args.model) if args.model else
              f"Llama hidden {args.hidden}, {args.layers} layers (random)")
     head = (f"backbone {model}; batch {args.batch} "
             f"pairs (x2 texts), seq {args.seq}; {args.threads} threads; "
             f"{'bf16 autocast' if args.bf16 else 'fp32'}"
-            f"{'; suffix text pass in bf16' if args.text_bf16 else ''}; "
             f"LoRA dropout {args.lora_dropout}; "
             f"median of {args.rounds} runs")
     lines = [head, "",
@@ -335,12 +345,11 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         mem = f"{r['peak_mb']:.0f}"
         if "store_mb" in r:
             mem += f" (incl. {r['store_mb']:.0f} store)"
-        ratio = r.get("memory_ratio")
         lines.append(
             f"| {r['mode']} | {r['wall_ms']:.0f} | {r['cpu_ms']:.0f} | "
-            f"{r.get('speedup', float('nan')):.2f}x | {r.get('cpu_speedup', float('nan')):.2f}x | "
+            f"{ratio_text(r, 'speedup')} | {ratio_text(r, 'cpu_speedup')} | "
             f"{mem} | "
-            f"{'n/a' if ratio is None else f'{ratio:.2f}x'} | {r['trainable']:,} |"
+            f"{ratio_text(r, 'memory_ratio')} | {r['trainable']:,} |"
         )
     profiled = [r for r in rows if "phases_ms" in r]
     if profiled:
