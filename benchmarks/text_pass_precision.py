@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from curves import read_curve
+from curves import plot_curves, read_curve
 from tiers import TOY_PROMPTING, short
 from train_efficiency import resolve_backbone
 
@@ -217,6 +217,15 @@ def train_pair(args: argparse.Namespace) -> dict:
     return out
 
 
+def plot_pairs(train: dict, path: Path, title: str) -> None:
+    """One panel per seed of :func:`train_pair`'s result, fp32 and bf16 curves in each."""
+    panels: dict[str, dict[str, list]] = {}
+    for key, run in train.items():
+        name, seed = key.split(" seed ")
+        panels.setdefault(f"seed {seed}", {})[f"text pass {name}"] = run["curve"]
+    plot_curves(panels, path, title)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="pe-real:smollm2-135m")
@@ -234,6 +243,8 @@ def main() -> None:
     p.add_argument("--int8-linears", action="store_true",
                    help="instead of bf16: the projections fp32 vs dynamic int8")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--plot", help="with --train-steps: dev score against training time, "
+                                  "one panel per seed, written here (PNG)")
     args = p.parse_args()
     import torch
 
@@ -248,6 +259,11 @@ def main() -> None:
         result["train"] = train_pair(args)
         for name, run in result["train"].items():
             print(name, f"{run['ms_per_step']:.0f} ms/step", run["curve"], flush=True)
+        if args.plot:
+            plot_pairs(result["train"], Path(args.plot),
+                       f"pe train on {args.model}, text pass fp32 vs bf16 autocast: "
+                       f"{args.train_steps} steps of {args.batch} pairs, {args.max_length} "
+                       f"tokens, {args.threads} threads")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), **result}, indent=2))
 

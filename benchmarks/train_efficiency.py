@@ -334,7 +334,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
              f"Llama hidden {args.hidden}, {args.layers} layers (random)")
     head = (f"backbone {model}; batch {args.batch} "
             f"pairs (x2 texts), seq {args.seq}; {args.threads} threads; "
-            f"{'bf16 autocast' if args.bf16 else 'fp32'}"
+            f"{'bf16 autocast' if args.bf16 else 'fp32'}; "
             f"LoRA dropout {args.lora_dropout}; "
             f"median of {args.rounds} runs")
     lines = [head, "",

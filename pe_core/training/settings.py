@@ -106,12 +106,14 @@ class TrainSettings:
         2048.0, help="suffix: keep texts' keys/values across epochs (MB, 0: off)", cli=BOTH,
         group="efficiency", ge=0,
     )
-    # off by default: 1.2x faster per step on an AMX CPU, but 40 steps on Gemma 3 270M
-    # ended at 0.82x the fp32 text pass's dev score (README: Benchmarks, the text
-    # pass's precision)
+    # off by default: ~2.4x faster first-epoch steps on real backbones where the CPU has
+    # bf16 units (avx512_bf16, AMX) with no score cost over paired seeds, but slower than
+    # fp32 on CPUs without them and no gain on tiny backbones (README: Training
+    # efficiency, the text pass's precision)
     text_pass_bf16: bool = option(
-        False, help="suffix: run the frozen text pass under bf16 autocast", cli=BOTH,
-        group="efficiency",
+        False, help="suffix: run the frozen text pass under bf16 autocast (faster on CPUs "
+                    "with avx512_bf16/AMX and on GPUs; slower on CPUs without bf16 units)",
+        cli=BOTH, group="efficiency",
     )
     save_every: int = option(200, help="checkpoint every N steps", cli=BOTH,
                              group="bookkeeping", ge=1)
