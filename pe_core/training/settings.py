@@ -106,10 +106,11 @@ class TrainSettings:
         2048.0, help="suffix: keep texts' keys/values across epochs (MB, 0: off)", cli=BOTH,
         group="efficiency", ge=0,
     )
-    # off by default: ~2.4x faster first-epoch steps on real backbones where the CPU has
-    # bf16 units (avx512_bf16, AMX) with no score cost over paired seeds, but slower than
-    # fp32 on CPUs without them and no gain on tiny backbones (README: Training
-    # efficiency, the text pass's precision)
+    # off by default: ~2.2-2.5x cheaper first-epoch steps on real backbones where the CPU
+    # has bf16 units (avx512_bf16, AMX), but the score it trains to depends on the
+    # backbone (kept on Gemma 3, lower on SmolLM2), it is slower than fp32 on CPUs
+    # without bf16 units, and tiny backbones gain nothing (README: Training efficiency,
+    # the text pass's precision)
     text_pass_bf16: bool = option(
         False, help="suffix: run the frozen text pass under bf16 autocast (faster on CPUs "
                     "with avx512_bf16/AMX and on GPUs; slower on CPUs without bf16 units)",
