@@ -176,6 +176,7 @@ def worker(args: argparse.Namespace) -> dict:
         save_every=10**9, lr=1e-5, bf16=args.bf16 or None, seed=0,
         text_kv_cache_mb=4096.0 if store else 0.0, lora_dropout=args.lora_dropout,
         text_pass_bf16=mode == "suffix-bf16",
+        prompting_lora=args.prompting_lora if method == "pe" else 0,
     )
     data = read_pairs(records(args.batch * args.batches, args.seq * 2, seed=1))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -251,6 +252,9 @@ def main() -> None:
     p.add_argument("--model", help="a real backbone instead of the random Llama: "
                                     "pe-real:smollm2-135m, pe-real:gemma3-270m or family:model")
     p.add_argument("--prompting", help=f"Prompting LLM with --model (default {TOY_PROMPTING})")
+    p.add_argument("--prompting-lora", type=int, default=0, metavar="R",
+                   help="PromptEmbedder modes: train the Prompting LLM through LoRA of rank R "
+                        "(0: in full, pe train's default)")
     p.add_argument("--profile", action="store_true",
                    help="also time the phases of each step (adds a little overhead)")
     p.add_argument("--modes", default=",".join(m for m in MODES if m != "suffix-bf16"),
@@ -279,7 +283,7 @@ def main() -> None:
         base_cmd = [sys.executable, __file__, "--backbone", backbone, "--model",
                     folders["model"], "--prompting", folders["prompting"]]
         for name in ("hidden", "layers", "batch", "seq", "steps", "warmup", "batches", "threads",
-                     "lora_dropout"):
+                     "lora_dropout", "prompting_lora"):
             base_cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
         base_cmd += [f"--{flag}" for flag in ("bf16", "profile")
                      if getattr(args, flag.replace("-", "_"))]
@@ -335,6 +339,8 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
     head = (f"backbone {model}; batch {args.batch} "
             f"pairs (x2 texts), seq {args.seq}; {args.threads} threads; "
             f"{'bf16 autocast' if args.bf16 else 'fp32'}; "
+            f"Prompting LLM "
+            f"{f'LoRA r={args.prompting_lora}' if args.prompting_lora else 'trained in full'}; "
             f"LoRA dropout {args.lora_dropout}; "
             f"median of {args.rounds} runs")
     lines = [head, "",
