@@ -285,8 +285,7 @@ def main() -> None:
         for name in ("hidden", "layers", "batch", "seq", "steps", "warmup", "batches", "threads",
                      "lora_dropout", "prompting_lora"):
             base_cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-        base_cmd += [f"--{flag}" for flag in ("bf16", "profile")
-                     if getattr(args, flag.replace("-", "_"))]
+        base_cmd += [f"--{flag}" for flag in ("bf16", "profile") if getattr(args, flag)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
         for r in range(args.rounds):
             for mode in modes:
