@@ -54,8 +54,11 @@ DOWN = ("mlp.down_proj",)
 O_PROJ = ("self_attn.o_proj",)
 GATE_UP = ("mlp.gate_proj", "mlp.up_proj")
 GATHER = ("embed_tokens",)
+ROTARY = ("rotary_emb",)  # the cos/sin tables' positions x frequencies MatMul
 VARIANTS: dict[str, tuple[str, ...]] = {
     "everything int8": (),
+    "everything int8 but rotary + Gather": ROTARY + GATHER,
+    "everything int8 but rotary": ROTARY,
     "default (down + q/k/v fp32)": DOWN + QKV,
     "default + embedding Gather fp32": DOWN + QKV + GATHER,
     "default + o fp32": DOWN + QKV + O_PROJ,
@@ -143,95 +146,6 @@ def static_qdq(src: Path, dst: Path, keep_fp32: Sequence[str], batches: Sequence
     return dst
 
 
-def calibrate(embedder: Any, texts: Sequence[str], max_length: int
-              ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Per input channel, the largest |value| each layer projection reads over ``texts``
-    (padding included, as the graph's per-tensor scale sees it), and for each projection
-    that reads a norm's output unchanged, that norm's module name."""
-    import torch
-
-    model = embedder.backbone.model
-    amax: dict[str, Any] = {}
-    source: dict[str, str] = {}
-    live: dict[int, tuple[str, Any]] = {}  # id -> (norm, its output), kept alive
-
-    def read(name: str) -> Any:
-        def hook(module: Any, args: tuple) -> None:
-            x = args[0].detach()
-            a = x.abs().reshape(-1, x.shape[-1]).amax(0).float()
-            amax[name] = a if name not in amax else torch.maximum(amax[name], a)
-            hit = live.get(id(args[0]))
-            if hit is not None and hit[1] is args[0]:
-                source[name] = hit[0]
-        return hook
-
-    def wrote(name: str) -> Any:
-        def hook(module: Any, args: tuple, out: Any) -> None:
-            for key in [k for k, v in live.items() if v[0] == name]:
-                del live[key]
-            live[id(out)] = (name, out)
-        return hook
-
-    hooks = []
-    for name, module in model.named_modules():
-        if "layers." not in name:
-            continue
-        if isinstance(module, torch.nn.Linear):
-            hooks.append(module.register_forward_pre_hook(read(name)))
-        elif "norm" in type(module).__name__.lower():
-            hooks.append(module.register_forward_hook(wrote(name)))
-    try:
-        embedder.encode(list(texts), instruction=QUERY_INSTRUCTION, max_length=max_length)
-    finally:
-        for h in hooks:
-            h.remove()
-    return amax, source
-
-
-def _set_norm_scale(norm: Any, divide_by: Any) -> None:
-    """Divide an RMSNorm's per-channel output by ``divide_by`` (``w * x`` as in Llama or
-    ``(1 + w) * x`` as in Gemma, told apart by probing it with ones)."""
-    import torch
-
-    w = norm.weight.data
-    multiplier = norm(torch.ones(1, w.shape[0], dtype=w.dtype))[0].float()
-    if torch.allclose(multiplier, w.float(), atol=1e-5):
-        w.copy_((multiplier / divide_by).to(w.dtype))
-    elif torch.allclose(multiplier, 1 + w.float(), atol=1e-5):
-        w.copy_((multiplier / divide_by - 1).to(w.dtype))
-    else:
-        raise ValueError(f"{type(norm).__name__}: not a w*x or (1+w)*x norm")
-
-
-def smooth(embedder: Any, texts: Sequence[str], alpha: float, max_length: int) -> int:
-    """Fold the per-channel scales into the model in place; returns the groups folded."""
-    import torch
-
-    amax, source = calibrate(embedder, texts, max_length)
-    modules = dict(embedder.backbone.model.named_modules())
-
-    def scale(names: Sequence[str]) -> Any:
-        a = torch.stack([amax[n] for n in names]).amax(0)
-        wmax = torch.stack([modules[n].weight.data.abs().amax(0) for n in names]).amax(0)
-        return (a.clamp(min=1e-5) ** alpha / wmax.clamp(min=1e-5) ** (1 - alpha)).clamp(1e-5)
-
-    groups: dict[str, list[str]] = {}
-    for linear, norm in source.items():
-        groups.setdefault(norm, []).append(linear)
-    with torch.no_grad():
-        for norm, linears in groups.items():
-            s = scale(linears)
-            _set_norm_scale(modules[norm], s)
-            for n in linears:
-                modules[n].weight.mul_(s)
-        downs = [n for n in modules if n.endswith("mlp.down_proj")]
-        for down in downs:
-            s = scale([down])
-            modules[down.replace("down_proj", "up_proj")].weight.div_(s[:, None])
-            modules[down].weight.mul_(s)
-    return len(groups) + len(downs)
-
-
 def per_layer_variants(num_layers: int, modules: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """One variant per layer L: every module fp32 except ``modules`` of layer L."""
     wanted = [m for m in MODULES if m.rsplit(".", 1)[-1] in modules]
@@ -267,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     import torch
+    from pe_registry.int8_smooth import smooth
     from pe_registry.onnx_export import MODEL_NAME, export_onnx
     from pe_registry.onnx_int8 import quantize_int8
 
@@ -284,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = embedder.encode(texts[:16], instruction=QUERY_INSTRUCTION,
                                  max_length=args.max_length)
         groups = smooth(embedder, [x.document for x in train] + [x.query for x in train],
-                        args.smooth, args.max_length)
+                        args.smooth, QUERY_INSTRUCTION, args.max_length)
         after = embedder.encode(texts[:16], instruction=QUERY_INSTRUCTION,
                                 max_length=args.max_length)
         change = float((before * after).sum(-1).min())

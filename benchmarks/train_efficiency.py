@@ -157,9 +157,68 @@ def resolve_backbone(ref: str) -> tuple[str, str]:
     return family, model
 
 
+def text_pass_linears(model: Any) -> list[tuple[int, int]]:
+    """``(in, out)`` of every projection the suffix text pass runs per text token: every
+    ``nn.Linear`` of every layer, except that the last layer stops after its keys/values
+    (early exit), so only its q/k/v projections count there."""
+    from torch import nn
+
+    layers = [m for name, m in model.named_modules()
+              if name.split(".")[-1].isdigit() and name.split(".")[-2] == "layers"]
+    shapes = []
+    for i, layer in enumerate(layers):
+        for name, lin in layer.named_modules():
+            if isinstance(lin, nn.Linear) and (
+                    i < len(layers) - 1 or name.split(".")[-1] in ("q_proj", "k_proj", "v_proj")):
+                shapes.append((lin.in_features, lin.out_features))
+    return shapes
+
+
+def floor_worker(args: argparse.Namespace) -> dict:
+    """The text pass's matrix-multiply floor: each of its projections timed alone as one
+    ``F.linear`` over the step's ``batch x 2 x seq`` tokens (the fastest of 3 calls), in
+    fp32 and in bf16, summed over the layers. Nothing else of the pass (attention, norms,
+    activations) is in it, so a step cannot be faster than this at this precision."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModel
+
+    from pe_core.checkpoints.real_tier import real_folder
+
+    torch.set_num_threads(args.threads)
+    ref = args.model
+    path = real_folder(ref.split(":", 1)[1]) if ref.startswith("pe-real:") else ref
+    model = AutoModel.from_pretrained(path, dtype=torch.float32)
+    shapes = text_pass_linears(model)
+    del model
+    tokens = args.batch * 2 * args.seq
+    out: dict[str, Any] = {"mode": "floor", "tokens": tokens, "projections": len(shapes)}
+    flops = 2 * tokens * sum(i * o for i, o in shapes)
+    for dtype in (torch.float32, torch.bfloat16):
+        cost: dict[tuple[int, int], float] = {}
+        for shape in set(shapes):
+            x = torch.randn(tokens, shape[0]).to(dtype)
+            w = torch.randn(shape[1], shape[0]).to(dtype)
+            F.linear(x, w)  # warm-up (oneDNN builds its bf16 kernels on first use)
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                F.linear(x, w)
+                times.append(time.perf_counter() - t)
+            cost[shape] = min(times)
+        seconds = sum(cost[s] for s in shapes)
+        key = "fp32" if dtype == torch.float32 else "bf16"
+        out[f"{key}_ms"] = 1000 * seconds
+        out[f"{key}_gflops"] = flops / seconds / 1e9
+    out["gflop"] = flops / 1e9
+    return out
+
+
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
+    if args.worker == "floor":
+        return floor_worker(args)
     torch.set_num_threads(args.threads)
     from pe_core.training import api
     from pe_core.training.data import read_pairs
@@ -260,6 +319,9 @@ def main() -> None:
     p.add_argument("--modes", default=",".join(m for m in MODES if m != "suffix-bf16"),
                    help=f"comma-separated, of {', '.join(MODES)} (suffix-bf16 is not in the "
                         "default: without bf16 units a CPU runs it slower than fp32)")
+    p.add_argument("--floor", action="store_true",
+                   help="with --model: also time the text pass's projections alone (fp32 and "
+                        "bf16), the matrix-multiply floor under any suffix step")
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--backbone", help=argparse.SUPPRESS)
@@ -272,7 +334,10 @@ def main() -> None:
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         p.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if args.floor and not args.model:
+        p.error("--floor needs --model (a real backbone)")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
+    floor: dict | None = None
     with tempfile.TemporaryDirectory() as root:
         if args.model:
             backbone, model = resolve_backbone(args.model)
@@ -287,20 +352,28 @@ def main() -> None:
             base_cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
         base_cmd += [f"--{flag}" for flag in ("bf16", "profile") if getattr(args, flag)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+
+        def run(mode: str) -> dict:
+            proc = subprocess.run(base_cmd + ["--worker", mode], capture_output=True,
+                                  text=True, env=env)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+            return dict(json.loads(line[0][7:]))
+
         for r in range(args.rounds):
             for mode in modes:
-                proc = subprocess.run(base_cmd + ["--worker", mode], capture_output=True,
-                                      text=True, env=env)
-                line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-                if proc.returncode or not line:
-                    sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
-                runs[mode].append(json.loads(line[0][7:]))
+                runs[mode].append(run(mode))
                 print(f"round {r + 1} {mode}: {runs[mode][-1]}", file=sys.stderr)
+        if args.floor:
+            floor = run("floor")
     table = summarise(runs)
     print(render(table, args))
+    if floor is not None:
+        print("\n" + render_floor(floor, table))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs,
-                                               "table": table}, indent=2))
+                                               "table": table, "floor": floor}, indent=2))
 
 
 def summarise(runs: dict[str, list[dict]]) -> list[dict]:
@@ -330,6 +403,21 @@ def ratio_text(row: dict, key: str) -> str:
     """``1.23x``, or ``n/a`` where the run had no LoRA mode to divide by."""
     value = row.get(key)
     return "n/a" if value is None else f"{value:.2f}x"
+
+
+def render_floor(floor: dict, rows: list[dict]) -> str:
+    """The floor against LoRA's step: the best ratio a suffix step could read here."""
+    lora = next((r["wall_ms"] for r in rows if r["mode"] == "lora"), None)
+    lines = [f"Text-pass matrix-multiply floor ({floor['projections']} projections over "
+             f"{floor['tokens']:,} tokens, {floor['gflop']:.0f} GFLOP; each projection alone, "
+             "fastest of 3):", "",
+             "| precision | floor ms | GFLOP/s | LoRA step / floor (the bound on the ratio) |",
+             "|---|---:|---:|---:|"]
+    for key in ("fp32", "bf16"):
+        bound = "n/a" if lora is None else f"{lora / floor[f'{key}_ms']:.2f}x"
+        lines.append(f"| {key} | {floor[f'{key}_ms']:.0f} | {floor[f'{key}_gflops']:.0f} | "
+                     f"{bound} |")
+    return "\n".join(lines)
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:

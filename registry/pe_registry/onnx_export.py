@@ -6,16 +6,17 @@ so a failed export leaves nothing behind):
 * ``model.onnx`` + ``model.onnx.data``: ``input_ids``, ``attention_mask`` (int64,
   dynamic batch and length, either padding side) -> ``sentence_embedding`` (float32,
   unit length); the soft prompt is a constant inside;
-* ``model_int8.onnx`` with ``int8=True``: dynamic int8 quantisation of the same graph,
-  where it keeps the embedding (:mod:`pe_registry.onnx_int8`), checked on real text;
+* ``model_int8.onnx`` with ``int8=True``: every projection int8 with per-token
+  activation scales over a smoothed copy of the function (:mod:`pe_registry.onnx_int8`),
+  checked on real text;
 * the backbone's tokenizer files and ``pe_config.json`` (the embedder config plus an
   ``"onnx"`` section: instruction, files, opset, versions, measured parity).
 
 Which tool does what: ``torch.onnx.export(dynamo=True)`` builds the graph (the legacy
 TorchScript exporter fails on these models); onnxscript's onnxruntime fusions rewrite it
-(``optimize=True``, the default: :mod:`pe_registry.onnx_optimize`); onnxruntime's
-``quantize_dynamic`` (QInt8 weights, the projections that read activation outliers left
-fp32) makes the int8 graph; onnxruntime runs it.
+(``optimize=True``, the default: :mod:`pe_registry.onnx_optimize`); our own rewrite
+onto onnxruntime's ``QuantizeLinear`` + ``MatMulIntegerToFloat`` makes the int8 graph;
+onnxruntime runs it.
 optimum is not used: its exporter needs ``position_ids`` as an input and knows nothing of
 a baked soft prompt, and its ``ORTOptimizer`` changes nothing measurable on these graphs.
 
@@ -29,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -43,8 +45,9 @@ import numpy as np
 from pe_core.config import CONFIG_NAME
 from pe_core.errors import ConfigError, DimensionMismatchError, ExportError
 from pe_core.validate import output_folder
+from pe_registry.int8_smooth import SMOOTH_ALPHA, smoothed
 from pe_registry.onnx_embedder import INPUT_NAMES, ONNX_KEY, OUTPUT_NAME, make_session
-from pe_registry.onnx_int8 import INT8_MAX_DROP, check_int8, quantize_int8
+from pe_registry.onnx_int8 import INT8_MAX_DROP, calibration_texts, check_int8, quantize_int8
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +76,13 @@ def export_onnx(
         instruction: the task instruction; None takes ``config.document_instruction``
             (what ``encode(instruction=None)`` uses).
         out_dir: folder to create (it must not exist or be empty, unless ``overwrite``).
-        int8: also write ``model_int8.onnx`` and make it the default precision. The
-            down and query/key/value projections stay fp32 and the rest is int8
-            (:mod:`pe_registry.onnx_int8`: those read the activation outliers that
-            per-tensor int8 loses); the int8 graph is then compared with the fp32 one
-            on a few real texts.
+        int8: also write ``model_int8.onnx`` and make it the default precision: every
+            projection int8 with one activation scale per token
+            (:mod:`pe_registry.onnx_int8`), both graphs exported from the backbone
+            with SmoothQuant-style scales folded in (:mod:`pe_registry.int8_smooth`,
+            calibrated on 64 texts of the local corpus' train split; the function is
+            unchanged up to rounding and the caller's weights are restored after).
+            The int8 graph is then compared with the fp32 one on a few real texts.
         opset: ONNX opset (None: the backbone plugin's ``onnx_opset``).
         plain: no soft prompt at all: the plain backbone, pooled and normalised
             (a baseline for measuring what the soft prompt costs).
@@ -126,45 +131,52 @@ def export_onnx(
     stage = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
         stage.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
-        # traced where the weights are: moving them would move the caller's model too
-        graph = EmbeddingGraph.from_embedder(embedder, instruction)
-        raw = stage / "unfused" if optimize else stage
-        raw.mkdir(exist_ok=True)
-        with torch.no_grad():
-            _export(graph, embedder.tokenizer, raw / MODEL_NAME, opset, embedder.device)
-        fused = optimize and _fuse(raw / MODEL_NAME, stage / MODEL_NAME, embedder, instruction)
-        if optimize:
-            if not fused:  # fall back to the exported graph as is
-                for f in raw.iterdir():
-                    os.replace(f, stage / f.name)
-            shutil.rmtree(raw)
-        info: dict[str, Any] = {
-            "instruction": instruction,
-            "plain": instruction is None,
-            "files": {"fp32": MODEL_NAME},
-            "default": "fp32",
-            "inputs": list(INPUT_NAMES),
-            "output": OUTPUT_NAME,
-            "opset": opset,
-            "padding_side": embedder.backbone.spec.padding_side,
-            "num_soft_tokens": 0 if instruction is None else embedder.config.K,
-            # text tokens the backbone's positions leave beside the soft prompt (None:
-            # no limit recorded by the model); the graph itself does not check them
-            "max_text_tokens": embedder._position_limit(instruction),
-            "optimized": fused or False,
-            "versions": _versions(),
-        }
-        if int8:
-            quantize_int8(stage / MODEL_NAME, stage / INT8_NAME)
-            info["files"]["int8"] = INT8_NAME
-            info["default"] = "int8"
-        if verify:
-            info["parity"] = verify_parity(embedder, instruction, stage, info["files"])
-        if int8:
-            info["int8_check"] = check_int8(
-                embedder.tokenizer, info["padding_side"], stage, info["files"],
-                int8_max_drop, force_int8,
-            )
+        # --int8: both graphs come from the smoothed function (see int8_smooth), and the
+        # caller's weights are put back after
+        smoothing = (smoothed(embedder, calibration_texts(), SMOOTH_ALPHA, instruction)
+                     if int8 else contextlib.nullcontext(0))
+        with smoothing as smoothed_groups:
+            # traced where the weights are: moving them would move the caller's model too
+            graph = EmbeddingGraph.from_embedder(embedder, instruction)
+            raw = stage / "unfused" if optimize else stage
+            raw.mkdir(exist_ok=True)
+            with torch.no_grad():
+                _export(graph, embedder.tokenizer, raw / MODEL_NAME, opset, embedder.device)
+            fused = optimize and _fuse(raw / MODEL_NAME, stage / MODEL_NAME, embedder, instruction)
+            if optimize:
+                if not fused:  # fall back to the exported graph as is
+                    for f in raw.iterdir():
+                        os.replace(f, stage / f.name)
+                shutil.rmtree(raw)
+            info: dict[str, Any] = {
+                "instruction": instruction,
+                "plain": instruction is None,
+                "files": {"fp32": MODEL_NAME},
+                "default": "fp32",
+                "inputs": list(INPUT_NAMES),
+                "output": OUTPUT_NAME,
+                "opset": opset,
+                "padding_side": embedder.backbone.spec.padding_side,
+                "num_soft_tokens": 0 if instruction is None else embedder.config.K,
+                # text tokens the backbone's positions leave beside the soft prompt (None:
+                # no limit recorded by the model); the graph itself does not check them
+                "max_text_tokens": embedder._position_limit(instruction),
+                "optimized": fused or False,
+                "versions": _versions(),
+            }
+            if int8:
+                quantize_int8(stage / MODEL_NAME, stage / INT8_NAME)
+                info["files"]["int8"] = INT8_NAME
+                info["default"] = "int8"
+            if verify:
+                info["parity"] = verify_parity(embedder, instruction, stage, info["files"])
+            if int8:
+                info["int8_smoothing"] = {"alpha": SMOOTH_ALPHA, "groups": smoothed_groups,
+                                          "texts": len(calibration_texts())}
+                info["int8_check"] = check_int8(
+                    embedder.tokenizer, info["padding_side"], stage, info["files"],
+                    int8_max_drop, force_int8,
+                )
         embedder.tokenizer.save_pretrained(stage)
         _write_config(stage, embedder.config.to_dict(), info)
         _publish(stage, out_dir, overwrite)

@@ -45,10 +45,10 @@ def scope(node: Any) -> str:
     return ""
 
 
-def test_recipe_keeps_the_outlier_projections_fp32(fp32_export: Any, tmp_path: Path) -> None:
+def test_kept_modules_stay_fp32_and_the_rest_go_int8(fp32_export: Any, tmp_path: Path) -> None:
     import onnx
 
-    from pe_registry.onnx_int8 import KEEP_FP32_MODULES, quantize_int8
+    from pe_registry.onnx_int8 import quantize_int8
     from pe_registry.onnx_optimize import POOLED_ROW_PREFIX
 
     embedder, folder = fp32_export
@@ -57,21 +57,98 @@ def test_recipe_keeps_the_outlier_projections_fp32(fp32_export: Any, tmp_path: P
     linear = {n.name: scope(n) for n in graph.node
               if n.op_type == "MatMul" and scope(n).endswith("_proj")}
     assert len(linear) == 7 * layers  # q k v o gate up down per layer
+    keep = ("mlp.down_proj", "self_attn.v_proj")
     kept = {name for name, s in linear.items()
-            if s.endswith(KEEP_FP32_MODULES) or name.startswith(POOLED_ROW_PREFIX)}
-    assert len([s for s in linear.values() if s.endswith(KEEP_FP32_MODULES)]) == (
-        len(KEEP_FP32_MODULES) * layers
-    )
+            if s.endswith(keep) or name.startswith(POOLED_ROW_PREFIX)}
+    assert len([s for s in linear.values() if s.endswith(keep)]) == 2 * layers
 
-    quantize_int8(folder / "model.onnx", tmp_path / "model_int8.onnx")
+    quantize_int8(folder / "model.onnx", tmp_path / "model_int8.onnx", keep_fp32=keep)
     q = onnx.load(str(tmp_path / "model_int8.onnx")).graph
     still_fp32 = {n.name for n in q.node if n.op_type == "MatMul"}
     assert kept <= still_fp32
     # every other projection became an integer MatMul (its name carries the original's)
-    integer = [n.name for n in q.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    integer = [n.name for n in q.node if n.op_type == "MatMulIntegerToFloat"]
     for name in set(linear) - kept:
         assert name not in still_fp32
         assert any(i.startswith(name) for i in integer), name
+    # q/k/v read one tensor, gate/up another: each input is quantised once
+    quantised = [n for n in q.node if n.op_type == "QuantizeLinear"]
+    assert len(quantised) == len({n.input[0] for n in quantised})
+
+
+def test_int8_rows_do_not_depend_on_the_batch(fp32_export: Any, tmp_path: Path) -> None:
+    """Per-row activation scales: a text embeds the same alone and beside others (one
+    scale per tensor made each text's int8 embedding depend on its batch)."""
+    from pe_registry import OnnxEmbedder
+    from pe_registry.onnx_int8 import check_texts
+
+    folder, _ = int8_folder(fp32_export, tmp_path)
+    graph = OnnxEmbedder(folder, precision="int8")
+    texts = check_texts(8)
+    together = graph.encode(texts, batch_size=8)
+    alone = np.stack([graph.encode([t], batch_size=1)[0] for t in texts])
+    assert np.abs(together - alone).max() < 1e-5
+
+
+def test_per_row_int8_matches_a_numpy_reference(tmp_path: Path) -> None:
+    """One MatMul through the rewrite against the same arithmetic in numpy."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pe_registry.onnx_embedder import make_session
+    from pe_registry.onnx_int8 import quantize_int8
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    x[0, 1, 3] = 40.0  # an outlier coarsens its own row only
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", keep_fp32=())
+    got = make_session(tmp_path / "q.onnx", ["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ws = np.abs(w).max(0) / 127
+    wq = np.round(w / ws)
+    xs = np.abs(x).max(-1, keepdims=True) / 127
+    xq = np.clip(np.round(x / xs), -127, 127)
+    want = (xq @ wq) * xs * ws
+    assert got.shape == (2, 5, 8)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # rows without the outlier stay close to fp32; per tensor they would not
+    exact = x @ w
+    others = np.ones((2, 5), bool)
+    others[0, 1] = False
+    rel = np.abs(got - exact)[others].max() / np.abs(exact[others]).max()
+    assert rel < 0.02
+
+
+def test_smoothing_keeps_the_function_and_gives_the_weights_back() -> None:
+    import torch
+
+    from pe_core.plugins import get_backbone
+    from pe_core.testing.tiny import tiny_embedder
+    from pe_registry.int8_smooth import smoothed
+    from pe_registry.onnx_int8 import calibration_texts, check_texts
+
+    embedder = tiny_embedder(get_backbone("llama"))
+    before = {k: v.clone() for k, v in embedder.backbone.model.state_dict().items()}
+    texts = check_texts(8)
+    want = embedder.encode(texts, instruction=INSTRUCTION)
+    with smoothed(embedder, calibration_texts(16), 0.8, INSTRUCTION) as groups:
+        # per layer: the input norm (q/k/v), the post-attention norm (gate/up), down
+        assert groups == 3 * embedder.backbone.model.config.num_hidden_layers
+        changed = [k for k, v in embedder.backbone.model.state_dict().items()
+                   if not torch.equal(v, before[k])]
+        assert any("norm" in k for k in changed) and any("down_proj" in k for k in changed)
+        got = embedder.encode(texts, instruction=INSTRUCTION)
+        assert float((got * want).sum(-1).min()) > 0.99999
+    after = embedder.backbone.model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
 
 
 def test_nothing_kept_means_every_projection_int8(fp32_export: Any, tmp_path: Path) -> None:
