@@ -183,12 +183,10 @@ def floor_worker(args: argparse.Namespace) -> dict:
     import torch.nn.functional as F
     from transformers import AutoModel
 
-    from pe_core.checkpoints.real_tier import real_folder
+    from pe_core.model_refs import resolve_model
 
     torch.set_num_threads(args.threads)
-    ref = args.model
-    path = real_folder(ref.split(":", 1)[1]) if ref.startswith("pe-real:") else ref
-    model = AutoModel.from_pretrained(path, dtype=torch.float32)
+    model = AutoModel.from_pretrained(resolve_model(args.model), dtype=torch.float32)
     shapes = text_pass_linears(model)
     del model
     tokens = args.batch * 2 * args.seq

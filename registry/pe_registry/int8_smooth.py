@@ -133,11 +133,13 @@ def smooth(embedder: Any, texts: Sequence[str], alpha: float = SMOOTH_ALPHA,
 @contextlib.contextmanager
 def smoothed(embedder: Any, texts: Sequence[str], alpha: float = SMOOTH_ALPHA,
              instruction: str | None = None, max_length: int = 128) -> Iterator[int]:
-    """:func:`smooth` for the length of the block; every backbone weight is restored
-    after (also when the block raises). Yields the number of groups folded."""
+    """:func:`smooth` for the length of the block; every weight it can touch (those of
+    the decoder layers) is restored after, also when the block raises. Yields the number
+    of groups folded."""
     import torch
 
-    params = dict(embedder.backbone.model.named_parameters())
+    params = {name: p for name, p in embedder.backbone.model.named_parameters()
+              if "layers." in name}  # smooth reads and scales the layers' modules only
     saved = {name: p.detach().clone() for name, p in params.items()}
     try:
         yield smooth(embedder, texts, alpha, instruction, max_length)

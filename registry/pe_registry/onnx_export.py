@@ -133,7 +133,8 @@ def export_onnx(
         stage.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
         # --int8: both graphs come from the smoothed function (see int8_smooth), and the
         # caller's weights are put back after
-        smoothing = (smoothed(embedder, calibration_texts(), SMOOTH_ALPHA, instruction)
+        calibration = calibration_texts() if int8 else []
+        smoothing = (smoothed(embedder, calibration, SMOOTH_ALPHA, instruction)
                      if int8 else contextlib.nullcontext(0))
         with smoothing as smoothed_groups:
             # traced where the weights are: moving them would move the caller's model too
@@ -172,7 +173,7 @@ def export_onnx(
                 info["parity"] = verify_parity(embedder, instruction, stage, info["files"])
             if int8:
                 info["int8_smoothing"] = {"alpha": SMOOTH_ALPHA, "groups": smoothed_groups,
-                                          "texts": len(calibration_texts())}
+                                          "texts": len(calibration)}
                 info["int8_check"] = check_int8(
                     embedder.tokenizer, info["padding_side"], stage, info["files"],
                     int8_max_drop, force_int8,

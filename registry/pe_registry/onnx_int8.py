@@ -65,7 +65,7 @@ INT8_MAX_DROP = 0.01  # largest allowed 1 - mean cosine(int8, fp32) on the check
 CALIBRATION_TEXTS = 64  # half documents, half queries of the local corpus' train split
 CHECK_TEXTS = 32  # half documents, half queries of the local corpus' dev split
 CHECK_MAX_LENGTH = 128
-CHECK_BATCH = 8  # the activation scales are per batch: int8 output depends on the batch
+CHECK_BATCH = 8  # the batch the check texts run in (per-row scales: any size reads alike)
 
 
 def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = KEEP_FP32_MODULES) -> Path:
