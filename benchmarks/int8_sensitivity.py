@@ -157,6 +157,75 @@ def per_layer_variants(num_layers: int, modules: Sequence[str]) -> dict[str, tup
     return out
 
 
+def parse_keep(specs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``NAME=TAIL,TAIL`` variants; a malformed one is an argparse error."""
+    out = {}
+    for spec in specs:
+        name, sep, tails = spec.partition("=")
+        if not sep or not name.strip() or not tails.strip():
+            raise argparse.ArgumentTypeError(f"--keep {spec!r}: expected NAME=TAIL[,TAIL...]")
+        out[name.strip()] = tuple(t.strip() for t in tails.split(",") if t.strip())
+    return out
+
+
+def score_variants(embedder: Any, variants: dict[str, tuple[str, ...]], pairs: int,
+                   alpha: float, calibration: int, max_length: int, work: Path) -> list[dict]:
+    """Retrieval with int8 query and document graphs per variant against fp32 (see the
+    module docstring's ``--score``)."""
+    from inference import paired_rank, retrieval_scores
+    from pe_registry.int8_smooth import smoothed
+    from pe_registry.onnx_embedder import make_session
+    from pe_registry.onnx_export import MODEL_NAME, export_onnx
+    from pe_registry.onnx_int8 import (
+        calibration_texts,
+        quantize_int8,
+        run_batches,
+        token_batches,
+    )
+
+    queries, docs = corpus_pairs(pairs)
+    sides = {"query": (QUERY_INSTRUCTION, queries),
+             "document": (embedder.config.document_instruction, docs)}
+    tok, side = embedder.tokenizer, embedder.backbone.spec.padding_side
+    calib = calibration_texts(calibration)
+    batches, fp32 = {}, {}
+    for name, (instruction, texts) in sides.items():
+        folder = work / f"{name}-a{alpha:g}-c{calibration}"
+        if not (folder / MODEL_NAME).exists():
+            log(f"exporting the smoothed fp32 {name} graph (alpha {alpha:g}, "
+                f"{len(calib)} calibration texts) to {folder}")
+            with smoothed(embedder, calib, alpha, instruction):
+                export_onnx(embedder, instruction, folder, overwrite=True)
+        batches[name] = token_batches(tok, texts, 32, max_length, side)
+        session = make_session(folder / MODEL_NAME, ["CPUExecutionProvider"])
+        fp32[name] = (folder, run_batches(session, batches[name]))
+    base = retrieval_scores(fp32["query"][1], fp32["document"][1])
+    base_top = paired_rank(fp32["query"][1], fp32["document"][1]) < 10
+    log(f"fp32: MRR@10 {base[0]:.4f}, nDCG@10 {base[1]:.4f} on {len(queries)} pairs")
+    rows = []
+    for variant, keep in variants.items():
+        vecs = {}
+        for name, (folder, _) in fp32.items():
+            dst = folder / "variant.onnx"
+            quantize_int8(folder / MODEL_NAME, dst, keep_fp32=keep)
+            session = make_session(dst, ["CPUExecutionProvider"])
+            vecs[name] = run_batches(session, batches[name])
+        mrr, ndcg = retrieval_scores(vecs["query"], vecs["document"])
+        top = paired_rank(vecs["query"], vecs["document"]) < 10
+        cos = np.concatenate([(vecs[n] * fp32[n][1]).sum(-1) for n in fp32])
+        row = {"variant": variant, "keep_fp32": list(keep), "pairs": len(queries),
+               "fp32_mrr10": base[0], "fp32_ndcg10": base[1], "mrr10": mrr, "ndcg10": ndcg,
+               "mrr10_drop_pct": 100 * (base[0] - mrr) / base[0],
+               "ndcg10_drop_pct": 100 * (base[1] - ndcg) / base[1],
+               "moved": int((top != base_top).sum()),
+               "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
+        rows.append(row)
+        log(f"{variant}: MRR@10 {mrr:.4f} ({row['mrr10_drop_pct']:+.2f} % drop), nDCG@10 "
+            f"{ndcg:.4f} ({row['ndcg10_drop_pct']:+.2f} %), {row['moved']} moved, cosine "
+            f"mean {cos.mean():.4f} min {cos.min():.4f}")
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--backbone", default="gemma")
@@ -175,20 +244,56 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "ranges from 32 local training texts by this method")
     p.add_argument("--smooth", type=float, metavar="ALPHA",
                    help="fold SmoothQuant-style scales into the model first (e.g. 0.5)")
+    p.add_argument("--keep", nargs="+", default=[], metavar="NAME=TAIL,TAIL",
+                   help="a variant of your own: these module-path tails stay fp32")
+    p.add_argument("--score", type=int, metavar="PAIRS",
+                   help="read the retrieval score on PAIRS local test pairs instead "
+                        "(query and document graphs, as pe export onnx --int8 makes them)")
+    p.add_argument("--calibration", type=int, default=None, metavar="TEXTS",
+                   help="--score: smoothing calibration texts (default: the export's)")
+    p.add_argument("--prompting", help="Prompting LLM (with --alignment)")
+    p.add_argument("--alignment", help="a trained run or alignment to load")
     p.add_argument("--rounds", type=int, default=1,
                    help="timed passes per graph, interleaved (the median is reported)")
     p.add_argument("--work", help="keep the graphs here (default: a temp folder)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
+    try:
+        custom = parse_keep(args.keep)
+    except argparse.ArgumentTypeError as exc:
+        p.error(str(exc))
     import torch
-    from pe_registry.int8_smooth import smooth
+    from pe_registry.int8_smooth import SMOOTH_ALPHA, smooth
     from pe_registry.onnx_export import MODEL_NAME, export_onnx
-    from pe_registry.onnx_int8 import quantize_int8
+    from pe_registry.onnx_int8 import CALIBRATION_TEXTS, quantize_int8
 
     torch.set_num_threads(1)
-    embedder = load_embedder(parse_args(["--backbone", args.backbone, "--model", args.model]))
+    load = ["--backbone", args.backbone, "--model", args.model]
+    load += ["--prompting", args.prompting] if args.prompting else []
+    load += ["--alignment", args.alignment] if args.alignment else []
+    embedder = load_embedder(parse_args(load))
     embedder.eval()
     work = Path(args.work or tempfile.mkdtemp(prefix="pe-int8-sensitivity-"))
+    if args.score:
+        torch.set_num_threads(2)
+        # the export's recipe unless variants are named
+        names = args.variants or ([] if custom else ["everything int8"])
+        variants = {k: v for k, v in VARIANTS.items() if k in names}
+        rows = score_variants(
+            embedder, {**variants, **custom}, args.score,
+            SMOOTH_ALPHA if args.smooth is None else args.smooth,
+            args.calibration or CALIBRATION_TEXTS, args.max_length, work)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+        lines = ["| int8 variant (fp32 kept) | MRR@10 drop | nDCG@10 drop | queries moved | "
+                 "cosine mean / min |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {r['mrr10_drop_pct']:.2f} % | {r['ndcg10_drop_pct']:.2f} %"
+                  f" | {r['moved']} of {r['pairs']} | {r['mean_cosine']:.4f} / "
+                  f"{r['min_cosine']:.4f} |" for r in rows]
+        print("\n".join(lines))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        return 0
     folder = work / ("query" if args.smooth is None else f"query-smooth{args.smooth:g}")
     queries, docs = corpus_pairs(-(-args.texts // 2))
     texts = (docs + queries)[: args.texts]
@@ -212,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         export_onnx(embedder, QUERY_INSTRUCTION, folder, overwrite=True)
     tok, side = embedder.tokenizer, embedder.backbone.spec.padding_side
     variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants}
+    variants.update(custom)
     if args.per_layer:
         layers = embedder.backbone.model.config.num_hidden_layers
         variants.update(per_layer_variants(layers, args.per_layer))

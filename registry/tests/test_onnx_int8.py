@@ -90,41 +90,79 @@ def test_int8_rows_do_not_depend_on_the_batch(fp32_export: Any, tmp_path: Path) 
     assert np.abs(together - alone).max() < 1e-5
 
 
-def test_per_row_int8_matches_a_numpy_reference(tmp_path: Path) -> None:
-    """One MatMul through the rewrite against the same arithmetic in numpy."""
+def one_matmul(tmp_path: Path, w: np.ndarray) -> Path:
+    """A graph of one ``x @ w`` MatMul (x: (batch, rows, w.shape[0]))."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from pe_registry.onnx_embedder import make_session
-    from pe_registry.onnx_int8 import quantize_int8
-
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((16, 8)).astype(np.float32)
-    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
-    x[0, 1, 3] = 40.0  # an outlier coarsens its own row only
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 16])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, w.shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "m.onnx"))
-    quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", keep_fp32=())
-    got = make_session(tmp_path / "q.onnx", ["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    ws = np.abs(w).max(0) / 127
-    wq = np.round(w / ws)
-    xs = np.abs(x).max(-1, keepdims=True) / 127
-    xq = np.clip(np.round(x / xs), -127, 127)
-    want = (xq @ wq) * xs * ws
+    return tmp_path / "m.onnx"
+
+
+def int8_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The rewrite's arithmetic in numpy: per-row activation, per-column weight scales."""
+    from pe_registry.onnx_int8 import ACT_MAX, WEIGHT_MAX
+
+    ws = np.abs(w).max(0) / WEIGHT_MAX
+    wq = np.clip(np.round(w / ws), -WEIGHT_MAX, WEIGHT_MAX)
+    xs = np.abs(x).max(-1, keepdims=True) / ACT_MAX
+    xq = np.clip(np.round(x / xs), -ACT_MAX, ACT_MAX)
+    return (xq @ wq) * xs * ws
+
+
+def run_int8(tmp_path: Path, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    from pe_registry.onnx_embedder import make_session
+    from pe_registry.onnx_int8 import quantize_int8
+
+    quantize_int8(one_matmul(tmp_path, w), tmp_path / "q.onnx", keep_fp32=())
+    return make_session(tmp_path / "q.onnx", ["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_per_row_int8_matches_a_numpy_reference(tmp_path: Path) -> None:
+    """One MatMul through the rewrite against the same arithmetic in numpy."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    x[0, 1, 3] = 40.0  # an outlier coarsens its own row only
+    got = run_int8(tmp_path, x, w)
     assert got.shape == (2, 5, 8)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, int8_reference(x, w), rtol=1e-5, atol=1e-5)
     # rows without the outlier stay close to fp32; per tensor they would not
     exact = x @ w
     others = np.ones((2, 5), bool)
     others[0, 1] = False
     rel = np.abs(got - exact)[others].max() / np.abs(exact[others]).max()
-    assert rel < 0.02
+    assert rel < 0.03
+
+
+def test_int8_levels_cannot_saturate_the_u8s8_kernels() -> None:
+    """x86 CPUs without VNNI add two u8 x s8 products into a saturating int16: the
+    levels must keep every pair within it, or the graph's result depends on the CPU."""
+    from pe_registry.onnx_int8 import ACT_MAX, WEIGHT_MAX
+
+    assert 2 * (2 * ACT_MAX + 1) * WEIGHT_MAX <= 32767
+
+
+def test_int8_at_the_extreme_levels_is_exact(tmp_path: Path) -> None:
+    """Inputs that put every activation and weight at its largest level: where a pair of
+    products overflowed int16 (full 8-bit weights on an AVX2-only CPU), columns were off
+    by hundreds; with the levels pe uses the result is the exact integer product."""
+    rng = np.random.default_rng(1)
+    w = np.where(rng.random((64, 16)) < 0.5, -1.0, 1.0).astype(np.float32)
+    w[:, ::2] = 1.0  # columns whose every pair is (+max)(+max)
+    x = np.ones((1, 4, 64), np.float32)
+    x[0, 1] = -1.0
+    x[0, 2] = rng.standard_normal(64).astype(np.float32)
+    got = run_int8(tmp_path, x, w)
+    np.testing.assert_allclose(got, int8_reference(x, w), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got[0, 0, ::2], 64.0, rtol=1e-5)
 
 
 def test_smoothing_keeps_the_function_and_gives_the_weights_back() -> None:
