@@ -37,6 +37,7 @@ projection's output rows. Every row is then read against the smoothed fp32 graph
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -169,7 +170,8 @@ def parse_keep(specs: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
 
 def score_variants(embedder: Any, variants: dict[str, tuple[str, ...]], pairs: int,
-                   alpha: float, calibration: int, max_length: int, work: Path) -> list[dict]:
+                   alpha: float, calibration: int, max_length: int, work: Path,
+                   levels: Sequence[tuple[int, int]]) -> list[dict]:
     """Retrieval with int8 query and document graphs per variant against fp32 (see the
     module docstring's ``--score``)."""
     from inference import paired_rank, retrieval_scores
@@ -203,11 +205,13 @@ def score_variants(embedder: Any, variants: dict[str, tuple[str, ...]], pairs: i
     base_top = paired_rank(fp32["query"][1], fp32["document"][1]) < 10
     log(f"fp32: MRR@10 {base[0]:.4f}, nDCG@10 {base[1]:.4f} on {len(queries)} pairs")
     rows = []
-    for variant, keep in variants.items():
+    for (variant, keep), (act_max, weight_max) in itertools.product(variants.items(), levels):
         vecs = {}
+        if len(levels) > 1:
+            variant = f"{variant}, levels {act_max}:{weight_max}"
         for name, (folder, _) in fp32.items():
             dst = folder / "variant.onnx"
-            quantize_int8(folder / MODEL_NAME, dst, keep_fp32=keep)
+            quantize_int8(folder / MODEL_NAME, dst, keep, act_max, weight_max)
             session = make_session(dst, ["CPUExecutionProvider"])
             vecs[name] = run_batches(session, batches[name])
         mrr, ndcg = retrieval_scores(vecs["query"], vecs["document"])
@@ -249,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--score", type=int, metavar="PAIRS",
                    help="read the retrieval score on PAIRS local test pairs instead "
                         "(query and document graphs, as pe export onnx --int8 makes them)")
+    p.add_argument("--levels", nargs="+", default=[], metavar="ACT:WEIGHT",
+                   help="--score: int8 levels to compare (largest |level| of activations "
+                        "and weights; default: the export's)")
     p.add_argument("--calibration", type=int, default=None, metavar="TEXTS",
                    help="--score: smoothing calibration texts (default: the export's)")
     p.add_argument("--prompting", help="Prompting LLM (with --alignment)")
@@ -265,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from pe_registry.int8_smooth import SMOOTH_ALPHA, smooth
     from pe_registry.onnx_export import MODEL_NAME, export_onnx
-    from pe_registry.onnx_int8 import CALIBRATION_TEXTS, quantize_int8
+    from pe_registry.onnx_int8 import ACT_MAX, CALIBRATION_TEXTS, WEIGHT_MAX, quantize_int8
 
     torch.set_num_threads(1)
     load = ["--backbone", args.backbone, "--model", args.model]
@@ -282,7 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = score_variants(
             embedder, {**variants, **custom}, args.score,
             SMOOTH_ALPHA if args.smooth is None else args.smooth,
-            args.calibration or CALIBRATION_TEXTS, args.max_length, work)
+            args.calibration or CALIBRATION_TEXTS, args.max_length, work,
+            [tuple(int(v) for v in x.split(":")) for x in args.levels]  # type: ignore[misc]
+            or [(ACT_MAX, WEIGHT_MAX)])
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
         lines = ["| int8 variant (fp32 kept) | MRR@10 drop | nDCG@10 drop | queries moved | "

@@ -20,12 +20,14 @@ The recipe now, two parts, every projection int8:
 * **smoothing** (:mod:`pe_registry.int8_smooth`, applied by ``export_onnx`` before the
   export): per-channel scales folded into the norms and up projections flatten the
   outlier channels that per-row scales cannot.
+* **7-bit weights** (:data:`WEIGHT_MAX`): x86 CPUs without VNNI add pairs of u8 x s8
+  products into a saturating int16, so full 8-bit weights gave CPU-dependent results.
 
 Measured on SmolLM2-135M, 64 local test texts (cosine mean / min): per-tensor,
 everything int8, smoothed 0.976 / 0.927 at batch 32 but 0.991 / 0.973 at batch 1 (the
 batch dependence); smoothed + per-row 0.9949 / 0.982 at batch 32 and 8 alike, 2.61x the
-fp32 graph's CPU speed at batch 32. Per-row without smoothing (simulated in torch):
-0.982 / 0.906.
+fp32 graph's CPU speed at batch 32 (8-bit weights, on a VNNI CPU). Per-row without
+smoothing (simulated in torch): 0.982 / 0.906.
 
 Nodes are picked by the module they were traced from (the exporter's
 ``pkg.torch.onnx.name_scopes`` metadata, which survives the fusions), so the recipe
