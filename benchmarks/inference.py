@@ -215,6 +215,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--model", help="a real backbone (folder or Hub id) instead of random")
     p.add_argument("--prompting", help="Prompting LLM for --model")
     p.add_argument("--alignment", help="alignment for --model")
+    p.add_argument("--instruction", default=QUERY_INSTRUCTION,
+                   help="the query instruction (a trained run scores best with the one it "
+                        "was trained on: pe's local training data uses \"Given a one-line "
+                        "summary, retrieve the documentation that it summarizes\")")
     p.add_argument("--seq", type=int, default=128, help="tokens per text")
     p.add_argument("--texts", type=int, default=256, help="texts per timed run at batch 32")
     p.add_argument("--texts-b1", type=int, default=48, help="texts per timed run at batch 1")
@@ -266,14 +270,14 @@ def full_last_layer() -> Any:
 DEFAULT_GRAPHS = ("query", "document")
 
 
-def export_graphs(embedder: Any, root: Path, only: Sequence[str] | None = None
-                  ) -> dict[str, Path]:
+def export_graphs(embedder: Any, root: Path, only: Sequence[str] | None = None,
+                  query_instruction: str = QUERY_INSTRUCTION) -> dict[str, Path]:
     from contextlib import nullcontext
 
     from pe_registry.onnx_embedder import read_onnx_config
     from pe_registry.onnx_export import export_onnx
 
-    instructions = {"query": QUERY_INSTRUCTION,
+    instructions = {"query": query_instruction,
                     "document": embedder.config.document_instruction, None: None}
     graphs = {}
     for name, side, kw in GRAPHS:
@@ -332,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     queries, docs = corpus_pairs(args.pairs)
     texts = long_texts(embedder.tokenizer, docs, max(args.texts, args.texts_b1), args.seq)
     root = Path(args.out or tempfile.mkdtemp(prefix="pe-inference-"))
-    graphs = export_graphs(embedder, root, DEFAULT_GRAPHS if args.graphs == "default" else None)
+    graphs = export_graphs(embedder, root, DEFAULT_GRAPHS if args.graphs == "default" else None,
+                           args.instruction)
 
     def torch_fn(instruction: str | None) -> Callable[[list[str], int], Any]:
         def run(batch_texts: list[str], b: int) -> Any:
@@ -360,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def torch_denormals_kept(batch_texts: list[str], b: int) -> Any:
         torch.set_flush_denormal(False)  # the thread's state before onnxruntime set it
         try:
-            return torch_fn(QUERY_INSTRUCTION)(batch_texts, b)
+            return torch_fn(args.instruction)(batch_texts, b)
         finally:
             torch.set_flush_denormal(True)
 
@@ -368,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # make_session), so every runner, torch included, runs with flushing on; the
     # "denormals kept" row shows what torch does without it
     runners: dict[str, Callable[[list[str], int], Any]] = {
-        "torch eager": torch_fn(QUERY_INSTRUCTION),
+        "torch eager": torch_fn(args.instruction),
         "ONNX fp32": onnx_fn(graphs["query"], "fp32"),
         "ONNX int8": onnx_fn(graphs["query"], "int8"),
     }
@@ -394,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: dict[str, dict[int, float]] = {name: {} for name in runners}
     with count_calls(embedder.prompting.model) as prompting_calls:
-        embedder.cached_soft_prompt(QUERY_INSTRUCTION)  # the one call, before timing
+        embedder.cached_soft_prompt(args.instruction)  # the one call, before timing
         before, n_batches = prompting_calls[0], 0
         for batch, n in ((1, args.texts_b1), (32, args.texts)):
             log(f"timing {len(runners)} runtimes at batch {batch} ({n} texts x {args.seq} "
@@ -409,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"scoring retrieval (MRR@10, nDCG@10) on {len(queries)} test pairs")
     limit = args.score_length
     scores = {"torch eager": retrieval_scores(
-        embedder.encode(queries, instruction=QUERY_INSTRUCTION, show_progress_bar=False,
+        embedder.encode(queries, instruction=args.instruction, show_progress_bar=False,
                         max_length=limit),
         embedder.encode(docs, instruction=doc_instruction, show_progress_bar=False,
                         max_length=limit),

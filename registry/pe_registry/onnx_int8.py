@@ -20,8 +20,9 @@ The recipe now, two parts, every projection int8:
 * **smoothing** (:mod:`pe_registry.int8_smooth`, applied by ``export_onnx`` before the
   export): per-channel scales folded into the norms and up projections flatten the
   outlier channels that per-row scales cannot.
-* **7-bit weights** (:data:`WEIGHT_MAX`): x86 CPUs without VNNI add pairs of u8 x s8
-  products into a saturating int16, so full 8-bit weights gave CPU-dependent results.
+* **weights held as uint8** (:data:`UNSIGNED_WEIGHTS`): x86 CPUs without VNNI add pairs
+  of u8 x s8 products into a saturating int16, so int8 weights gave CPU-dependent
+  results; u8 x u8 is exact everywhere.
 
 Measured on SmolLM2-135M, 64 local test texts (cosine mean / min): per-tensor,
 everything int8, smoothed 0.976 / 0.927 at batch 32 but 0.991 / 0.973 at batch 1 (the
@@ -64,17 +65,21 @@ KEEP_FP32_MODULES: tuple[str, ...] = ()  # with smoothing and per-row scales, no
 # moves every later attention score)
 ALWAYS_FP32_MODULES = ("rotary_emb",)
 INT8_MAX_DROP = 0.01  # largest allowed 1 - mean cosine(int8, fp32) on the check texts
-# The largest |int8 level| of activations and of weights. x86 CPUs without VNNI run
-# onnxruntime's u8s8 kernels through VPMADDUBSW, which adds two u8 x s8 products into a
-# *saturating* int16: with activations up to 255 (uint8 around 128) and weights up to
-# 127, a pair reaches 64,770 and is clipped to 32,767 (a MatMul on an AVX2-only AMD EPYC
-# was off by up to 212 against the exact integer product). 7-bit weights keep every pair
-# at or under 255 x 64 x 2 = 32,640, so the graph computes the same on every CPU;
-# narrowing the weights rather than the activations costs less (one 4096 x 576 x 1536
-# projection with an outlier channel: relative error 0.046 against 0.087 with 7-bit
-# activations).
+# How the weights are held. x86 CPUs without VNNI run onnxruntime's u8 x s8 kernels
+# through VPMADDUBSW, which adds two products into a *saturating* int16: with
+# activations up to 255 (uint8 around 128) and int8 weights up to 127 a pair reaches
+# 64,770 and is clipped to 32,767 (on an AVX2-only AMD EPYC one projection came out off
+# by up to 212 against the exact integer product, and the graph's result depended on the
+# CPU). Weights held as uint8 around 128 (u8 x u8) go through kernels that widen to 16
+# bits before multiplying, so every CPU computes the exact product with all 8 bits.
+# Measured on SmolLM2-135M's exported graphs, trained alignment, 692 texts (cosine to
+# fp32, mean / min): u8 x u8, 8-bit weights 0.9970 / 0.9895; u8 x s8 with weights
+# narrowed to 7 bits so no pair can saturate 0.9900 / 0.9698; one 4096 x 576 x 1536
+# projection ran at about the same speed either way on that CPU (71-76 ms against 56-85
+# ms, fp32 108 ms; one thread).
 ACT_MAX = 127
-WEIGHT_MAX = 64
+WEIGHT_MAX = 127
+UNSIGNED_WEIGHTS = True
 CALIBRATION_TEXTS = 64  # half documents, half queries of the local corpus' train split
 CHECK_TEXTS = 32  # half documents, half queries of the local corpus' dev split
 CHECK_MAX_LENGTH = 128
@@ -82,7 +87,8 @@ CHECK_BATCH = 8  # the batch the check texts run in (per-row scales: any size re
 
 
 def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = KEEP_FP32_MODULES,
-                  act_max: int = ACT_MAX, weight_max: int = WEIGHT_MAX) -> Path:
+                  act_max: int = ACT_MAX, weight_max: int = WEIGHT_MAX,
+                  unsigned_weights: bool = UNSIGNED_WEIGHTS) -> Path:
     """Int8 ``src`` into ``dst``: every MatMul with a constant weight becomes
     onnxruntime's ``MatMulIntegerToFloat`` over int8 weights (one scale per output
     channel) and activations quantised at run time with **one scale per row** (per
@@ -102,7 +108,7 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = KEEP_FP32_MOD
 
     model = onnx.load(str(src))
     excluded = set(fp32_nodes(model.graph, tuple(keep_fp32) + ALWAYS_FP32_MODULES))
-    per_token_matmuls(model, excluded, act_max, weight_max)
+    per_token_matmuls(model, excluded, act_max, weight_max, unsigned_weights)
     for old in dst.parent.glob(dst.name + "*"):  # the external-data writer appends
         old.unlink()
     onnx.save(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -111,15 +117,16 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = KEEP_FP32_MOD
 
 
 def per_token_matmuls(model: Any, excluded: set[str], act_max: int = ACT_MAX,
-                      weight_max: int = WEIGHT_MAX) -> int:
+                      weight_max: int = WEIGHT_MAX,
+                      unsigned_weights: bool = UNSIGNED_WEIGHTS) -> int:
     """Rewrite ``model`` (an ``onnx.ModelProto``, weights loaded) in place: each MatMul
     ``X @ W`` with a 2-D constant ``W`` and not in ``excluded`` becomes
     ``MatMulIntegerToFloat(q(X), Wq) * s(X)``, where ``q``/``s`` quantise ``X`` per row
-    to ``[-act_max, act_max]`` (held as uint8 around ``act_max + 1``, so onnxruntime's
-    u8s8 kernels run it) and ``Wq`` holds ``W`` per output channel in ``[-weight_max,
-    weight_max]``. Keep ``2 * (2 * act_max + 1) * weight_max <= 32767`` for results that
-    do not depend on the CPU (see :data:`WEIGHT_MAX`). Returns the number of MatMuls
-    rewritten."""
+    to ``[-act_max, act_max]`` (held as uint8 around ``act_max + 1``) and ``Wq`` holds
+    ``W`` per output channel in ``[-weight_max, weight_max]``, as uint8 around 128 with
+    ``unsigned_weights`` (u8 x u8 kernels: exact on every CPU), else as int8 (u8 x s8:
+    then keep ``2 * (2 * act_max + 1) * weight_max <= 32767``, or CPUs without VNNI
+    saturate; see :data:`UNSIGNED_WEIGHTS`). Returns the number of MatMuls rewritten."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -180,11 +187,13 @@ def per_token_matmuls(model: Any, excluded: set[str], act_max: int = ACT_MAX,
             done[x] = quantise(x, w.shape[0], tag)
         xq, xs, lead = done[x]
         scale = np.maximum(np.abs(w).max(0), 1e-30) / weight_max
-        wq = np.clip(np.round(w / scale), -weight_max, weight_max).astype(np.int8)
+        wq = np.clip(np.round(w / scale), -weight_max, weight_max)
+        wzp = np.full(w.shape[1], 128 if unsigned_weights else 0)
+        wtype = np.uint8 if unsigned_weights else np.int8
         name = node.name or w_name
-        new_inits += [numpy_helper.from_array(wq, f"{w_name}_int8"),
+        new_inits += [numpy_helper.from_array((wq + wzp).astype(wtype), f"{w_name}_int8"),
                       numpy_helper.from_array(scale.astype(np.float32), f"{w_name}_scale"),
-                      numpy_helper.from_array(np.zeros(w.shape[1], np.int8), f"{w_name}_zp"),
+                      numpy_helper.from_array(wzp.astype(wtype), f"{w_name}_zp"),
                       numpy_helper.from_array(np.array([w.shape[1]], np.int64), f"{w_name}_n")]
         nodes += [
             helper.make_node("MatMulIntegerToFloat",

@@ -110,6 +110,7 @@ def int8_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The rewrite's arithmetic in numpy: per-row activation, per-column weight scales."""
     from pe_registry.onnx_int8 import ACT_MAX, WEIGHT_MAX
 
+    assert WEIGHT_MAX == 127  # the default form: 8-bit weights
     ws = np.abs(w).max(0) / WEIGHT_MAX
     wq = np.clip(np.round(w / ws), -WEIGHT_MAX, WEIGHT_MAX)
     xs = np.abs(x).max(-1, keepdims=True) / ACT_MAX
@@ -142,18 +143,25 @@ def test_per_row_int8_matches_a_numpy_reference(tmp_path: Path) -> None:
     assert rel < 0.03
 
 
-def test_int8_levels_cannot_saturate_the_u8s8_kernels() -> None:
-    """x86 CPUs without VNNI add two u8 x s8 products into a saturating int16: the
-    levels must keep every pair within it, or the graph's result depends on the CPU."""
-    from pe_registry.onnx_int8 import ACT_MAX, WEIGHT_MAX
+def test_signed_weights_are_exact_only_where_no_pair_can_saturate(tmp_path: Path) -> None:
+    """u8 x s8 runs through a saturating int16 on CPUs without VNNI: signed weights are
+    exact at levels that keep every pair within it (7-bit weights), on any CPU."""
+    from pe_registry.onnx_embedder import make_session
+    from pe_registry.onnx_int8 import quantize_int8
 
-    assert 2 * (2 * ACT_MAX + 1) * WEIGHT_MAX <= 32767
+    assert 2 * (2 * 127 + 1) * 64 <= 32767 < 2 * (2 * 127 + 1) * 127
+    w = np.ones((64, 4), np.float32)
+    x = np.ones((1, 2, 64), np.float32)
+    quantize_int8(one_matmul(tmp_path, w), tmp_path / "q.onnx", keep_fp32=(),
+                  weight_max=64, unsigned_weights=False)
+    got = make_session(tmp_path / "q.onnx", ["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, 64.0, rtol=1e-5)
 
 
 def test_int8_at_the_extreme_levels_is_exact(tmp_path: Path) -> None:
     """Inputs that put every activation and weight at its largest level: where a pair of
-    products overflowed int16 (full 8-bit weights on an AVX2-only CPU), columns were off
-    by hundreds; with the levels pe uses the result is the exact integer product."""
+    products overflowed int16 (int8 weights on an AVX2-only CPU), columns were off by
+    hundreds; the default form (weights as uint8) gives the exact integer product."""
     rng = np.random.default_rng(1)
     w = np.where(rng.random((64, 16)) < 0.5, -1.0, 1.0).astype(np.float32)
     w[:, ::2] = 1.0  # columns whose every pair is (+max)(+max)
