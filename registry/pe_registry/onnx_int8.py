@@ -90,8 +90,8 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = KEEP_FP32_MOD
                   act_max: int = ACT_MAX, weight_max: int = WEIGHT_MAX,
                   unsigned_weights: bool = UNSIGNED_WEIGHTS) -> Path:
     """Int8 ``src`` into ``dst``: every MatMul with a constant weight becomes
-    onnxruntime's ``MatMulIntegerToFloat`` over int8 weights (one scale per output
-    channel) and activations quantised at run time with **one scale per row** (per
+    onnxruntime's ``MatMulIntegerToFloat`` over 8-bit weights (one scale per output
+    channel, held as uint8: :data:`UNSIGNED_WEIGHTS`) and activations quantised at run time with **one scale per row** (per
     token), except the MatMuls of the ``keep_fp32`` modules, of the rotary tables and of
     the pooled-row-only nodes. MatMuls that read the same tensor share one quantisation
     of it. The embedding table's Gather stays fp32 (a lookup: no multiply work to save).
