@@ -91,10 +91,11 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = KEEP_FP32_MOD
                   unsigned_weights: bool = UNSIGNED_WEIGHTS) -> Path:
     """Int8 ``src`` into ``dst``: every MatMul with a constant weight becomes
     onnxruntime's ``MatMulIntegerToFloat`` over 8-bit weights (one scale per output
-    channel, held as uint8: :data:`UNSIGNED_WEIGHTS`) and activations quantised at run time with **one scale per row** (per
-    token), except the MatMuls of the ``keep_fp32`` modules, of the rotary tables and of
-    the pooled-row-only nodes. MatMuls that read the same tensor share one quantisation
-    of it. The embedding table's Gather stays fp32 (a lookup: no multiply work to save).
+    channel, held as uint8: :data:`UNSIGNED_WEIGHTS`) and activations quantised at run
+    time with **one scale per row** (per token), except the MatMuls of the
+    ``keep_fp32`` modules, of the rotary tables and of the pooled-row-only nodes.
+    MatMuls that read the same tensor share one quantisation of it. The embedding
+    table's Gather stays fp32 (a lookup: no multiply work to save).
 
     Per-row scales make each text's embedding independent of the batch it runs in, and
     a token with large values coarsens only its own row. Measured on one 4096 x 576 x
