@@ -32,6 +32,20 @@ channel ``j`` of a projection is divided by ``s_j = amax_j**ALPHA / wmax_j**(1-A
 largest weight) and its weights multiplied by ``s_j``. q/k/v and gate/up take the
 division into the RMSNorm that feeds them, the down projection into the up
 projection's output rows. Every row is then read against the smoothed fp32 graph.
+
+``--score PAIRS`` reads what the export's bound is about, the retrieval score, instead
+of the query graph's cosine: it exports the query *and* the document graph as ``pe
+export onnx --int8`` does (smoothed with ``--smooth`` or the export's alpha, from
+``--calibration`` local training texts), quantises both per variant and per
+``--levels`` form, and reads MRR@10 / nDCG@10 on ``PAIRS`` local test pairs against
+fp32, the queries whose paired document moved into or out of the top 10, and the
+cosine. ``--alignment`` (a trained run) and ``--prompting`` load a trained embedder.
+``--keep NAME=TAIL,TAIL`` adds a variant of module-path tails kept fp32 (e.g.
+``layers.29``). The uint8 against 7-bit int8 weights comparison in the README:
+
+    python benchmarks/int8_sensitivity.py --backbone llama --model pe-real:smollm2-135m \\
+        --prompting pe-real:smollm2-135m --alignment RUN --score 346 \\
+        --levels 127:127:u8 127:64:s8 127:32:s8
 """
 
 from __future__ import annotations
@@ -169,9 +183,26 @@ def parse_keep(specs: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def parse_levels(specs: Sequence[str]) -> list[tuple[int, int, bool]]:
+    """``ACT:WEIGHT[:u8|s8]`` int8 forms as ``quantize_int8``'s ``(act_max, weight_max,
+    unsigned_weights)``; without the third field the weights are held as the export
+    holds them. A malformed one is an argparse error."""
+    from pe_registry.onnx_int8 import UNSIGNED_WEIGHTS
+
+    out = []
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts[:2]) or (
+                len(parts) == 3 and parts[2] not in ("u8", "s8")):
+            raise argparse.ArgumentTypeError(f"--levels {spec!r}: expected ACT:WEIGHT[:u8|s8]")
+        unsigned = UNSIGNED_WEIGHTS if len(parts) == 2 else parts[2] == "u8"
+        out.append((int(parts[0]), int(parts[1]), unsigned))
+    return out
+
+
 def score_variants(embedder: Any, variants: dict[str, tuple[str, ...]], pairs: int,
                    alpha: float, calibration: int, max_length: int, work: Path,
-                   levels: Sequence[tuple[int, int]]) -> list[dict]:
+                   levels: Sequence[tuple[int, int, bool]]) -> list[dict]:
     """Retrieval with int8 query and document graphs per variant against fp32 (see the
     module docstring's ``--score``)."""
     from inference import paired_rank, retrieval_scores
@@ -205,13 +236,13 @@ def score_variants(embedder: Any, variants: dict[str, tuple[str, ...]], pairs: i
     base_top = paired_rank(fp32["query"][1], fp32["document"][1]) < 10
     log(f"fp32: MRR@10 {base[0]:.4f}, nDCG@10 {base[1]:.4f} on {len(queries)} pairs")
     rows = []
-    for (variant, keep), (act_max, weight_max) in itertools.product(variants.items(), levels):
+    for (variant, keep), form in itertools.product(variants.items(), levels):
         vecs = {}
         if len(levels) > 1:
-            variant = f"{variant}, levels {act_max}:{weight_max}"
+            variant = f"{variant}, levels {form[0]}:{form[1]}:{'u8' if form[2] else 's8'}"
         for name, (folder, _) in fp32.items():
             dst = folder / "variant.onnx"
-            quantize_int8(folder / MODEL_NAME, dst, keep, act_max, weight_max)
+            quantize_int8(folder / MODEL_NAME, dst, keep, *form)
             session = make_session(dst, ["CPUExecutionProvider"])
             vecs[name] = run_batches(session, batches[name])
         mrr, ndcg = retrieval_scores(vecs["query"], vecs["document"])
@@ -253,26 +284,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--score", type=int, metavar="PAIRS",
                    help="read the retrieval score on PAIRS local test pairs instead "
                         "(query and document graphs, as pe export onnx --int8 makes them)")
-    p.add_argument("--levels", nargs="+", default=[], metavar="ACT:WEIGHT",
-                   help="--score: int8 levels to compare (largest |level| of activations "
-                        "and weights; default: the export's)")
+    p.add_argument("--levels", nargs="+", default=[], metavar="ACT:WEIGHT[:u8|s8]",
+                   help="--score: int8 forms to compare (largest |level| of activations "
+                        "and weights, weights held as uint8 or int8; default: the export's)")
     p.add_argument("--calibration", type=int, default=None, metavar="TEXTS",
                    help="--score: smoothing calibration texts (default: the export's)")
     p.add_argument("--prompting", help="Prompting LLM (with --alignment)")
     p.add_argument("--alignment", help="a trained run or alignment to load")
     p.add_argument("--rounds", type=int, default=1,
                    help="timed passes per graph, interleaved (the median is reported)")
-    p.add_argument("--work", help="keep the graphs here (default: a temp folder)")
+    p.add_argument("--work", help="keep the graphs here (default: a temp folder); a graph "
+                                  "already there is reused, so use one folder per model")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     try:
-        custom = parse_keep(args.keep)
+        custom, levels = parse_keep(args.keep), parse_levels(args.levels)
     except argparse.ArgumentTypeError as exc:
         p.error(str(exc))
     import torch
     from pe_registry.int8_smooth import SMOOTH_ALPHA, smooth
     from pe_registry.onnx_export import MODEL_NAME, export_onnx
-    from pe_registry.onnx_int8 import ACT_MAX, CALIBRATION_TEXTS, WEIGHT_MAX, quantize_int8
+    from pe_registry.onnx_int8 import (
+        ACT_MAX,
+        CALIBRATION_TEXTS,
+        UNSIGNED_WEIGHTS,
+        WEIGHT_MAX,
+        quantize_int8,
+    )
 
     torch.set_num_threads(1)
     load = ["--backbone", args.backbone, "--model", args.model]
@@ -290,8 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             embedder, {**variants, **custom}, args.score,
             SMOOTH_ALPHA if args.smooth is None else args.smooth,
             args.calibration or CALIBRATION_TEXTS, args.max_length, work,
-            [tuple(int(v) for v in x.split(":")) for x in args.levels]  # type: ignore[misc]
-            or [(ACT_MAX, WEIGHT_MAX)])
+            levels or [(ACT_MAX, WEIGHT_MAX, UNSIGNED_WEIGHTS)])
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
         lines = ["| int8 variant (fp32 kept) | MRR@10 drop | nDCG@10 drop | queries moved | "

@@ -118,11 +118,12 @@ def int8_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (xq @ wq) * xs * ws
 
 
-def run_int8(tmp_path: Path, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+def run_int8(tmp_path: Path, x: np.ndarray, w: np.ndarray, **form: Any) -> np.ndarray:
+    """``x @ w`` through the int8 rewrite (``form``: ``quantize_int8``'s level options)."""
     from pe_registry.onnx_embedder import make_session
     from pe_registry.onnx_int8 import quantize_int8
 
-    quantize_int8(one_matmul(tmp_path, w), tmp_path / "q.onnx", keep_fp32=())
+    quantize_int8(one_matmul(tmp_path, w), tmp_path / "q.onnx", keep_fp32=(), **form)
     return make_session(tmp_path / "q.onnx", ["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
@@ -146,15 +147,10 @@ def test_per_row_int8_matches_a_numpy_reference(tmp_path: Path) -> None:
 def test_signed_weights_are_exact_only_where_no_pair_can_saturate(tmp_path: Path) -> None:
     """u8 x s8 runs through a saturating int16 on CPUs without VNNI: signed weights are
     exact at levels that keep every pair within it (7-bit weights), on any CPU."""
-    from pe_registry.onnx_embedder import make_session
-    from pe_registry.onnx_int8 import quantize_int8
-
     assert 2 * (2 * 127 + 1) * 64 <= 32767 < 2 * (2 * 127 + 1) * 127
     w = np.ones((64, 4), np.float32)
     x = np.ones((1, 2, 64), np.float32)
-    quantize_int8(one_matmul(tmp_path, w), tmp_path / "q.onnx", keep_fp32=(),
-                  weight_max=64, unsigned_weights=False)
-    got = make_session(tmp_path / "q.onnx", ["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = run_int8(tmp_path, x, w, weight_max=64, unsigned_weights=False)
     np.testing.assert_allclose(got, 64.0, rtol=1e-5)
 
 
