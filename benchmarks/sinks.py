@@ -22,7 +22,7 @@ def read_run(run: Path, texts: list[str]) -> dict[str, Any]:
     import torch
 
     import pe_core
-    from pe_core.config import EmbedderConfig
+    from pe_core.model.config import EmbedderConfig
 
     cfg = EmbedderConfig.load(run)
     prompting = run / "prompting" if (run / "prompting" / "config.json").exists() else None

@@ -13,8 +13,8 @@ import json
 def overlap(a_ref: str, b_ref: str) -> dict[str, object]:
     from transformers import AutoTokenizer
 
+    from pe_core.checkpoints.vocab_match import token_texts
     from pe_core.model_refs import resolve_model
-    from pe_core.vocab_match import token_texts
 
     a = AutoTokenizer.from_pretrained(resolve_model(a_ref))
     b = AutoTokenizer.from_pretrained(resolve_model(b_ref))

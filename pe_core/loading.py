@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pe_core.alignment import Alignment
-from pe_core.backbones import BackboneSpec
-from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.errors import ConfigError, MissingFileError, ModelTypeMismatchError
+from pe_core.model.alignment import Alignment
+from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.model_refs import DEFAULT_PREFIX, ref_id, resolve_model
 from pe_core.plugins import get_backbone, get_plugin_manager
+from pe_core.plugins.backbones import BackboneSpec
 from pe_core.safe_io import check_manifest_beside
 from pe_core.validate import device as check_device
 
@@ -200,9 +200,9 @@ def build_embedder(
 ) -> Any:
     """Put loaded models together. Without ``alignment_path`` the alignment starts from
     the least-squares fit over shared tokens (and a warning says it is untrained)."""
-    from pe_core.embedder import PromptEmbedder
-    from pe_core.encoder import BackboneEncoder
-    from pe_core.prompting import PromptingLLM
+    from pe_core.model.embedder import PromptEmbedder
+    from pe_core.model.encoder import BackboneEncoder
+    from pe_core.model.prompting import PromptingLLM
 
     encoder = BackboneEncoder(backbone_model, spec)
     d_B = encoder.d

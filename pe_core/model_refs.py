@@ -5,23 +5,15 @@ a name a plugin resolver knows (e.g. the local registry), or a Hub id (``org/nam
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-from pe_core.errors import MissingFileError, OfflineError, RevisionNotFoundError
+from pe_core.checkpoints.hub import download, split_revision
+from pe_core.errors import MissingFileError
 from pe_core.safe_io import check_safetensors
 
 DEFAULT_PREFIX = "pe-default:"
 REAL_PREFIX = "pe-real:"
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "README.md"]
-
-
-def split_revision(ref: str) -> tuple[str, str | None]:
-    """``"org/name@rev"`` -> ``("org/name", "rev")``."""
-    name, sep, rev = ref.partition("@")
-    return name, (rev if sep else None)
 
 
 def ref_id(ref: str | os.PathLike[str]) -> str:
@@ -83,65 +75,6 @@ def resolve_model(ref: str | os.PathLike[str], model_types: tuple[str, ...] = ()
     if path.is_absolute() or ref.startswith((".", "~")) or ref.count("/") > 1:
         raise MissingFileError(f"model folder {ref} does not exist")
     return check_model_folder(download(ref))
-
-
-def download(ref: str) -> Path:
-    """Fetch a Hub model (pinned revision if given) into the Hugging Face cache."""
-    from huggingface_hub import snapshot_download
-
-    repo_id, revision = split_revision(ref)
-    with hub_errors(ref, repo_id, revision):
-        return Path(
-            snapshot_download(
-                repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
-                local_files_only=hub_offline(),
-            )
-        )
-
-
-@contextlib.contextmanager
-def hub_errors(ref: str, repo_id: str, revision: str | None) -> Iterator[None]:
-    """Turn the Hub client's errors for ``ref`` into pe's typed ones."""
-    from huggingface_hub import errors
-    from huggingface_hub.errors import (
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-    )
-    from huggingface_hub.errors import RevisionNotFoundError as HubRevisionNotFound
-
-    # named RemoteEntryNotFoundError from huggingface_hub 1.0 on
-    entry_not_found = getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)
-
-    try:
-        yield
-    except HubRevisionNotFound as exc:
-        raise RevisionNotFoundError(f"{repo_id} has no revision {revision!r}") from exc
-    except RepositoryNotFoundError as exc:
-        raise MissingFileError(
-            f"{repo_id!r} is neither a local folder nor a Hub repository you can access"
-        ) from exc
-    except LocalEntryNotFoundError as exc:
-        raise OfflineError(
-            f"cannot download {ref!r}: the Hub is unreachable or HF_HUB_OFFLINE=1, and it "
-            "is not in the local cache. Pass a local folder, or run once with network."
-        ) from exc
-    except entry_not_found as exc:
-        raise MissingFileError(f"{repo_id} has no file named in {ref!r}") from exc
-    except (OfflineModeIsEnabled, OSError) as exc:
-        raise OfflineError(
-            f"cannot download {ref!r}: the Hub is unreachable or HF_HUB_OFFLINE=1, and it "
-            "is not in the local cache. Pass a local folder, or run once with network."
-        ) from exc
-
-
-def hub_offline() -> bool:
-    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set now or when ``huggingface_hub``
-    was imported: it reads the variable once, at import, into the session it reuses."""
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return bool(constants.HF_HUB_OFFLINE) or flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def check_model_folder(path: Path) -> Path:

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 import pe_core
-from pe_core.alignment import Alignment, token_map
+from pe_core.checkpoints.token_tables import read_token_embeddings
 from pe_core.errors import ConfigError, CorruptFileError, DimensionMismatchError, MissingFileError
-from pe_core.token_tables import read_token_embeddings
+from pe_core.model.alignment import Alignment, token_map
 
 WORDS = "alpha beta gamma delta file open read write sum number fox dog python class".split()
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -285,7 +285,7 @@ def test_pe_config_with_a_wrong_value_is_a_config_error(world, tmp_path, change,
 
 @pytest.mark.parametrize("content", CONFIG_FILE_CASES)
 def test_pe_config_that_is_not_a_json_object(world, tmp_path, content):
-    from pe_core.config import EmbedderConfig
+    from pe_core.model.config import EmbedderConfig
 
     (tmp_path / "pe_config.json").write_bytes(content)
     with pytest.raises(ConfigError, match="pe_config.json"):

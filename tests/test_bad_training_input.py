@@ -376,8 +376,8 @@ def test_align_from_a_run_without_prompting_is_refused(old_run, pairs, qwen_mode
 
 
 def test_align_from_an_alignment_with_the_default_prompting_warns(old_run, tmp_path):
-    from pe_core.config import EmbedderConfig
     from pe_core.loading import DEFAULT_PROMPTING
+    from pe_core.model.config import EmbedderConfig
 
     src = tmp_path / "alignment"
     src.mkdir()

@@ -10,10 +10,10 @@ import warnings
 import pytest
 import torch
 
-from pe_core.batching import pad_rows
 from pe_core.errors import ConfigError
-from pe_core.layout import Layout, positions
-from pe_core.pooling import last_index, pool
+from pe_core.model.batching import pad_rows
+from pe_core.model.layout import Layout, positions
+from pe_core.model.pooling import last_index, pool
 
 TOL = 1e-5  # computed embeddings of different (exact) passes: summation order differs
 RIGHT = torch.tensor([[1, 1, 0], [1, 1, 1]])
@@ -59,7 +59,7 @@ def test_text_alone_and_join_order():
 
 
 def test_text_moves_against_the_prompt_keeping_its_order():
-    from pe_core.layout import align_text, text_shift
+    from pe_core.model.layout import align_text, text_shift
 
     ids = torch.tensor([[5, 6, 0, 0], [0, 7, 8, 9], [1, 2, 3, 4]])
     mask = (ids != 0).long()

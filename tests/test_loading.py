@@ -61,8 +61,8 @@ def test_model_type_mismatch_names_right_backbone(tmp_path):
 
 
 def test_alignment_dimension_mismatch(tiny_folders, tmp_path):
-    from pe_core.alignment import Alignment
-    from pe_core.config import EmbedderConfig
+    from pe_core.model.alignment import Alignment
+    from pe_core.model.config import EmbedderConfig
 
     folder = tmp_path / "wrong"
     folder.mkdir()

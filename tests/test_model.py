@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pe_core.config import EmbedderConfig
 from pe_core.errors import ConfigError
+from pe_core.model.config import EmbedderConfig
 from pe_core.testing.tiny import tiny_embedder
 
 INSTR = "Retrieve a passage that answers the question"
@@ -107,7 +107,7 @@ def test_config_rejects_bad_values():
 
 
 def test_least_squares_alignment_recovers_a_linear_map():
-    from pe_core.alignment import Alignment
+    from pe_core.model.alignment import Alignment
 
     torch.manual_seed(0)
     e_p = torch.randn(300, 12)

@@ -7,7 +7,7 @@ import pytest
 
 from pe_core.cli.main import build_parser
 from pe_core.cli.train_cmd import _options
-from pe_core.config import EmbedderConfig
+from pe_core.model.config import EmbedderConfig
 from pe_core.options import (
     ALIGN,
     TRAIN,

@@ -6,8 +6,8 @@ import types
 import pytest
 
 import pe_core
-from pe_core.backbones import BackboneSpec
 from pe_core.errors import DuplicateBackboneError, PluginError, UnknownBackboneError
+from pe_core.plugins.backbones import BackboneSpec
 
 FAMILIES = {"llama", "mistral", "qwen", "gemma"}
 
@@ -100,7 +100,7 @@ def test_every_hook_is_tested_and_documented():
     """Hook docs and tests cannot drift (datasette style)."""
     import pathlib
 
-    from pe_core import hookspecs
+    from pe_core.plugins import hookspecs
 
     hooks = [n for n in dir(hookspecs) if n.startswith("pe_")]
     assert hooks

@@ -27,7 +27,7 @@ packages = ["pe_plugin_phi3"]
 
 MODULE = '''
 from pe_core import hookimpl
-from pe_core.backbones import BackboneSpec
+from pe_core.plugins.backbones import BackboneSpec
 
 
 @hookimpl

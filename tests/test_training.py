@@ -203,7 +203,7 @@ def test_gumbel_annealing_and_straight_through(pairs, tiny_folders, tmp_path):
 def test_gumbel_noise_reaches_the_prompting_llm_only_when_asked(pairs, tiny_folders, tmp_path,
                                                                 monkeypatch, noise):
     """Off by default: training draws the noise-free soft prompt that inference uses."""
-    from pe_core.prompting import PromptingLLM
+    from pe_core.model.prompting import PromptingLLM
 
     seen: list = []
     plain = PromptingLLM.distributions
@@ -361,7 +361,7 @@ def test_length_groups_are_the_cheapest_split():
     the sorted rows) and returns each row once."""
     import itertools
 
-    from pe_core.batching import length_groups
+    from pe_core.model.batching import length_groups
 
     def cost(groups, lengths, call):
         return sum(call + len(g) * max(lengths[i] for i in g) for g in groups)
@@ -520,7 +520,7 @@ def test_checkpoint_latest_pointer_fallback(tmp_path):
 # -- transfer -------------------------------------------------------------------------
 def test_align_trains_only_new_alignment_from_least_squares(pairs, tiny_folders, qwen_folders,
                                                             tmp_path):
-    from pe_core.alignment import Alignment
+    from pe_core.model.alignment import Alignment
     from pe_core.training import methods
 
     _train(pairs, tiny_folders, tmp_path / "src", steps=2)
@@ -579,7 +579,7 @@ def test_align_trains_only_new_alignment_from_least_squares(pairs, tiny_folders,
 
 def test_soft_norm_tokens_pins_every_soft_token_through_train_load_and_align(
         pairs, tiny_folders, qwen_folders, tmp_path):
-    from pe_core.alignment import median_token_norm
+    from pe_core.model.alignment import median_token_norm
 
     def norms(model, instruction=INSTRUCTIONS[0]):
         return model.soft_prompts([instruction])[0].detach().float().norm(dim=-1)
@@ -614,8 +614,8 @@ def test_soft_norm_tokens_pins_every_soft_token_through_train_load_and_align(
 
 
 def test_align_least_squares_initial_weights(llama_spec, tiny_folders):
-    from pe_core.alignment import Alignment
     from pe_core.loading import assemble
+    from pe_core.model.alignment import Alignment
     from pe_core.training.methods import AlignMethod
     from pe_core.training.settings import TrainSettings
 

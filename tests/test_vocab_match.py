@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from pe_core.alignment import Alignment, token_map
+from pe_core.checkpoints.vocab_match import is_byte_level, piece_bytes, token_texts
+from pe_core.model.alignment import Alignment, token_map
 from pe_core.testing.tiny import tiny_tokenizer
-from pe_core.vocab_match import is_byte_level, piece_bytes, token_texts
 
 
 def _sentencepiece_tokenizer(tmp_path: Path):

@@ -92,7 +92,7 @@ def download(ref: str) -> Path:
     """Fetch ``org/repo[@rev]:file.gguf`` through the Hub client into its cache."""
     from huggingface_hub import hf_hub_download
 
-    from pe_core.model_refs import hub_errors, hub_offline
+    from pe_core.checkpoints.hub import hub_errors, hub_offline
 
     parts = split_hub_ref(ref)
     if parts is None:

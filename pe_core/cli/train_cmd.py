@@ -20,7 +20,7 @@ def _bool(text: str) -> bool:
 
 
 def _option_classes() -> tuple[type, ...]:
-    from pe_core.config import EmbedderConfig
+    from pe_core.model.config import EmbedderConfig
     from pe_core.training.settings import TrainSettings
 
     return (TrainSettings, EmbedderConfig)

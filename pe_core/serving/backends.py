@@ -1,6 +1,6 @@
 """What a server holds: one named model made of encoders, each reached by instruction.
 
-The torch backend is one :class:`~pe_core.embedder.PromptEmbedder` that serves any
+The torch backend is one :class:`~pe_core.model.embedder.PromptEmbedder` that serves any
 instruction (its soft prompt is computed once per instruction and cached). The ONNX
 backend is one or more exported folders, each with its instruction baked into the graph,
 loaded through pe-core's exporter registry (pe-registry registers ``onnx``), so pe-core
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pe_core.config import CONFIG_NAME
 from pe_core.errors import ConfigError, MissingFileError, RequestError
+from pe_core.model.config import CONFIG_NAME
 
 ANY_INSTRUCTION = object()  # key of an encoder that takes whatever instruction it is given
 

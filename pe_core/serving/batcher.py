@@ -9,7 +9,7 @@ for any caller; a text's embedding then differs from a direct ``encode`` only by
 
 Requests from many clients mix short queries with long documents, and one padded batch
 would run every text at the longest one's length: the texts are first split into groups
-of similar length (:func:`pe_core.batching.length_groups`, the cheapest split for a
+of similar length (:func:`pe_core.model.batching.length_groups`, the cheapest split for a
 fixed per-call cost), one ``encode`` call each.
 """
 
@@ -170,7 +170,7 @@ class Batcher:
     def _encode(self, route: Route, texts: list[str], lengths: list[int]) -> Any:
         import numpy as np
 
-        from pe_core.batching import length_groups
+        from pe_core.model.batching import length_groups
 
         limit = self.settings.max_tokens or route.max_length
         out = np.empty((len(texts), route.encoder.dim), dtype=np.float32)

@@ -65,7 +65,7 @@ def _real_embedder(backbone: str, model: str, prompting: str | None, placement: 
     """One load of a real checkpoint, shared (frozen modules) by every placement/pooling."""
     from dataclasses import replace
 
-    from pe_core.embedder import PromptEmbedder
+    from pe_core.model.embedder import PromptEmbedder
 
     base = _loaded(backbone, model, prompting)
     config = replace(base.config, placement=placement, pooling=pooling)

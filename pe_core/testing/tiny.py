@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from pe_core.backbones import BackboneSpec
+from pe_core.plugins.backbones import BackboneSpec
 
 _TEXT = """
 Retrieval finds the passage that answers a question. A query is short; a document is long.
@@ -88,7 +88,7 @@ def tiny_prompting(tokenizer: Any, hidden: int = 24, seed: int = 1) -> Any:
 
 
 def tiny_embedder(spec: BackboneSpec, model_type: str | None = None, **config: Any) -> Any:
-    """A complete random :class:`~pe_core.embedder.PromptEmbedder` for ``spec``."""
+    """A complete random :class:`~pe_core.model.embedder.PromptEmbedder` for ``spec``."""
     import warnings
 
     from pe_core.loading import build_embedder

@@ -20,9 +20,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pe_core.alignment import Alignment, token_map
-from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.errors import ConfigError, PEError
+from pe_core.model.alignment import Alignment, token_map
+from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 
 INITS = ("source", "tokens")
 
@@ -33,8 +33,8 @@ def carried_alignment(source: Path, src_cfg: EmbedderConfig, embedder: Any) -> A
     raises (:class:`MissingFileError`, :class:`CorruptFileError`): the run is broken."""
     from transformers import AutoTokenizer
 
+    from pe_core.checkpoints.token_tables import read_token_embeddings
     from pe_core.model_refs import resolve_model
-    from pe_core.token_tables import read_token_embeddings
 
     trained = Alignment.load(source / ALIGNMENT_WEIGHTS_NAME, d_P=embedder.alignment.d_P)
     try:

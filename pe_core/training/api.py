@@ -284,8 +284,8 @@ def align(
         result = pe_core.align("runs/llama", "pairs.jsonl", backbone="gemma",
                                model="path/to/gemma", out="runs/gemma", steps=200)
     """
-    from pe_core.config import EmbedderConfig
     from pe_core.loading import assemble
+    from pe_core.model.config import EmbedderConfig
     from pe_core.model_refs import resolve_model
     from pe_core.options import FIXED, INHERIT, SOURCE_PROMPTING, transfer_names
     from pe_core.plugins import get_backbone

@@ -11,7 +11,7 @@ Three savings on top of :meth:`BackboneEncoder.text_cache` and
 * **Length groups.** A training batch mixes short queries with long documents; padded
   to one width, about half of the text pass is padding (measured on the demo corpus:
   47 % of a batch's padded positions). The store runs the texts it has not seen in
-  groups of similar length (:func:`pe_core.batching.length_groups`), each padded only to
+  groups of similar length (:func:`pe_core.model.batching.length_groups`), each padded only to
   its own longest.
 * **A store across epochs.** The backbone is frozen and in eval mode, so a text's
   keys/values are a pure function of its tokens; :class:`TextKVStore` keeps them (on the
@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from pe_core.batching import length_groups
-from pe_core.encoder import BackboneEncoder
-from pe_core.layout import align_text
+from pe_core.model.batching import length_groups
+from pe_core.model.encoder import BackboneEncoder
+from pe_core.model.layout import align_text
 from pe_core.training.suffix_attention import new_keys_only
 
 

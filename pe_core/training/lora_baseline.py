@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pe_core import validate
-from pe_core.batching import encode_batches, length_groups, pad_rows
-from pe_core.encoder import max_positions
 from pe_core.errors import ConfigError, MissingFileError
-from pe_core.layout import Layout
-from pe_core.pooling import pool
+from pe_core.model.batching import encode_batches, length_groups, pad_rows
+from pe_core.model.encoder import max_positions
+from pe_core.model.layout import Layout
+from pe_core.model.pooling import pool
 from pe_core.training.data import Example
 from pe_core.training.distributed import active, unwrap
 from pe_core.training.loss import text_keys

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.batching import pad_rows
-from pe_core.encoder import BackboneEncoder
 from pe_core.errors import ConfigError
+from pe_core.model.batching import pad_rows
+from pe_core.model.encoder import BackboneEncoder
 from pe_core.training.data import Example
 from pe_core.training.distributed import unwrap
 from pe_core.training.kvcache import TextKVStore, soft_pass, text_cache

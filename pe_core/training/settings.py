@@ -151,7 +151,7 @@ class TrainSettings:
 def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate TrainSettings fields from EmbedderConfig overrides; anything else is an
     error naming the valid keys."""
-    from pe_core.config import EmbedderConfig
+    from pe_core.model.config import EmbedderConfig
 
     config_names = {f.name for f in option_fields(EmbedderConfig)}
     settings = {k: v for k, v in kwargs.items() if k in TrainSettings.names()}

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from pe_core.encoder import BackboneEncoder
+from pe_core.model.encoder import BackboneEncoder
 
 # ordinary words, no punctuation or line break (some models make those sinks too)
 CONTEXT = "the text that comes before the soft prompt reads like this one"

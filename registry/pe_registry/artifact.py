@@ -25,12 +25,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pe_core.config import ALIGNMENT_FORMAT, ALIGNMENT_WEIGHTS_NAME, CONFIG_NAME, EmbedderConfig
 from pe_core.errors import (
     ConfigError,
     CorruptFileError,
     DimensionMismatchError,
     MissingFileError,
+)
+from pe_core.model.config import (
+    ALIGNMENT_FORMAT,
+    ALIGNMENT_WEIGHTS_NAME,
+    CONFIG_NAME,
+    EmbedderConfig,
 )
 from pe_registry import card
 from pe_registry.manifest import MANIFEST_NAME, Manifest, build_manifest, verify

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pe_core.config import EmbedderConfig
+from pe_core.model.config import EmbedderConfig
 from pe_registry.prompting import PromptingInfo
 
 LIBRARY = "pe"

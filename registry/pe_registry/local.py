@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pe_core.config import CONFIG_NAME, EmbedderConfig
 from pe_core.errors import ArgumentTypeError, PEError, RegistryError
+from pe_core.model.config import CONFIG_NAME, EmbedderConfig
 from pe_registry.artifact import ALIGNMENT, PROMPTING, stage_for_publishing
 from pe_registry.atomic import move_dir, remove_dir
 from pe_registry.entry import Entry

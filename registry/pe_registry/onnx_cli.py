@@ -72,9 +72,9 @@ def _subparsers(parser: argparse.ArgumentParser) -> Any:
 
 def run_export_onnx(args: argparse.Namespace) -> int:
     import pe_core
-    from pe_core.config import EmbedderConfig
     from pe_core.errors import ConfigError
     from pe_core.loading import resolve_alignment
+    from pe_core.model.config import EmbedderConfig
     from pe_core.validate import device
     from pe_registry.onnx_export import check_target, export_onnx, require_onnx_extra
     from pe_registry.onnx_int8 import INT8_MAX_DROP

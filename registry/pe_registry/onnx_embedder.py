@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pe_core.config import CONFIG_NAME, EmbedderConfig
 from pe_core.errors import ConfigError, MissingFileError
+from pe_core.model.config import CONFIG_NAME, EmbedderConfig
 
 ONNX_KEY = "onnx"  # pe_config.json section written by the exporter
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -202,7 +202,7 @@ class OnnxEmbedder:
             model.encode(["what is pe?", "a document"], batch_size=32)
         """
         from pe_core import validate
-        from pe_core.batching import encode_batches
+        from pe_core.model.batching import encode_batches
 
         limit = self.position_limit
         args = validate.encode_args(texts, instruction, batch_size, normalize, convert_to,

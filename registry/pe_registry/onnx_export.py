@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from pe_core.config import CONFIG_NAME
 from pe_core.errors import ConfigError, DimensionMismatchError, ExportError
+from pe_core.model.config import CONFIG_NAME
 from pe_core.validate import output_folder
 from pe_registry.int8_smooth import SMOOTH_ALPHA, smoothed
 from pe_registry.onnx_embedder import INPUT_NAMES, ONNX_KEY, OUTPUT_NAME, make_session
@@ -72,7 +72,7 @@ def export_onnx(
     """Export ``embedder`` with the soft prompt of ``instruction`` baked in.
 
     Args:
-        embedder: a loaded :class:`~pe_core.embedder.PromptEmbedder`.
+        embedder: a loaded :class:`~pe_core.model.embedder.PromptEmbedder`.
         instruction: the task instruction; None takes ``config.document_instruction``
             (what ``encode(instruction=None)`` uses).
         out_dir: folder to create (it must not exist or be empty, unless ``overwrite``).

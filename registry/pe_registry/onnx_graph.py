@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core.encoder import read
+from pe_core.model.encoder import read
 
 
 class EmbeddingGraph(nn.Module):
@@ -26,7 +26,7 @@ class EmbeddingGraph(nn.Module):
     The torch embedder computes a suffix prompt over a key/value cache of the text (it
     saves the text's backward at training time); an exported graph has no backward and
     no cache to keep, so it runs the full sequence once, through the same
-    :func:`pe_core.encoder.read` (layout, positions and pooling) as the torch prefix.
+    :func:`pe_core.model.encoder.read` (layout, positions and pooling) as the torch prefix.
 
     ``soft`` is ``(K, d_B)`` in raw embedding-row space (what
     ``PromptEmbedder.cached_soft_prompt`` returns) or None for the plain backbone.

@@ -267,7 +267,7 @@ def token_batches(tokenizer: Any, texts: Sequence[str], batch: int, max_length: 
                   padding_side: str) -> list[Any]:
     """``texts`` as padded batches (length-sorted, with each row's place in ``order``);
     texts over ``max_length`` are cut on purpose, without the truncation warning."""
-    from pe_core.batching import encode_batches
+    from pe_core.model.batching import encode_batches
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*longer than max_length")

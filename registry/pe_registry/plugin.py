@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pe_core.hookspecs import hookimpl
+from pe_core.plugins.hookspecs import hookimpl
 
 # the local registry first (no network), then the Hub
 LOCAL_PRIORITY = 10

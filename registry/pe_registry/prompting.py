@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pe_core.config import EmbedderConfig
 from pe_core.errors import ConfigError, MissingFileError
+from pe_core.model.config import EmbedderConfig
 from pe_registry.atomic import write_json_atomic
 
 PROMPTING_NAME = "pe_prompting.json"

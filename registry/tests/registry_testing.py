@@ -34,8 +34,8 @@ def write_alignment(
     """An alignment folder (or training run): random weights + pe_config.json."""
     import torch
 
-    from pe_core.alignment import Alignment
-    from pe_core.config import EmbedderConfig
+    from pe_core.model.alignment import Alignment
+    from pe_core.model.config import EmbedderConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -14,8 +14,8 @@ import pytest
 from registry_testing import snapshot, write_alignment, write_run
 
 import pe_registry
-from pe_core.config import EmbedderConfig
 from pe_core.errors import ArgumentTypeError, PEError, RegistryError
+from pe_core.model.config import EmbedderConfig
 
 
 def _for_backbone(folder: Path, backbone: str) -> Path:

@@ -1,6 +1,6 @@
 """``pe_core.load`` end to end with real tiny transformers models: a trained run pushed to
 the local registry and to the (fake, loopback) Hub and found again, and a plain model
-downloaded from the Hub through ``pe_core.model_refs.download``.
+downloaded from the Hub through ``pe_core.checkpoints.hub.download``.
 
 The embedded default Prompting LLM (``pe-default:prompting``, built on first use in
 minutes) is stood in for by the tiny one: ``pe_core.defaults.ensure_default`` is patched,
@@ -19,9 +19,9 @@ import pytest
 
 import pe_core
 import pe_registry
-from pe_core.config import EmbedderConfig
 from pe_core.errors import OfflineError, RevisionNotFoundError
 from pe_core.loading import DEFAULT_PROMPTING
+from pe_core.model.config import EmbedderConfig
 from pe_core.model_refs import ref_id
 from pe_registry.local import LocalRegistry
 
@@ -168,7 +168,7 @@ def test_hub_push_then_load_pulls_the_pinned_revision(run, hub, registry, tmp_pa
 def test_plain_model_from_the_hub(run, hub, isolated, monkeypatch):
     from huggingface_hub import HfApi, constants
 
-    from pe_core.model_refs import download
+    from pe_core.checkpoints.hub import download
 
     api = HfApi(endpoint=hub.url, token="hf_test_token")
     api.create_repo("org/tiny-llama")

@@ -298,8 +298,8 @@ def test_position_limit_is_the_torch_embedders(exported: Any) -> None:
 
 
 def test_dimension_mismatch_writes_nothing(tmp_path: Path) -> None:
-    from pe_core.alignment import Alignment
     from pe_core.errors import DimensionMismatchError
+    from pe_core.model.alignment import Alignment
     from pe_core.plugins import get_backbone
     from pe_core.testing.tiny import tiny_embedder
     from pe_registry.onnx_export import export_onnx
@@ -314,8 +314,8 @@ def test_dimension_mismatch_writes_nothing(tmp_path: Path) -> None:
 
 def test_cli_dimension_mismatch_writes_nothing(tmp_path: Path, capsys: Any) -> None:
     """An alignment trained for a wider backbone: typed error, exit code 2, no folder."""
-    from pe_core.alignment import Alignment
     from pe_core.cli.main import main
+    from pe_core.model.alignment import Alignment
     from pe_core.plugins import get_backbone
     from pe_core.testing.tiny import save_tiny_folders, tiny_embedder
 

@@ -16,7 +16,6 @@ from registry_testing import (
 )
 
 import pe_registry
-from pe_core.config import EmbedderConfig
 from pe_core.errors import (
     CorruptFileError,
     DimensionMismatchError,
@@ -25,6 +24,7 @@ from pe_core.errors import (
     RegistryError,
     RevisionNotFoundError,
 )
+from pe_core.model.config import EmbedderConfig
 from pe_registry.manifest import MANIFEST_NAME
 
 ARTIFACT_FILES = ["README.md", "alignment.safetensors", "pe_config.json", MANIFEST_NAME]

@@ -8,13 +8,13 @@ import pytest
 from registry_testing import snapshot, write_alignment, write_prompting_model, write_run
 
 import pe_registry
-from pe_core.config import EmbedderConfig
 from pe_core.errors import (
     CorruptFileError,
     DimensionMismatchError,
     MissingFileError,
     RegistryError,
 )
+from pe_core.model.config import EmbedderConfig
 from pe_registry.local import LocalRegistry, default_root
 from pe_registry.manifest import MANIFEST_NAME, Manifest
 

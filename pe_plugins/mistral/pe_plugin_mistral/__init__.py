@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pe_core import hookimpl
-from pe_core.backbones import BackboneSpec
+from pe_core.plugins.backbones import BackboneSpec
 
 TINY_CONFIGS = {
     "mistral": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,

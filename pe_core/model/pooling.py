@@ -6,7 +6,7 @@
   have read the whole text), every real position without a prompt.
 
 A new pooling is a branch of :func:`pool` (and its name in
-:data:`pe_core.config.POOLINGS`).
+:data:`pe_core.model.config.POOLINGS`).
 
 Example::
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from pe_core.config import POOLINGS
 from pe_core.errors import ConfigError
-from pe_core.layout import Layout
+from pe_core.model.config import POOLINGS
+from pe_core.model.layout import Layout
 
 
 def last_index(mask: torch.Tensor) -> torch.Tensor:

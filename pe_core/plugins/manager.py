@@ -18,12 +18,12 @@ from typing import Any, TypeVar, cast
 
 import pluggy
 
-from pe_core import hookspecs
-from pe_core.backbones import BackboneRegistry
 from pe_core.errors import PluginError
-from pe_core.exporters import ExporterRegistry
-from pe_core.publishers import PublisherRegistry
-from pe_core.resolvers import ResolverRegistry, resolve_local
+from pe_core.plugins import hookspecs
+from pe_core.plugins.backbones import BackboneRegistry
+from pe_core.plugins.exporters import ExporterRegistry
+from pe_core.plugins.publishers import PublisherRegistry
+from pe_core.plugins.resolvers import ResolverRegistry, resolve_local
 
 R = TypeVar("R")
 
@@ -108,7 +108,7 @@ class PluginManager:
         except pluggy.PluginValidationError as exc:
             raise PluginError(
                 f"plugin {exc.plugin!r} implements a hook pe does not define: {exc}. "
-                "Hook names start with 'pe_'; check the spelling against pe_core.hookspecs"
+                "Hook names start with 'pe_'; check the spelling against pe_core.plugins.hookspecs"
             ) from exc
 
     # -- registries --------------------------------------------------------------
@@ -182,5 +182,5 @@ def reset_plugin_manager() -> None:
 
 
 def get_backbone(name: str):  # type: ignore[no-untyped-def]
-    """The registered :class:`~pe_core.backbones.BackboneSpec` called ``name``."""
+    """The registered :class:`~pe_core.plugins.backbones.BackboneSpec` called ``name``."""
     return get_plugin_manager().backbones().get(name)

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from pe_core.backbones import BackboneRegistry
-    from pe_core.exporters import ExporterRegistry
-    from pe_core.publishers import PublisherRegistry
-    from pe_core.resolvers import ResolverRegistry
+    from pe_core.plugins.backbones import BackboneRegistry
+    from pe_core.plugins.exporters import ExporterRegistry
+    from pe_core.plugins.publishers import PublisherRegistry
+    from pe_core.plugins.resolvers import ResolverRegistry
 
 PROJECT = "pe_core"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pe_core.config import ALIGNMENT_FORMAT
 from pe_core.errors import DimensionMismatchError
+from pe_core.model.config import ALIGNMENT_FORMAT
 from pe_core.safe_io import load_tensors, save_tensors
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Alignment(nn.Module):
         """Fit ``E_P[shared] @ A ~= E_B[shared]`` over the tokens both vocabularies share.
 
         The vocabularies are tokenizers, matched by the text their tokens decode to
-        (:mod:`pe_core.vocab_match`), or prepared ``key -> id`` mappings.
+        (:mod:`pe_core.checkpoints.vocab_match`), or prepared ``key -> id`` mappings.
 
         A small ridge term keeps the fit stable when few tokens are shared. With fewer
         than ``min_shared`` shared tokens a random init is returned (and logged).
@@ -160,9 +160,9 @@ def token_map(
     """Ridge least-squares ``M`` with ``source_table[shared] @ M ~= target_table[shared]``
     over the tokens both vocabularies share (float32, ``d_source x d_target``); None
     with fewer than ``min_shared`` shared tokens. The vocabularies are tokenizers
-    (matched by decoded text, see :func:`pe_core.vocab_match.token_texts`) or prepared
+    (matched by decoded text, see :func:`pe_core.checkpoints.vocab_match.token_texts`) or prepared
     ``key -> id`` mappings."""
-    from pe_core.vocab_match import text_vocab
+    from pe_core.checkpoints.vocab_match import text_vocab
 
     source_vocab, target_vocab = text_vocab(source_vocab), text_vocab(target_vocab)
     shared = sorted(set(source_vocab) & set(target_vocab))

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pe_core import validate
-from pe_core.alignment import Alignment, median_token_norm
-from pe_core.batching import encode_batches
-from pe_core.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
-from pe_core.encoder import BackboneEncoder, max_positions
 from pe_core.errors import DataError
-from pe_core.prompting import PromptingLLM
+from pe_core.model.alignment import Alignment, median_token_norm
+from pe_core.model.batching import encode_batches
+from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
+from pe_core.model.encoder import BackboneEncoder, max_positions
+from pe_core.model.prompting import PromptingLLM
 
 NO_PROMPT = ""  # cache key of "encode without a soft prompt"
 

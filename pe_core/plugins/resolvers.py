@@ -38,7 +38,7 @@ class ResolverRegistry:
     ) -> None:
         """Add a resolver. ``resolve(ref)`` returns a folder or None when ``ref`` is not
         its kind; ``find(prompting_id, model_id)`` returns a matching artifact or None.
-        (Storing artifacts is a publisher's job: :mod:`pe_core.publishers`.)"""
+        (Storing artifacts is a publisher's job: :mod:`pe_core.plugins.publishers`.)"""
         self._resolvers.append(Resolver(name, resolve, find, priority))
         self._resolvers.sort(key=lambda r: r.priority)
 

@@ -9,8 +9,8 @@ beside a 576-token one loses all its text on Gemma 3's 512-token window).
 
 Every path that runs a backbone (the torch encoder, training's suffix fast path, the LoRA
 baseline, the ONNX graph, the Prompting LLM's positions) builds its inputs from a
-:class:`Layout`, and pools with :func:`pe_core.pooling.pool`, so a new placement is a
-change to :meth:`Layout._order` (and its name in :data:`pe_core.config.PLACEMENTS`).
+:class:`Layout`, and pools with :func:`pe_core.model.pooling.pool`, so a new placement is a
+change to :meth:`Layout._order` (and its name in :data:`pe_core.model.config.PLACEMENTS`).
 
 Example::
 
@@ -26,8 +26,8 @@ from functools import cached_property
 
 import torch
 
-from pe_core.config import PLACEMENTS
 from pe_core.errors import ConfigError
+from pe_core.model.config import PLACEMENTS
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:

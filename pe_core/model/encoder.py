@@ -2,8 +2,8 @@
 
 Soft vectors arrive in the backbone's raw token-embedding space; the plugin's
 ``soft_prompt_hook`` scales them the way the installed transformers expects. Where the
-positions go is :class:`pe_core.layout.Layout`, what is pooled is
-:func:`pe_core.pooling.pool`; this module only runs the model over them, in one of two
+positions go is :class:`pe_core.model.layout.Layout`, what is pooled is
+:func:`pe_core.model.pooling.pool`; this module only runs the model over them, in one of two
 ways: :func:`read` (the whole sequence in one pass) or, for a suffix,
 :meth:`BackboneEncoder.text_cache` then :meth:`BackboneEncoder.soft_pass`.
 """
@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pe_core.backbones import BackboneSpec
-from pe_core.layout import Layout, align_text
-from pe_core.pooling import pool
+from pe_core.model.layout import Layout, align_text
+from pe_core.model.pooling import pool
+from pe_core.plugins.backbones import BackboneSpec
 
 
 def read(

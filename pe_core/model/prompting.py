@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from pe_core.backbones import default_soft_prompt_hook
-from pe_core.config import DEFAULT_TEMPLATE
-from pe_core.encoder import max_positions
 from pe_core.errors import ConfigError
-from pe_core.layout import positions
+from pe_core.model.config import DEFAULT_TEMPLATE
+from pe_core.model.encoder import max_positions
+from pe_core.model.layout import positions
+from pe_core.plugins.backbones import default_soft_prompt_hook
 
 
 def gumbel_noise(shape: Sequence[int], seed: int, device: Any) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Places that store trained artifacts (e.g. the local registry), added by plugins
 through ``pe_register_publishers``. A publisher only stores; finding and fetching
-artifacts is a resolver's job (:mod:`pe_core.resolvers`).
+artifacts is a resolver's job (:mod:`pe_core.plugins.resolvers`).
 """
 
 from __future__ import annotations
