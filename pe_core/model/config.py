@@ -14,6 +14,9 @@ CONFIG_NAME = "pe_config.json"
 ALIGNMENT_WEIGHTS_NAME = "alignment.safetensors"  # the alignment's weights, next to CONFIG_NAME
 ALIGNMENT_FORMAT = "pe-alignment/1"  # safetensors header "format" of those weights
 DEFAULT_TEMPLATE = "Instruction: {instruction}\nSoft prompt:"
+# the "query" named prompt of a config that names none (sentence-transformers' convention:
+# encode_query / encode_document pick the prompts named "query" / "document")
+DEFAULT_QUERY_INSTRUCTION = "Retrieve a passage that answers the question"
 PLACEMENTS = ("prefix", "suffix")
 POOLINGS = ("last", "mean")
 SOFT_NORMS = ("free", "tokens")
@@ -70,6 +73,10 @@ class EmbedderConfig:
     )
     max_length: int = option(512, help="tokens per text", cli=BOTH, group="PromptEmbedder",
                              transfer=INHERIT)
+    # name -> instruction ("" = no soft prompt), as sentence-transformers' ``prompts``;
+    # "query" and "document" are filled in when missing (see __post_init__)
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
     training_data_hash: str | None = None
     eval_results: dict[str, Any] = field(default_factory=dict)
     pe_version: str | None = None
@@ -93,6 +100,27 @@ class EmbedderConfig:
             raise ConfigError("template must contain '{instruction}'")
         if self.max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {self.max_length}")
+        self._fill_prompts()
+
+    def _fill_prompts(self) -> None:
+        """Check ``prompts`` and add the "query" and "document" prompts a config lacks
+        (a config saved before named prompts existed): "document" is
+        ``document_instruction`` ("" when that is None)."""
+        for name, text in self.prompts.items():
+            if not isinstance(name, str) or not name or not isinstance(text, str):
+                raise ConfigError(
+                    f"prompts must map names to instruction strings, got {name!r}: "
+                    f"{text!r:.60}; fix {CONFIG_NAME} or save the model again"
+                )
+        defaults = {"query": DEFAULT_QUERY_INSTRUCTION,
+                    "document": self.document_instruction or ""}
+        self.prompts = {**defaults, **self.prompts}
+        if self.default_prompt_name is not None and self.default_prompt_name not in \
+                self.prompts:
+            raise ConfigError(
+                f"default_prompt_name {self.default_prompt_name!r} is not one of the "
+                f"prompts {sorted(self.prompts)}"
+            )
 
     @property
     def K(self) -> int:
@@ -138,7 +166,7 @@ class EmbedderConfig:
 # the JSON types each annotation admits (bool is refused where an int is meant)
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "str": (str,), "str | None": (str, type(None)),
-    "dict[str, Any]": (dict,),
+    "dict[str, Any]": (dict,), "dict[str, str]": (dict,),
 }
 
 
