@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import BinaryIO
 
 
 def read_curve(log: Path, last: int = 3) -> dict:
@@ -50,7 +51,7 @@ def score_at(curve: list, seconds: float) -> float | None:
     return done[-1] if done else None
 
 
-def plot_curves(panels: dict[str, dict[str, list]], path: Path, title: str,
+def plot_curves(panels: dict[str, dict[str, list]], path: Path | BinaryIO, title: str,
                 log_x: bool = False, marks: dict[str, float] | None = None) -> None:
     """One panel per key of ``panels`` (a backbone), one line per run: dev score against
     training seconds; ``marks`` are labelled horizontal lines (target scores)."""
