@@ -38,7 +38,7 @@ class ModelRecipe:
     specials: SpecialTokens
     seed: int
     # many small steps beat few big ones at this data size (measured:
-    # benchmarks/results/choices.md, "Pretraining budget")
+    # docs/benchmarks/choices.md, "Pretraining budget")
     steps: int = 600
     batch_size: int = 8
     seq_len: int = 64
@@ -91,7 +91,7 @@ def _common(max_positions: int) -> dict[str, Any]:
 
 # Backbones need far more than the Prompting LLM: shallower ones trained on less text
 # had hidden states no prompt could make useful for retrieval (measured:
-# benchmarks/results/choices.md, "Backbone depth and budget"). Building them takes
+# docs/benchmarks/choices.md, "Backbone depth and budget"). Building them takes
 # minutes of CPU each, so the built weights ship with the package (``shipped.py``) and
 # this recipe rebuilds them.
 _BACKBONE_TRAINING: dict[str, Any] = dict(steps=1000, batch_size=16, seq_len=128, lr=2e-3)

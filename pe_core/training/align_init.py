@@ -4,9 +4,7 @@
 ``A' = A_source @ M`` with ``M`` the ridge least-squares map from the source backbone's
 token embeddings to the new backbone's over the tokens both vocabularies share. What
 stage 1 taught the alignment (where the soft tokens should land) survives the move, so
-the transfer starts far above the plain fit. Measured on the embedded defaults (dev
-nDCG@10 at step 0, llama run of 120 steps -> mistral / qwen / gemma): 0.26 / 0.27 / 0.29
-carried against 0.09 / 0.10 / 0.05 for ``init="tokens"``.
+the transfer starts far above the plain fit (measured: docs/transfer.md).
 
 ``init="tokens"`` is the plain least-squares fit ``E_P[shared] @ A' ~= E_B'[shared]``: no
 use of the source alignment. ``"source"`` falls back to it (with a warning) when the

@@ -28,7 +28,9 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-SMOOTH_ALPHA = 0.8  # measured on SmolLM2-135M: 0.8 and 0.5 within 0.001 of each other
+# SmoothQuant's migration strength; the score is flat around it
+# (docs/benchmarks/inference.md, "Measurements behind the int8 recipe")
+SMOOTH_ALPHA = 0.8
 
 
 def calibrate(embedder: Any, texts: Sequence[str], instruction: str | None,

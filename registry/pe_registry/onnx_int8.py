@@ -5,10 +5,9 @@ Decoder LLMs carry a few activation values hundreds of times the rest ("massive
 activations": a few channels of a few tokens). onnxruntime's ``quantize_dynamic``
 quantises each MatMul's input with **one scale per tensor**, so one such value anywhere
 in the batch coarsens every other value's step, and a text's int8 embedding depends on
-the batch it runs in. On SmolLM2-135M (30 layers, 64 local test texts, cosine of int8 to
-fp32 embeddings, mean / min) everything int8 that way read 0.906 / 0.778 (retrieval
-MRR@10 down by half); keeping the down and q/k/v projections fp32 fixed the score but
-left int8 at 1.96x torch eager at batch 32.
+the batch it runs in; on a real LLM that loses the score, and keeping the outlier
+projections fp32 instead loses the speed (measurements: docs/benchmarks/inference.md,
+"Measurements behind the int8 recipe").
 
 The recipe now, two parts, every projection int8:
 
@@ -24,11 +23,7 @@ The recipe now, two parts, every projection int8:
   of u8 x s8 products into a saturating int16, so int8 weights gave CPU-dependent
   results; u8 x u8 is exact everywhere.
 
-Measured on SmolLM2-135M, 64 local test texts (cosine mean / min): per-tensor,
-everything int8, smoothed 0.976 / 0.927 at batch 32 but 0.991 / 0.973 at batch 1 (the
-batch dependence); smoothed + per-row 0.9949 / 0.982 at batch 32 and 8 alike, 2.61x the
-fp32 graph's CPU speed at batch 32 (8-bit weights, on a VNNI CPU). Per-row without
-smoothing (simulated in torch): 0.982 / 0.906.
+Each part was needed for the score; what each form measured is on the same docs page.
 
 Nodes are picked by the module they were traced from (the exporter's
 ``pkg.torch.onnx.name_scopes`` metadata, which survives the fusions), so the recipe
@@ -71,12 +66,9 @@ INT8_MAX_DROP = 0.01  # largest allowed 1 - mean cosine(int8, fp32) on the check
 # 64,770 and is clipped to 32,767 (on an AVX2-only AMD EPYC one projection came out off
 # by up to 212 against the exact integer product, and the graph's result depended on the
 # CPU). Weights held as uint8 around 128 (u8 x u8) go through kernels that widen to 16
-# bits before multiplying, so every CPU computes the exact product with all 8 bits.
-# Measured on SmolLM2-135M's exported graphs, trained alignment, 692 texts (cosine to
-# fp32, mean / min): u8 x u8, 8-bit weights 0.9970 / 0.9895; u8 x s8 with weights
-# narrowed to 7 bits so no pair can saturate 0.9900 / 0.9698; one 4096 x 576 x 1536
-# projection ran at about the same speed either way on that CPU (71-76 ms against 56-85
-# ms, fp32 108 ms; one thread).
+# bits before multiplying, so every CPU computes the exact product with all 8 bits, at
+# no cost in speed and with a better score than 7-bit weights (docs/benchmarks/inference.md,
+# "Measurements behind the int8 recipe").
 ACT_MAX = 127
 WEIGHT_MAX = 127
 UNSIGNED_WEIGHTS = True
@@ -98,8 +90,8 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = KEEP_FP32_MOD
     table's Gather stays fp32 (a lookup: no multiply work to save).
 
     Per-row scales make each text's embedding independent of the batch it runs in, and
-    a token with large values coarsens only its own row. Measured on one 4096 x 576 x
-    1536 projection, one thread: fp32 82 ms, per-tensor dynamic int8 22.5 ms, this 25 ms.
+    a token with large values coarsens only its own row, for about the speed of
+    per-tensor scales (docs/benchmarks/inference.md).
 
     Example::
 

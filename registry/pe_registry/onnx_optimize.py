@@ -18,24 +18,16 @@ on a 24-32-layer model).
 
 Left out on purpose: the ``GroupQueryAttention`` fusion (``optimize_for_ort`` applies it
 first). GQA describes padding by per-row sequence lengths only, so it cannot represent a
-mask with holes and was measured 0.18 off on padded batches. The exporter checks parity
+mask with holes and is wrong on padded batches. The exporter checks parity
 after fusing anyway and falls back to the unfused graph when it fails. Gemma 2's
 soft-capped attention has no onnxruntime kernel: its graph gets the norm and rotary
 fusions only (and keeps its full last layer, the rewrite needs the fused attention).
 
-Measured (``benchmarks/inference.py --threads 1 --clock cpu``: random hidden-256 llama,
-4 layers, batch 32 x 128 tokens; profiles from ``SessionOptions.enable_profiling``), ms
-per batch of 32: fp32 matrix multiplies 230 of 455 unfused (masked attention as
-MatMul/Where/Softmax/IsNaN: ~100 more); fused 360 (MatMul 230, ``MultiHeadAttention`` 64,
-SwiGLU 31, norms 12, GQA key/value ``Expand`` 7, rotary 6); fused + pooled row 267
-(MatMul 166, attention 47). That is with denormals flushed (``make_session``): without,
-masked attention was 121 ms (onnxruntime's CPU softmax turns the -inf mask into denormal
-floats, which are slow in every later multiply).
-
-What ``optimum``'s ``ORTOptimizer`` (the ``onnxruntime.transformers`` optimizer, levels
-1, 2 and 99) does to the same graph: it fuses only RMSNorm, which the onnxruntime session
-does by itself, and its symbolic shape inference fails on dynamo graphs: 75 / 70 texts/s
-against 75 / 65 unfused at batch 1 / 32, i.e. no gain beyond noise.
+Sessions flush denormals (``make_session``): onnxruntime's CPU softmax turns the -inf
+mask into denormal floats, which slow every later multiply. ``optimum``'s
+``ORTOptimizer`` is not used: on these graphs it fuses only RMSNorm, which the
+onnxruntime session does by itself. Where the time goes, per op, and what each step
+saved: docs/benchmarks/inference.md, "Measurements behind the ONNX graph".
 
 The fused graph uses ``com.microsoft`` ops: onnxruntime (CPU/CUDA) runs it, other ONNX
 runtimes may not (export with ``--no-optimize`` for those).
