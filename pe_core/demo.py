@@ -55,7 +55,7 @@ class DemoSettings:
     lora_steps: int = 60
     align_steps: int = 40
     # pe's default LoRA lr is meant for billion-parameter backbones; these few-million-
-    # parameter ones need a larger one (measured: benchmarks/results/choices.md,
+    # parameter ones need a larger one (measured: docs/benchmarks/choices.md,
     # "LoRA learning rate of pe demo")
     lora_lr: float = 3e-3
     batch_size: int = 32

@@ -35,7 +35,7 @@ class TrainSettings:
     batch_size: int = option(32, help="global batch size, split across processes",
                              cli=BOTH, group="schedule", ge=1)
     # full fine-tuning of the small Prompting LLM; the fresh alignment needs a much larger
-    # lr (measured: benchmarks/results/choices.md, "Learning rates")
+    # lr (measured: docs/benchmarks/choices.md, "Learning rates")
     lr: float = option(1e-4, help="Prompting LLM lr (full fine-tuning)", cli=BOTH,
                        group="schedule", gt=0)
     # None: decided by the method, since `pe align` starts from a trained alignment (same
@@ -73,9 +73,9 @@ class TrainSettings:
         group="PromptEmbedder", default_text="default: all steps", ge=1,
     )
     # off by default: the noise-free relaxed softmax is what inference and ``pe align``
-    # (its cached soft tokens) use, so training sees the prompt it is scored with; with
-    # the noise on, ``pe train`` on a real 30-layer backbone learnt 1.7-3.3x less in the
-    # same steps (README: Benchmarks, Quality on the real tier)
+    # (its cached soft tokens) use, so training sees the prompt it is scored with, and
+    # with the noise on real backbones learnt less in the same steps
+    # (docs/benchmarks/quality.md, "On the real tier")
     gumbel_noise: bool = option(False, help="add Gumbel noise to the Prompting LLM's logits",
                                 cli=(TRAIN,), group="PromptEmbedder")
     straight_through: bool = option(False, help="straight-through Gumbel-softmax",
@@ -93,10 +93,10 @@ class TrainSettings:
                                           group="efficiency")
     bf16: bool | None = option(None, help="bf16 autocast", cli=BOTH, group="efficiency",
                                default_text="default: on where CUDA supports it")
-    # on CPU by default: with torch's default kernels two identical 5-step runs on Gemma 3
-    # 270M (2 threads) parted in the 5th decimal of the loss from step 3, which a 40-step
-    # run on a backbone this unstable carries into its dev score; the deterministic ones
-    # repeat bit for bit at the same step time. Off by default on CUDA, where some kernels
+    # on CPU by default: with torch's default kernels two identical runs part within a few
+    # steps, which a short run on an unstable backbone carries into its dev score, and the
+    # deterministic ones cost no step time (docs/training.md, "Reproducible runs"). Off by
+    # default on CUDA, where some kernels
     # have no deterministic form (torch would only warn there)
     deterministic: bool | None = option(
         None, help="torch's deterministic kernels while training", cli=BOTH,
@@ -106,11 +106,9 @@ class TrainSettings:
         2048.0, help="suffix: keep texts' keys/values across epochs (MB, 0: off)", cli=BOTH,
         group="efficiency", ge=0,
     )
-    # off by default: ~2.2-2.5x cheaper first-epoch steps on real backbones where the CPU
-    # has bf16 units (avx512_bf16, AMX), but the score it trains to depends on the
-    # backbone (kept on Gemma 3, lower on SmolLM2), it is slower than fp32 on CPUs
-    # without bf16 units, and tiny backbones gain nothing (README: Training efficiency,
-    # the text pass's precision)
+    # off by default: cheaper steps only where the CPU has bf16 units (avx512_bf16, AMX),
+    # slower than fp32 elsewhere, and the score it trains to depends on the backbone
+    # (docs/benchmarks/train-efficiency.md, the text pass's precision)
     text_pass_bf16: bool = option(
         False, help="suffix: run the frozen text pass under bf16 autocast (faster on CPUs "
                     "with avx512_bf16/AMX and on GPUs; slower on CPUs without bf16 units)",
