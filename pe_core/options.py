@@ -92,6 +92,8 @@ def value_type(cls: type, f: Field[Any]) -> type:
     hint = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
+    if typing.get_origin(hint) is tuple:  # its args are the items' type, not a union's
+        return hint
 
 
 def is_optional(cls: type, f: Field[Any]) -> bool:
@@ -128,6 +130,42 @@ def _in_range(value: float, m: dict[str, Any]) -> bool:
 
 def check_value(cls: type, f: Field[Any], value: Any) -> Any:
     """``value`` for field ``f`` of ``cls`` after checking its type (the annotation: an
+def is_int_list(kind: Any) -> bool:
+    """Whether a field's value type is ``tuple[int, ...]`` (a list of integers)."""
+    return typing.get_origin(kind) is tuple
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """A ``tuple[int, ...]`` flag's text, comma-separated: ``"64,128,256"`` -> ``(64, 128,
+    256)``; ``""`` -> ``()``. ``ValueError`` (argparse's usage error) for anything else."""
+    parts = [p.strip() for p in text.split(",")] if text.strip() else []
+    if not all(p.lstrip("-").isdigit() for p in parts):
+        raise ValueError(text)
+    return tuple(int(p) for p in parts)
+
+
+def flag_type(cls: type, f: Field[Any]) -> Any:
+    """What a flag's text is converted with: the field's type, or :func:`int_list`."""
+    kind = value_type(cls, f)
+    return int_list if is_int_list(kind) else kind
+
+
+def _check_int_list(f: Field[Any], value: Any, m: dict[str, Any]) -> tuple[int, ...]:
+    """A ``tuple[int, ...]`` field's value: a list or tuple of integers, each in the
+    field's range (a list is what the field reads back from JSON)."""
+    bounds = _range_text(m)
+    wanted = "a list of integers" + (f", each {bounds}" if bounds else "")
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        raise ArgumentTypeError(
+            f"{f.name} must be {wanted}, got {type(value).__name__} {value!r:.60}"
+        )
+    items = tuple(int(v) for v in value)
+    if not all(_in_range(v, m) for v in items):
+        raise ConfigError(f"{f.name} must be {wanted}, got {list(items)}")
+    return items
+
+
     ``int`` is no bool, float or string; a ``float`` is a finite number) and its declared
     range and choices; numbers come back as plain ``int``/``float``, so they save as
     JSON. :class:`ArgumentTypeError` for a wrong type, :class:`ConfigError` for a value
@@ -144,6 +182,8 @@ def check_value(cls: type, f: Field[Any], value: Any) -> Any:
     kind = value_type(cls, f)
     bounds = _range_text(m)
     wanted = {bool: "True or False", int: "an integer", float: "a finite number",
+    if is_int_list(kind):
+        return _check_int_list(f, value, m)
               str: "a string"}.get(kind, kind.__name__)
     wanted += f" {bounds}" if bounds else ""
     wanted += " or None" if is_optional(cls, f) else ""

@@ -12,6 +12,7 @@ from pe_core.options import (
     ALIGN,
     TRAIN,
     cli_fields,
+    is_int_list,
     is_optional,
     option_fields,
     transfer_names,
@@ -32,6 +33,8 @@ def _flag_values(cls, f):
         if is_optional(cls, f):
             return ["off"], False
         return [], not f.default
+    if is_int_list(value_type(cls, f)):
+        return ["4,8"], (4, 8)
     if meta["choices"]:
         value = next(c for c in meta["choices"] if c != f.default)
         return [value], value

@@ -29,7 +29,7 @@ def _option_classes() -> tuple[type, ...]:
 def _add_options(p: argparse.ArgumentParser, command: str) -> None:
     """One flag per setting and model option that ``command`` offers, as the fields
     declare them (:mod:`pe_core.options`); a flag left out passes nothing on."""
-    from pe_core.options import cli_fields, help_text, is_optional, meta, value_type
+    from pe_core.options import cli_fields, flag_type, help_text, is_optional, meta, value_type
 
     groups: dict[str | None, Any] = {None: p}
     for cls in _option_classes():
@@ -46,7 +46,7 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
             elif kind is bool:
                 kw["action"] = "store_false" if f.default else "store_true"
             else:
-                kw.update(type=kind, choices=m["choices"], metavar=m["metavar"])
+                kw.update(type=flag_type(cls, f), choices=m["choices"], metavar=m["metavar"])
             groups[group].add_argument(flag, **kw)
 
 

@@ -17,28 +17,34 @@ Prompting LLM costs one pass per step instead of one per chunk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from pe_core.training.loss import contrastive_loss
 from pe_core.training.methods import Method, Rows, StepInfo
 
 
-def _loss(rows: Rows, reps: torch.Tensor, temperature: float) -> torch.Tensor:
+def _loss(rows: Rows, reps: torch.Tensor, temperature: float,
+          dims: Sequence[int] = ()) -> torch.Tensor:
     nq, npos = rows.n_queries, rows.n_positives
     negatives = reps[nq + npos :] if len(reps) > nq + npos else None
     keys = rows.doc_keys if len(rows.doc_keys) else None
-    return contrastive_loss(reps[:nq], reps[nq : nq + npos], negatives, temperature, keys)
+    return contrastive_loss(reps[:nq], reps[nq : nq + npos], negatives, temperature, keys,
+                            dims)
 
 
 def contrastive_step(
-    method: Method, rows: Rows, info: StepInfo, temperature: float, chunk: int = 0
+    method: Method, rows: Rows, info: StepInfo, temperature: float, chunk: int = 0,
+    dims: Sequence[int] = (),
 ) -> float:
     """Forward and backward of one step's InfoNCE (plus the method's
     :meth:`~pe_core.training.methods.Method.head_penalty`); returns the InfoNCE loss.
     Gradients are left in ``.grad`` (the optimizer step is the caller's).
 
     ``chunk`` > 0 encodes at most that many rows at a time with grad (GradCache); the
-    resulting gradients equal the plain step's.
+    resulting gradients equal the plain step's. ``dims``: Matryoshka widths
+    (:func:`~pe_core.training.loss.matryoshka_info_nce`).
 
     Example::
 
@@ -49,7 +55,7 @@ def contrastive_step(
     penalty = None if head is None else method.head_penalty(head)
     if chunk <= 0 or chunk >= n:
         reps = method.encode(rows, list(range(n)), head)
-        loss = _loss(rows, reps, temperature)
+        loss = _loss(rows, reps, temperature, dims)
         (loss if penalty is None else loss + penalty).backward()
         return float(loss.detach())
 
@@ -58,7 +64,7 @@ def contrastive_step(
     with torch.no_grad():
         reps = torch.cat([method.encode(rows, c, leaf) for c in chunks])
     reps.requires_grad_(True)
-    loss = _loss(rows, reps, temperature)
+    loss = _loss(rows, reps, temperature, dims)
     loss.backward()
     grads = reps.grad
     assert grads is not None  # the loss depends on every row

@@ -60,6 +60,13 @@ class TrainSettings:
     sink_guard: float = option(0.0, help="weight of the penalty on soft tokens that turn "
                                "into attention sinks; > 0 also shortens steps that would "
                                "make one (0: off)", cli=BOTH, group="loss", ge=0)
+    # Matryoshka representation learning: the InfoNCE at each prefix width too, so a
+    # vector cut to one of them (truncate_dim, `dimensions`) keeps most of its score
+    matryoshka_dims: tuple[int, ...] = option(
+        (), help="also train these prefix widths of the embedding, comma-separated "
+        "(64,128,256; each at most the backbone's width)", cli=BOTH, group="loss",
+        metavar="D,D,...", default_text="default: off", ge=1,
+    )
     # the fewest any row of a batch has, at most this
     hard_negatives: int = option(1, help="hard negatives per example", cli=BOTH, group="loss",
                                 ge=0)

@@ -280,7 +280,8 @@ class Trainer:
 
         info = self._step_info(step)
         with ctx():
-            loss = contrastive_step(self.method, rows, info, s.temperature, s.grad_cache_chunk)
+            loss = contrastive_step(self.method, rows, info, s.temperature, s.grad_cache_chunk,
+                                    s.matryoshka_dims)
         loss = dist_util.mean_scalar(loss, self.device)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(
