@@ -121,6 +121,18 @@ class TrainSettings:
                     "with avx512_bf16/AMX and on GPUs; slower on CPUs without bf16 units)",
         cli=BOTH, group="efficiency",
     )
+    # on by default: short runs on the real backbones collapse on some seeds (README:
+    # Known gaps), and a rollback costs nothing on a run that does not (pe_core/training/
+    # guard.py says what it watches)
+    divergence_guard: bool = option(
+        True, help="no divergence guard (rolling back to the best state and lowering the "
+        "lr when the loss spikes, returns to chance or the dev score drops)", cli=BOTH,
+        group="schedule", flag="--no-divergence-guard",
+    )
+    guard_rollbacks: int = option(3, help="most rollbacks the divergence guard makes",
+                                  cli=BOTH, group="schedule", ge=1)
+    guard_lr_factor: float = option(0.5, help="lr multiplier at each rollback", cli=BOTH,
+                                    group="schedule", gt=0, lt=1)
     save_every: int = option(200, help="checkpoint every N steps", cli=BOTH,
                              group="bookkeeping", ge=1)
     keep_checkpoints: int = option(2, help="checkpoints kept", cli=BOTH, group="bookkeeping",

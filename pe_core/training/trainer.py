@@ -2,7 +2,9 @@
 
 Per step: form the global batch (one task), take this rank's slice, run the contrastive
 step (plain or GradCache), stop with :class:`TrainingDivergedError` on a non-finite loss
-or gradient *before* the optimizer touches the weights, clip, step, log. Checkpoints
+or gradient *before* the optimizer touches the weights, clip, step, log; the divergence
+guard (:mod:`pe_core.training.guard`) then reads the loss and any dev score and may roll
+the weights back to the best state with a lower lr. Checkpoints
 every ``save_every`` steps, on Ctrl-C/SIGTERM (at the end of the current step) and at
 the end; ``resume=True`` continues from the newest one so that the loss curve is the
 one an uninterrupted run draws.
@@ -32,8 +34,9 @@ from pe_core.training.checkpoint import latest_checkpoint, load_checkpoint, save
 from pe_core.training.data import PairData, TaskBatches, negatives_per_example
 from pe_core.training.dev_eval import MAIN_SCORE, retrieval_scores
 from pe_core.training.gradcache import contrastive_step
+from pe_core.training.guard import DivergenceGuard, chance_loss
 from pe_core.training.methods import Method, StepInfo
-from pe_core.training.metrics_log import LOG_NAME, MetricsLog
+from pe_core.training.metrics_log import LOG_NAME, MetricsLog, read_log
 from pe_core.training.run_folder import CHECKPOINTS
 from pe_core.training.schedule import gumbel_tau, make_scheduler
 from pe_core.training.settings import TrainSettings
@@ -145,6 +148,8 @@ class Trainer:
         self.total = settings.steps or max(1, math.ceil(settings.epochs * self.per_epoch))
         self.log = MetricsLog(self.out / LOG_NAME, enabled=self.dist.is_main)
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
+        self._candidates = 2  # documents each query of the last step was scored against
+        self.guard: DivergenceGuard | None = None
 
     # -- setup -----------------------------------------------------------------------
     def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
@@ -209,6 +214,9 @@ class Trainer:
         dev_scores: dict[str, float] = {}
         if self.dev is not None and s.eval_every and start == 0:
             dev_scores = self._evaluate(0, 0.0)  # where training starts (zero-shot for align)
+        if s.divergence_guard:
+            self.guard = self._start_guard(params, optimizer, scheduler, start, dev_scores,
+                                           resume)
         bar = self._progress(start)
         self.method.train_mode(True)
         stop = _StopRequest()
@@ -238,6 +246,9 @@ class Trainer:
                 due = s.eval_every and done % s.eval_every == 0 and done < self.total
                 if self.dev is not None and due:
                     dev_scores = self._evaluate(done, elapsed)
+                if self.guard is not None:
+                    self._watch(done, loss, dev_scores if self.dev is not None and due
+                                else None)
                 if self.on_step is not None:
                     self.on_step(done, loss)
                 stopping = dist_util.any_rank(stop.requested, self.device)
@@ -259,6 +270,9 @@ class Trainer:
             self._save(ckpt_root, self.total, params, optimizer, scheduler, elapsed)
         if self.dev is not None:
             dev_scores = self._evaluate(self.total, elapsed)
+            if self.guard is not None:
+                dev_scores = self._restore_best_at_end(dev_scores, ckpt_root, params,
+                                                       optimizer, scheduler, elapsed)
         if self.dist.is_main:
             self._write_output(dev_scores)
         dist_util.barrier()
@@ -271,6 +285,7 @@ class Trainer:
         batch = self._global_batch(step)
         examples = [self.data.examples[i] for i in batch]
         n_neg = negatives_per_example(examples, s.hard_negatives)
+        self._candidates = len(examples) * (1 + n_neg)
         per_rank = len(examples) // self.dist.world
         local = examples[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
         rows = self.method.rows(local, n_neg)
@@ -303,6 +318,57 @@ class Trainer:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
+
+    # -- the divergence guard ----------------------------------------------------------------
+    def _start_guard(self, params: dict[str, Any], optimizer: Any, scheduler: Any,
+                     start: int, dev_scores: dict[str, float], resume: bool) -> DivergenceGuard:
+        s = self.settings
+        # a resumed run keeps the rollbacks it already made (the log holds them up to the
+        # checkpoint; its lowered lrs are in the scheduler state the checkpoint restored)
+        earlier = (sum(1 for r in read_log(self.log.path) if "rollback" in r)
+                   if resume and self.log.enabled and self.log.path.is_file() else 0)
+        guard = DivergenceGuard(params, optimizer, scheduler, s.guard_rollbacks,
+                                s.guard_lr_factor, rollbacks=earlier)
+        guard.start(start, dev_scores or None)
+        return guard
+
+    def _watch(self, done: int, loss: float, dev: dict[str, float] | None) -> None:
+        """After step ``done``: ask the guard, roll back on every rank alike."""
+        assert self.guard is not None
+        reason = self.guard.loss_sign(done, loss, chance_loss(self._candidates))
+        if dev:  # only the main process has dev scores
+            reason = reason or self.guard.dev_sign(done, dev)
+        elif self.dev is None or not self.settings.eval_every:
+            self.guard.keep_if_best_loss(done)
+        if not dist_util.any_rank(reason is not None, self.device):
+            return
+        reason = reason or "collapse seen on rank 0"
+        if self.guard.exhausted:
+            self.log.write({"step": done, "guard": "no rollbacks left", "reason": reason})
+            return
+        event = self.guard.roll_back(done, reason)
+        self.log.write({"step": done, "rollback": event})
+        if self.dist.is_main:
+            print(f"pe: divergence guard: {reason} at step {done}; rolled back to step "
+                  f"{event['to_step']}, lr x{event['lr_factor']:g} (rollback "
+                  f"{event['rollback']} of {self.guard.max_rollbacks})", file=sys.stderr)
+
+    def _restore_best_at_end(self, dev_scores: dict[str, float], root: Path,
+                             params: dict[str, Any], optimizer: Any, scheduler: Any,
+                             elapsed: float) -> dict[str, float]:
+        """A run that ends collapsed saves its best state instead (and its checkpoint,
+        so that the output and the newest checkpoint agree)."""
+        assert self.guard is not None
+        scores, event = self.guard.at_end(self.total, dev_scores)
+        if not dist_util.any_rank(event is not None, self.device):
+            return dev_scores
+        if event is not None:
+            self.log.write({"step": self.total, "restored_best": event, "dev": scores,
+                            "dev_score": scores[MAIN_SCORE], "train_time_s": elapsed})
+            print(f"pe: divergence guard: {event['reason']}; the saved model is the best "
+                  f"state, from step {event['restored_step']}", file=sys.stderr)
+        self._save(root, self.total, params, optimizer, scheduler, elapsed)
+        return scores
 
     @property
     def _discarded(self) -> str:
@@ -350,6 +416,8 @@ class Trainer:
         tmp = Path(tempfile.mkdtemp(dir=self.out, prefix=".output."))
         try:
             self.save_output(tmp, dev_scores)
+            if self.guard is not None and self.guard.events:
+                _record_guard(tmp, self.guard.summary())
             for item in tmp.iterdir():
                 target = self.out / item.name
                 if target.is_dir():
@@ -357,3 +425,16 @@ class Trainer:
                 os.replace(item, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _record_guard(folder: Path, summary: dict[str, Any]) -> None:
+    """The guard's rollbacks go into the saved config's ``eval_results["guard"]`` (the
+    LoRA baseline's ``pe_lora_config.json`` alike), so a model says how it was trained."""
+    import json
+
+    for name in ("pe_config.json", "pe_lora_config.json"):
+        path = folder / name
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data.setdefault("eval_results", {})["guard"] = summary
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
