@@ -165,6 +165,7 @@ def _run(
 
     from pe_core.training import distributed as dist_util
     from pe_core.training.device import training_device
+    from pe_core.training.loss import check_matryoshka_dims
     from pe_core.training.run_folder import plan_run_folder, writing
     from pe_core.training.trainer import Trainer
     from pe_core.validate import device as check_device
@@ -178,6 +179,7 @@ def _run(
     dev_ = training_device(device, dist_info.local_rank)
     torch.manual_seed(s.seed)
     trained, method, save = build(dev_, train_data)
+    check_matryoshka_dims(s.matryoshka_dims, trained.dim)
     method.module = dist_util.wrap_ddp(method.module, dev_)
     with writing(folder) as work:
         if dist_info.is_main:
