@@ -191,9 +191,6 @@ def _run(
     result.out = folder.out
     result.model = trained
     return result
-    from pe_core.training.loss import check_matryoshka_dims
-    from pe_core.training.preflight import check_max_length, check_trainable
-    from pe_core.training.resume import check_resume_data
 
 
 def _prompt_embedder(
@@ -210,8 +207,6 @@ def _prompt_embedder(
     prompting_ref = prompting or DEFAULT_PROMPTING
     with warnings.catch_warnings():  # "untrained alignment": that is what training fixes
         warnings.simplefilter("ignore", UserWarning)
-    check_matryoshka_dims(s.matryoshka_dims, trained.dim)
-    check_max_length(trained.tokenizer, _max_length(trained), train_data)
         embedder = assemble(
             spec, resolve_model(model_ref), resolve_model(prompting_ref),
             alignment_dir=resolve_alignment(alignment) if alignment else None,
