@@ -276,7 +276,8 @@ class Bench:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 frozen = pe_core.load(backbone=backbone, model=model, device="cpu",
-                                      pooling=pooling, max_length=self.args.max_length)
+                                      pooling=pooling, max_length=self.args.max_length,
+                                      allow_untrained=True)
             self.record("source", f"frozen, no prompt ({pooling})", ref, None,
                         WithoutPrompt(frozen), None)
 

@@ -94,7 +94,8 @@ def direct_encode(args: argparse.Namespace, texts: list[str]) -> dict[str, tuple
             import pe_core
 
             model = pe_core.load(backbone=args.backbone, model=args.model,
-                                 prompting=args.prompting, alignment=args.alignment)
+                                 prompting=args.prompting, alignment=args.alignment,
+                                 allow_untrained=True)  # timings only
         model.encode(texts[:64], batch_size=args.max_batch_size)  # warm-up
         out = {}
         for batch in (args.max_batch_size, 1):

@@ -142,7 +142,7 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         frozen = pe_core.load(backbone=source, model=source_model, device="cpu",
-                              max_length=s.max_length, **models)
+                              max_length=s.max_length, allow_untrained=True, **models)
     t = time.perf_counter()
     rows.append(Row("frozen backbone, no prompt", source,
                     score(WithoutPrompt(frozen), "frozen"), time.perf_counter() - t))

@@ -55,6 +55,15 @@ class CorruptFileError(PEError, OSError):
     """A weights file is truncated, corrupt or fails its hash check."""
 
 
+class NonFiniteWeightsError(CorruptFileError):
+    """Weights hold NaN or inf values (a diverged run or a damaged file)."""
+
+
+class UntrainedModelError(PEError, LookupError):
+    """No trained alignment exists for a real backbone and the untrained one was not
+    asked for: it would rank below the frozen backbone itself."""
+
+
 class MissingFileError(PEError, FileNotFoundError):
     """A model/artifact folder lacks a file it needs."""
 

@@ -8,9 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import ConfigError, MissingFileError, ModelTypeMismatchError
+from pe_core.errors import (
+    ConfigError,
+    DimensionMismatchError,
+    MissingFileError,
+    ModelTypeMismatchError,
+    UntrainedModelError,
+)
 from pe_core.model.alignment import Alignment
-from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
+from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, CONFIG_NAME, EmbedderConfig
+from pe_core.model.run_prompting import trained_prompting
 from pe_core.model_refs import DEFAULT_PREFIX, ref_id, resolve_model
 from pe_core.plugins import get_backbone, get_plugin_manager
 from pe_core.plugins.backbones import BackboneSpec
@@ -29,6 +36,7 @@ def load(
     device: str | None = None,
     dtype: Any = None,
     trust_remote_code: bool = False,
+    allow_untrained: bool = False,
     **overrides: Any,
 ) -> Any:
     """Load a ready embedder.
@@ -39,11 +47,15 @@ def load(
             the alignment's model, else the plugin's default.
         prompting: Prompting LLM; None takes the alignment's, else the embedded default.
         alignment: registry name, Hub repo or folder; None looks for one matching
-            (prompting, model) through the installed resolvers, else starts from a
-            least-squares alignment (untrained: a warning says so). An alignment found
-            that way is loaded with its own Prompting LLM (``prompting`` itself, or one
+            (prompting, model) through the installed resolvers. An alignment found that
+            way is loaded with its own Prompting LLM (``prompting`` itself, or one
             trained from it).
         device, dtype: where and how to place the models (default: CUDA if available).
+        allow_untrained: when no trained alignment exists, start from a least-squares
+            alignment (a warning says so) instead of raising
+            :class:`~pe_core.errors.UntrainedModelError`. On a real model that embedder
+            ranks below the frozen backbone, so it must be asked for; the toy
+            ``pe-default:`` models are untrained anyway and never need it.
         overrides: EmbedderConfig fields (``placement``, ``pooling``, ``num_soft_tokens``...).
 
     Example::
@@ -68,12 +80,15 @@ def load(
             f"alignment {alignment or align_dir} was trained for backbone "
             f"{align_cfg.backbone!r}, not {spec.name!r}"
         )
+    backbone_dir = resolve_model(model_ref, spec.model_types)  # a missing one says so first
+    if align_dir is None and not allow_untrained:
+        check_trained_or_toy(spec.name, str(model_ref), prompting)
     own = _alignment_prompting(align_dir, align_cfg)
     # a found alignment matched `prompting` or a Prompting LLM trained from it: take its own
     prompting_ref = (own if found else None) or prompting or own or DEFAULT_PROMPTING
     return assemble(
         spec,
-        backbone_dir=resolve_model(model_ref, spec.model_types),
+        backbone_dir=backbone_dir,
         prompting_dir=resolve_model(prompting_ref),
         alignment_dir=align_dir,
         device=device,
@@ -113,9 +128,29 @@ def find_alignment(prompting: str | None, model: str) -> Path | None:
     return None
 
 
+def check_trained_or_toy(backbone: str, model_ref: str, prompting: str | None) -> None:
+    """Raise :class:`UntrainedModelError` for a real backbone model that no trained
+    alignment was found for: its untrained embedder ranks at random, below the frozen
+    backbone read without a prompt. The toy ``pe-default:`` models pass (they are
+    untrained whatever happens, and tests build on them)."""
+    if model_ref.startswith(DEFAULT_PREFIX):
+        return
+    p_flag = f" --prompting {prompting}" if prompting else ""
+    raise UntrainedModelError(
+        f"no trained alignment for backbone {backbone!r} with model {model_ref!r} (and "
+        f"Prompting LLM {prompting or DEFAULT_PROMPTING!r}); its untrained embedder would "
+        "rank below the frozen backbone. Get a trained one: `pe train --backbone "
+        f"{backbone} --model {model_ref}{p_flag} --data pairs.jsonl --out runs/x`, or "
+        f"`pe align --from RUN --backbone {backbone} --model {model_ref} --data pairs.jsonl "
+        "--out runs/y`, then pass alignment=/--alignment (or `pe push` it to the registry); "
+        "or ask for the untrained one: allow_untrained=True (CLI: --allow-untrained)"
+    )
+
+
 def _alignment_prompting(align_dir: Path | None, cfg: EmbedderConfig | None) -> str | None:
-    if align_dir is not None and (align_dir / "prompting" / "config.json").is_file():
-        return str(align_dir / "prompting")
+    own = trained_prompting(align_dir) if align_dir is not None else None
+    if own is not None:
+        return str(own)
     if cfg is None or cfg.prompting_id is None:
         return None
     # pin the revision the alignment was trained with (registry version or Hub commit);
@@ -162,7 +197,6 @@ def assemble(
 ) -> Any:
     """Build a :class:`PromptEmbedder` from local folders."""
     import torch
-    from transformers import AutoTokenizer
 
     from pe_core.checkpoints.verified import load_causal_lm
 
@@ -172,8 +206,8 @@ def assemble(
         kw["dtype"] = torch_dtype
     backbone_model = load_backbone(spec, backbone_dir, **kw)
     prompting_model = load_causal_lm(prompting_dir, **kw)
-    tokenizer = AutoTokenizer.from_pretrained(backbone_dir, trust_remote_code=trust_remote_code)
-    p_tokenizer = AutoTokenizer.from_pretrained(prompting_dir, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(backbone_dir, trust_remote_code)
+    p_tokenizer = load_tokenizer(prompting_dir, trust_remote_code)
     config = EmbedderConfig.load(alignment_dir) if alignment_dir is not None else None
     # ids as find_alignment looks them up (a local folder: its absolute path)
     refs = {k: ref_id(v) if k in ("model_id", "prompting_id") and v else v
@@ -186,6 +220,22 @@ def assemble(
     )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return embedder.to(device)
+
+
+def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
+    """``AutoTokenizer.from_pretrained(folder)``; a folder whose tokenizer files cannot be
+    read is a :class:`MissingFileError` naming them, not transformers' own exception
+    (an ``AttributeError`` when only ``tokenizer_config.json`` is left)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
+        raise MissingFileError(
+            f"{folder}: its tokenizer could not be read ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); copy the model's tokenizer files (tokenizer.json, or "
+            "tokenizer.model / vocab.json + merges.txt) back into it"
+        ) from None
 
 
 def build_embedder(
@@ -215,6 +265,12 @@ def build_embedder(
     prompting = PromptingLLM(prompting_model, prompting_tokenizer, config.template)
     if alignment_path is not None:
         align = Alignment.load(alignment_path, d_P=d_P, d_B=d_B)
+        if (config.d_P, config.d_B) != (align.d_P, align.d_B):
+            raise DimensionMismatchError(
+                f"{alignment_path.parent / CONFIG_NAME} declares d_P x d_B = {config.d_P} x "
+                f"{config.d_B} but {alignment_path.name} is {align.d_P} x {align.d_B}; the "
+                "config was edited or belongs to other weights: save the alignment again"
+            )
     else:
         warnings.warn(
             f"no trained alignment for backbone {spec.name!r}: starting from the "

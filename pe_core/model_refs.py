@@ -14,6 +14,7 @@ from pe_core.safe_io import check_safetensors
 
 DEFAULT_PREFIX = "pe-default:"
 REAL_PREFIX = "pe-real:"
+VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
 def ref_id(ref: str | os.PathLike[str]) -> str:
@@ -90,7 +91,10 @@ def check_model_folder(path: Path) -> Path:
         raise MissingFileError(f"{path} has no *.safetensors weights{extra}")
     for file in weights:
         check_safetensors(file)
-    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
-    if not any((path / f).is_file() for f in tokenizer_files):
-        raise MissingFileError(f"{path} has no tokenizer files (tokenizer.json or similar)")
+    # the vocabulary itself: tokenizer_config.json alone cannot make a tokenizer
+    if not any((path / f).is_file() for f in VOCAB_FILES):
+        raise MissingFileError(
+            f"{path} has no tokenizer vocabulary (one of {', '.join(VOCAB_FILES)}): copy the "
+            "model's tokenizer files into it"
+        )
     return path

@@ -6,12 +6,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import CorruptFileError, MissingFileError
+from pe_core.errors import CorruptFileError, MissingFileError, NonFiniteWeightsError
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -43,14 +43,44 @@ def check_safetensors(path: str | Path) -> dict[str, str]:
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """Tensors and header metadata of a safetensors file, with typed errors."""
+    """Tensors and header metadata of a safetensors file of weights, with typed errors:
+    every tensor must be floating point and finite (:func:`check_weights`)."""
     from safetensors.torch import load_file
 
     metadata = check_safetensors(path)
     try:
-        return load_file(str(path)), metadata
+        tensors = load_file(str(path))
     except Exception as exc:
         raise CorruptFileError(f"{path} could not be read ({exc}); save it again") from exc
+    check_weights(tensors.items(), path)
+    return tensors, metadata
+
+
+def check_weights(named: Iterable[tuple[str, Any]], source: str | Path) -> None:
+    """Refuse weights that would embed silently wrong: a tensor that is not floating point
+    (an int32 copy of a weight casts to a few integers, a zero alignment in effect) or
+    one holding NaN or inf (every vector it touches becomes NaN).
+
+    Raises :class:`CorruptFileError` / :class:`NonFiniteWeightsError`.
+
+    Example::
+
+        check_weights(model.named_parameters(), "runs/x/prompting")
+    """
+    import torch
+
+    for name, tensor in named:
+        if not tensor.is_floating_point():
+            raise CorruptFileError(
+                f"{source}: weight {name!r} is {tensor.dtype}, not floating point; the file "
+                "was written wrongly: save the weights again from the trained model"
+            )
+        if not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteWeightsError(
+                f"{source}: weight {name!r} holds NaN or inf values, so every embedding "
+                "would be NaN; the run diverged or the file is damaged: use an earlier "
+                "checkpoint or train again"
+            )
 
 
 def save_tensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str]) -> Path:

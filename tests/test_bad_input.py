@@ -64,7 +64,7 @@ def world(tmp_path_factory, llama_spec):
         warnings.simplefilter("ignore")
         import pe_core
 
-        model = pe_core.load(backbone="llama", model=str(folders["model"]),
+        model = pe_core.load(backbone="llama", model=str(folders["model"]), allow_untrained=True,
                              prompting=str(folders["prompting"]), device="cpu")
     model.save(root / "alignment", save_prompting=True)
     write_manifest(root / "alignment")
@@ -403,7 +403,7 @@ def run_cli(argv: list[str], capsys, stdin: bytes | None = None) -> tuple[int, s
 
 def model_args(world: dict) -> list[str]:
     return ["--backbone", "llama", "--model", world["model"], "--prompting",
-            world["prompting"], "--device", "cpu"]
+            world["prompting"], "--device", "cpu", "--allow-untrained"]
 
 
 def cli_cases() -> list:

@@ -82,4 +82,4 @@ def test_prompting_llm_missing_its_head_raises(tmp_path):
     with warnings.catch_warnings(), pytest.raises(WeightsMismatchError, match="lm_head.weight"):
         warnings.simplefilter("ignore")
         pe_core.load(backbone="llama", model=str(folders["model"]),
-                     prompting=str(folders["prompting"]), device="cpu")
+                     prompting=str(folders["prompting"]), device="cpu", allow_untrained=True)

@@ -80,7 +80,7 @@ def test_gguf_loads_as_backbone_and_prompting(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = pe_core.load(backbone="llama", model=str(path), prompting=str(path),
-                             device="cpu")
+                             device="cpu", allow_untrained=True)
     out = model.encode(["the quick fox"], instruction="Retrieve a passage")
     assert out.shape == (1, 32)
     assert model.config.model_id == str(path)

@@ -22,9 +22,12 @@ INSTR = "Retrieve a passage that answers the question"
 
 
 def load(folders, **kw):
+    # the tiny folders are local folders, which pe treats as real models: their untrained
+    # embedder must be asked for
     return pe_core.load(
         backbone=kw.pop("backbone", "llama"), model=str(kw.pop("model", folders["model"])),
-        prompting=str(kw.pop("prompting", folders["prompting"])), device="cpu", **kw,
+        prompting=str(kw.pop("prompting", folders["prompting"])), device="cpu",
+        allow_untrained=kw.pop("allow_untrained", True), **kw,
     )
 
 
@@ -103,9 +106,8 @@ def test_missing_file_in_model_folder(tiny_folders, tmp_path, missing):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_folders["model"], bad)
     (bad / missing).unlink()
-    if missing == "tokenizer.json":
-        (bad / "tokenizer_config.json").unlink()
-    with pytest.raises(MissingFileError):
+    # tokenizer_config.json is still there, but no vocabulary to make a tokenizer from
+    with pytest.raises(MissingFileError, match={"tokenizer.json": "vocabulary"}.get(missing)):
         load(tiny_folders, model=bad)
 
 
@@ -144,7 +146,8 @@ def test_pe_encode_cli_text_and_jsonl(tiny_folders, tmp_path):
 
     (tmp_path / "in.txt").write_text("first line\nsecond line\n")
     args = ["encode", "--backbone", "llama", "--model", str(tiny_folders["model"]),
-            "--prompting", str(tiny_folders["prompting"]), "--device", "cpu"]
+            "--prompting", str(tiny_folders["prompting"]), "--device", "cpu",
+            "--allow-untrained"]
     with pytest.warns(UserWarning):
         assert main(args + [str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy")]) == 0
     assert np.load(tmp_path / "o.npy").shape == (2, 32)
@@ -172,3 +175,42 @@ def test_default_model_ids_carry_the_recipe_version(monkeypatch):
     monkeypatch.setattr("pe_core.defaults.ensure_default", lambda name: pytest.fail("built"))
     with pytest.raises(MissingFileError, match=f"recipe v0.*{RECIPE_VERSION}.*pe-default:qwen"):
         resolve_model("pe-default:qwen@v0")
+
+
+def test_untrained_real_model_is_refused_unless_asked_for(tiny_folders, tmp_path, capsys):
+    """A model that is not a toy ``pe-default:`` one, with no trained alignment, would rank
+    below its own frozen backbone: load refuses it and names the ways out; the CLI says so
+    in one line; ``allow_untrained=True`` / ``--allow-untrained`` gets it."""
+    from pe_core.cli.main import main
+    from pe_core.errors import UntrainedModelError
+
+    with pytest.raises(UntrainedModelError, match="pe train.*pe align.*allow_untrained=True"):
+        load(tiny_folders, allow_untrained=False)
+    (tmp_path / "in.txt").write_text("a\n")
+    args = ["encode", "--backbone", "llama", "--model", str(tiny_folders["model"]),
+            "--prompting", str(tiny_folders["prompting"]), "--device", "cpu",
+            str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--allow-untrained" in err
+    assert not (tmp_path / "o.npy").exists()
+    with pytest.warns(UserWarning, match="no trained alignment"):
+        assert main(args + ["--allow-untrained"]) == 0
+
+
+def test_toy_default_models_load_untrained_without_the_flag(monkeypatch):
+    """``pe-default:`` models are untrained toys: no flag needed (tests and the demo
+    build on them)."""
+    from pe_core.loading import check_trained_or_toy
+
+    check_trained_or_toy("llama", "pe-default:llama", None)  # passes
+    check_trained_or_toy("llama", "pe-default:llama@v3", "x/y")
+
+
+def test_found_alignment_needs_no_flag(tiny_folders, tmp_path):
+    """A trained alignment found through a resolver is what the rule asks for."""
+    with pytest.warns(UserWarning):
+        model = load(tiny_folders)
+    model.save(tmp_path / "align")
+    again = load(tiny_folders, alignment=str(tmp_path / "align"), allow_untrained=False)
+    assert again.dim == model.dim

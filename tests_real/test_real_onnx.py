@@ -22,7 +22,8 @@ def test_gemma3_onnx_matches_torch(tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = pe_core.load(backbone="gemma", model="pe-real:gemma3-270m", device="cpu")
+        model = pe_core.load(backbone="gemma", model="pe-real:gemma3-270m", device="cpu",
+                             allow_untrained=True)
     instruction = "Retrieve a passage that answers the question"
     folder = export_onnx(model, instruction, tmp_path / "onnx")
     texts = [*TEXTS, " ".join(TEXTS * 60)]  # the last: past the sliding window

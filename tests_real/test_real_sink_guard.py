@@ -24,7 +24,8 @@ def loaded(request):
     backbone, sink = SINKS[request.param]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model = pe_core.load(backbone=backbone, model=request.param, device="cpu")
+        model = pe_core.load(backbone=backbone, model=request.param, device="cpu",
+                             allow_untrained=True)
     return model, sink
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.errors import WeightsMismatchError
+from pe_core.safe_io import check_weights
 
 # how many key names an error message shows
 SHOWN = 5
@@ -74,6 +75,26 @@ def check_loading_info(info: dict[str, Any], source: str | Path, *,
         )
 
 
+def from_pretrained(auto: Any, folder: str | Path, ignore_missing: tuple[str, ...] = (),
+                    **kwargs: Any) -> Any:
+    """``auto.from_pretrained(folder)`` with its loading report checked and every
+    parameter finite; a tensor of another shape than its config says (which torch
+    reports as a size-mismatch ``RuntimeError``) is a :class:`WeightsMismatchError`."""
+    try:
+        model, info = auto.from_pretrained(folder, output_loading_info=True, **kwargs)
+    except RuntimeError as exc:
+        if "size mismatch" not in str(exc) and "shape" not in str(exc):
+            raise
+        first = str(exc).strip().splitlines()[-1].strip()[:300]
+        raise WeightsMismatchError(
+            f"{folder}: a weight's shape is not the one its config.json gives ({first}); "
+            "the checkpoint and its config.json do not belong together: save the model again"
+        ) from None
+    check_loading_info(info, folder, ignore_missing=ignore_missing)
+    check_weights(model.named_parameters(), folder)
+    return model
+
+
 def load_causal_lm(folder: str | Path, **kwargs: Any) -> Any:
     """``AutoModelForCausalLM.from_pretrained`` with every weight verified.
 
@@ -83,10 +104,7 @@ def load_causal_lm(folder: str | Path, **kwargs: Any) -> Any:
     """
     from transformers import AutoModelForCausalLM
 
-    loaded: Any = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True, **kwargs)
-    model, info = loaded
-    check_loading_info(info, folder)
-    return model
+    return from_pretrained(AutoModelForCausalLM, folder, **kwargs)
 
 
 def load_base_model(folder: str | Path, **kwargs: Any) -> Any:
@@ -100,16 +118,10 @@ def load_base_model(folder: str | Path, **kwargs: Any) -> Any:
     if saved_by_causal_lm(checkpoint_keys(folder)):
         from transformers import AutoModelForCausalLM
 
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
-            folder, output_loading_info=True, **kwargs
-        )
-        causal, info = loaded
         # the head is not part of a backbone: a checkpoint may leave it out
-        check_loading_info(info, folder, ignore_missing=(HEAD_PREFIX,))
+        causal = from_pretrained(AutoModelForCausalLM, folder, ignore_missing=(HEAD_PREFIX,),
+                                 **kwargs)
         return causal.get_decoder()
     from transformers import AutoModel
 
-    base: Any = AutoModel.from_pretrained(folder, output_loading_info=True, **kwargs)
-    model, info = base
-    check_loading_info(info, folder)
-    return model
+    return from_pretrained(AutoModel, folder, **kwargs)

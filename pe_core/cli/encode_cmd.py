@@ -23,6 +23,9 @@ def add_model_args(
     p.add_argument("--prompting", help="Prompting LLM: folder or Hub id[@revision]")
     if alignment:
         p.add_argument("--alignment", help="alignment: registry name, Hub repo or folder")
+        p.add_argument("--allow-untrained", action="store_true",
+                       help="with no trained alignment for a real model, use the untrained "
+                       "one (it ranks below the frozen backbone) instead of stopping")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", help="float32, bfloat16 or float16")
 
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     model = pe_core.load(
         backbone=args.backbone, model=args.model, prompting=args.prompting,
         alignment=args.alignment, device=args.device, dtype=args.dtype,
+        allow_untrained=args.allow_untrained,
     )
     vectors = model.encode(
         texts, instruction=args.instruction, batch_size=args.batch_size,

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     model = pe_core.load(
         backbone=args.backbone, model=args.model, prompting=args.prompting,
         alignment=args.alignment, device=args.device, dtype=args.dtype,
+        allow_untrained=args.allow_untrained,
     )
     cache = None if args.no_cache else Path(args.results or Path(os.environ["MTEB_CACHE"]))
     scores = evaluate(

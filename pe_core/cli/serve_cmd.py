@@ -74,7 +74,7 @@ def loader(args: argparse.Namespace) -> Any:
     get_backbone(args.backbone)  # installed? (names the plugin to install)
     return partial(load_torch, args.name, backbone=args.backbone, model=args.model,
                    prompting=args.prompting, alignment=args.alignment, device=args.device,
-                   dtype=args.dtype)
+                   dtype=args.dtype, allow_untrained=args.allow_untrained)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +96,7 @@ class EmbedderConfig:
             raise ConfigError(f"soft_norm must be one of {SOFT_NORMS}, got {self.soft_norm!r}")
         if self.d_P < 1 or self.d_B < 1:
             raise ConfigError(f"d_P and d_B must be positive, got {self.d_P}, {self.d_B}")
-        if "{instruction}" not in self.template:
-            raise ConfigError("template must contain '{instruction}'")
+        check_template(self.template)
         if self.max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {self.max_length}")
         self._fill_prompts()
@@ -140,6 +139,14 @@ class EmbedderConfig:
                 f"{CONFIG_NAME} has unknown keys {unknown}; it was written by a newer pe "
                 "(upgrade pe-core) or edited by hand"
             )
+        required = [f.name for f in fields(cls)
+                    if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ConfigError(
+                f"{CONFIG_NAME} lacks the required keys {missing}; it was cut short or edited "
+                "by hand: save the alignment again"
+            )
         return cls(**data)
 
     def save(self, folder: str | Path) -> Path:
@@ -161,6 +168,20 @@ class EmbedderConfig:
             return cls.from_dict(data)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+
+
+def check_template(template: str) -> None:
+    """The Prompting LLM's input must format with ``instruction`` alone: a template with
+    another field (``{x}``) or a lone brace would fail only at the first encode."""
+    if "{instruction}" not in template:
+        raise ConfigError("template must contain '{instruction}'")
+    try:
+        template.format(instruction="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"template {template!r:.80} does not format with {{instruction}} alone "
+            f"({type(exc).__name__}: {exc}); write other braces as {{{{ and }}}}"
+        ) from None
 
 
 # the JSON types each annotation admits (bool is refused where an int is meant)

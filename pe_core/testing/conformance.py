@@ -56,7 +56,8 @@ def _loaded(backbone: str, model: str, prompting: str | None) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the least-squares alignment: untrained, on purpose
-        return pe_core.load(backbone=backbone, model=model, prompting=prompting, device="cpu")
+        return pe_core.load(backbone=backbone, model=model, prompting=prompting, device="cpu",
+                            allow_untrained=True)
 
 
 @functools.cache

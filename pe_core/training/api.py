@@ -20,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import ArgumentTypeError, ConfigError, MissingFileError
+from pe_core.errors import ArgumentTypeError, ConfigError
 from pe_core.training.settings import TrainSettings, split_kwargs
 
 
@@ -352,22 +352,15 @@ def _check_apart(source: Path, out: Any) -> None:
 def _source_prompting(source: Path, src_cfg: Any) -> Path:
     """The Prompting LLM a source run was trained with: its ``prompting/`` folder, else
     the one its ``pe_config.json`` names (a pushed or aligned artifact points at the
-    trained one)."""
+    trained one); a `pe train` run without ``prompting/`` is refused
+    (:func:`pe_core.model.run_prompting.trained_prompting`)."""
     from pe_core.loading import DEFAULT_PROMPTING
+    from pe_core.model.run_prompting import trained_prompting
     from pe_core.model_refs import resolve_model
-    from pe_core.training.settings import SETTINGS_NAME
 
-    prompting_dir = source / "prompting"
-    if (prompting_dir / "config.json").is_file():
+    prompting_dir = trained_prompting(source)
+    if prompting_dir is not None:
         return prompting_dir
-    if _run_method(source / SETTINGS_NAME) == "pe":
-        # a `pe train` run: its trained Prompting LLM was saved there and is gone; the
-        # config names the untrained one the run started from
-        raise MissingFileError(
-            f"{source} is a training run without its prompting/ folder (the trained "
-            "Prompting LLM its alignment was trained with); restore it, or align from the "
-            "pushed artifact (pe push, then --from the pulled folder)"
-        )
     if src_cfg.prompting_id is None:
         raise ConfigError(f"{source} has no prompting/ folder and no prompting_id")
     if str(src_cfg.prompting_id).startswith(DEFAULT_PROMPTING):
@@ -377,14 +370,3 @@ def _source_prompting(source: Path, src_cfg: Any) -> Path:
             "trained one", UserWarning, stacklevel=3,
         )
     return resolve_model(src_cfg.prompting_id)
-
-
-def _run_method(settings_file: Path) -> str | None:
-    """The ``method`` a run folder's ``train_settings.json`` records (None without one)."""
-    import json
-
-    try:
-        method = json.loads(settings_file.read_text(encoding="utf-8")).get("method")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return method if isinstance(method, str) else None

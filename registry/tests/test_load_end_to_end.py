@@ -59,7 +59,7 @@ def load(**kw: Any) -> Any:
 
 def load_untrained(**kw: Any) -> Any:
     with pytest.warns(UserWarning, match=UNTRAINED):
-        return pe_core.load(backbone="llama", device="cpu", **kw)
+        return pe_core.load(backbone="llama", device="cpu", allow_untrained=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_gguf_file_in_a_hub_repo(hub, isolated, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         emb = pe_core.load(backbone="llama", model=f"org/tiny-gguf@{sha}:tiny-q.gguf",
-                           prompting=str(folder), device="cpu")
+                           prompting=str(folder), device="cpu", allow_untrained=True)
     assert emb.encode(["the fox"], instruction="x").shape == (1, 32)
     with pytest.raises(MissingFileError):
         resolve_model("org/tiny-gguf:other.gguf")
