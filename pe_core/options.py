@@ -90,10 +90,10 @@ def transfer_names(cls: type, *kinds: str) -> list[str]:
 def value_type(cls: type, f: Field[Any]) -> type:
     """The field's type with ``None`` taken out (``int | None`` -> ``int``)."""
     hint = typing.get_type_hints(cls)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
     if typing.get_origin(hint) is tuple:  # its args are the items' type, not a union's
         return hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
 
 
 def is_optional(cls: type, f: Field[Any]) -> bool:
@@ -128,8 +128,6 @@ def _in_range(value: float, m: dict[str, Any]) -> bool:
     return all(m.get(k) is None or test(value, m[k]) for k, test in _BOUNDS.items())
 
 
-def check_value(cls: type, f: Field[Any], value: Any) -> Any:
-    """``value`` for field ``f`` of ``cls`` after checking its type (the annotation: an
 def is_int_list(kind: Any) -> bool:
     """Whether a field's value type is ``tuple[int, ...]`` (a list of integers)."""
     return typing.get_origin(kind) is tuple
@@ -166,6 +164,8 @@ def _check_int_list(f: Field[Any], value: Any, m: dict[str, Any]) -> tuple[int, 
     return items
 
 
+def check_value(cls: type, f: Field[Any], value: Any) -> Any:
+    """``value`` for field ``f`` of ``cls`` after checking its type (the annotation: an
     ``int`` is no bool, float or string; a ``float`` is a finite number) and its declared
     range and choices; numbers come back as plain ``int``/``float``, so they save as
     JSON. :class:`ArgumentTypeError` for a wrong type, :class:`ConfigError` for a value
@@ -180,10 +180,10 @@ def _check_int_list(f: Field[Any], value: Any, m: dict[str, Any]) -> tuple[int, 
     if value is None and is_optional(cls, f):
         return None
     kind = value_type(cls, f)
-    bounds = _range_text(m)
-    wanted = {bool: "True or False", int: "an integer", float: "a finite number",
     if is_int_list(kind):
         return _check_int_list(f, value, m)
+    bounds = _range_text(m)
+    wanted = {bool: "True or False", int: "an integer", float: "a finite number",
               str: "a string"}.get(kind, kind.__name__)
     wanted += f" {bounds}" if bounds else ""
     wanted += " or None" if is_optional(cls, f) else ""
