@@ -220,6 +220,7 @@ def _onnx_row(trained: Any, source: str, folder: Path, score: Any) -> Row:
     """Export one graph per instruction (queries, documents) and score them together."""
     from pe_core.data.corpus import DOC_INSTRUCTION
     from pe_core.plugins import get_plugin_manager
+    from pe_core.serving.backends import ServedModel
 
     onnx = get_plugin_manager().exporters().get("onnx")
     doc = trained.config.document_instruction
@@ -231,20 +232,10 @@ def _onnx_row(trained: Any, source: str, folder: Path, score: Any) -> Row:
     }
     export_s = time.perf_counter() - t
     t = time.perf_counter()
-    value = score(_ByInstruction(graphs, doc), f"pe-{source}-onnx")
+    # each encode call goes to the graph baked with its instruction, as `pe serve` routes
+    value = score(ServedModel.from_encoders("pe", "onnx", graphs), f"pe-{source}-onnx")
     return Row("PromptEmbedder on onnxruntime", source, value, time.perf_counter() - t,
                note=f"export {export_s:.0f} s")
-
-
-class _ByInstruction:
-    """Route each encode call to the ONNX graph baked with its instruction."""
-
-    def __init__(self, graphs: dict[Any, Any], default: Any) -> None:
-        self.graphs, self.default = graphs, default
-
-    def encode(self, texts: Any, instruction: str | None = None, **kw: Any) -> Any:
-        graph = self.graphs[instruction if instruction is not None else self.default]
-        return graph.encode(texts, **kw)
 
 
 def format_rows(rows: list[Row]) -> str:

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import operator
@@ -32,6 +33,7 @@ from pe_core.errors import ArgumentTypeError, ConfigError
 
 TRAIN, ALIGN = "train", "align"
 BOTH = (TRAIN, ALIGN)
+SERVE = ("serve",)
 
 # transfer: what `pe align` does with a field of the source run's pe_config.json
 INHERIT = "inherit"  # starts from the source run's value; may be overridden
@@ -210,3 +212,53 @@ def check_options(obj: Any) -> None:
     cls = type(obj)
     for f in option_fields(cls):
         object.__setattr__(obj, f.name, check_value(cls, f, getattr(obj, f.name)))
+
+
+def _on_off(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+
+
+def add_flags(parser: argparse.ArgumentParser, classes: tuple[type, ...], command: str) -> None:
+    """One flag per option field of ``classes`` that ``command`` offers, in the field's
+    ``group``; a flag left out parses as None, so it passes nothing on (see
+    :func:`flag_values`). An on/off field with a fixed default is a switch that flips
+    it (``--truncate``, ``--no-batching``); an optional one takes ``on|off``.
+
+    Example::
+
+        add_flags(parser, (ServeSettings,), "serve")
+        ServeSettings(**flag_values(parser.parse_args(argv), (ServeSettings,), "serve"))
+    """
+    groups: dict[str | None, Any] = {None: parser}
+    for cls in classes:
+        for f in cli_fields(cls, command):
+            m = meta(f)
+            if m["group"] not in groups:
+                groups[m["group"]] = parser.add_argument_group(m["group"])
+            flag = m["flag"] or "--" + f.name.replace("_", "-")
+            kind = value_type(cls, f)
+            kw: dict[str, Any] = {"dest": f.name, "help": help_text(f, command), "default": None}
+            if kind is bool and is_optional(cls, f):
+                kw.update(type=_on_off, metavar="on|off")
+            elif kind is bool:
+                kw.update(action="store_const", const=not f.default)
+            else:
+                kw.update(type=flag_type(cls, f), choices=m["choices"], metavar=m["metavar"])
+            groups[m["group"]].add_argument(flag, **kw)
+
+
+def flag_values(args: argparse.Namespace, classes: tuple[type, ...], command: str
+                ) -> dict[str, Any]:
+    """The fields :func:`add_flags` made flags for and the command line gave ('' means
+    None)."""
+    out = {}
+    for cls in classes:
+        for f in cli_fields(cls, command):
+            value = getattr(args, f.name)
+            if value is not None:
+                out[f.name] = None if value == "" else value
+    return out

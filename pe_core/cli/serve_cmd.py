@@ -13,39 +13,29 @@ from pe_core.errors import ConfigError
 
 
 def register(sub: Any) -> None:
-    from pe_core.serving.settings import API_KEY_ENV, LOOPBACK, ServeSettings
+    from pe_core.options import add_flags
+    from pe_core.serving.settings import ServeSettings
 
-    d = ServeSettings()
     p = sub.add_parser("serve", help="serve embeddings over HTTP (OpenAI /v1/embeddings)")
     p.add_argument("--onnx", metavar="FOLDER",
                    help="an exported folder, or one whose sub-folders are (one graph each)")
     p.add_argument("--backend", choices=("torch", "onnx"),
                    help="default: onnx with --onnx, else torch")
     add_model_args(p, required=False)
-    p.add_argument("--host", default=LOOPBACK, help=f"address to bind (default {LOOPBACK})")
-    p.add_argument("--port", type=int, default=d.port, help="0 picks a free port")
-    p.add_argument("--name", default=d.model_name, help="model name clients send")
-    p.add_argument("--api-key", help=f"require this bearer key (default: ${API_KEY_ENV})")
-    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                   help="texts per forward pass")
-    p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
-                   help="how long the first request of a batch waits for more")
-    p.add_argument("--no-batching", action="store_true", help="encode each request alone")
-    p.add_argument("--max-queue", type=int, default=d.max_queue,
-                   help="texts waiting at most; beyond it requests get 429")
-    p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="texts per request")
-    p.add_argument("--max-tokens", type=int,
-                   help="tokens per text (default: the model's max_length)")
-    p.add_argument("--truncate", action="store_true",
-                   help="truncate longer texts instead of answering 413")
-    p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20,
-                   help="request body size at most (413 above)")
-    p.add_argument("--request-timeout", type=float, default=d.request_timeout_s,
-                   help="seconds before a request is answered 504")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
-    p.add_argument("--no-access-log", action="store_true",
-                   help="no line per request (the metrics still count them)")
+    add_flags(p, (ServeSettings,), "serve")
     p.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """The :class:`ServeSettings` the flags give (the API key from the environment when
+    no flag names one)."""
+    from pe_core.options import flag_values
+    from pe_core.serving.settings import API_KEY_ENV, ServeSettings
+
+    values = flag_values(args, (ServeSettings,), "serve")
+    if values.get("api_key") is None:
+        values["api_key"] = os.environ.get(API_KEY_ENV) or None
+    return ServeSettings(**values)
 
 
 def loader(args: argparse.Namespace) -> Any:
@@ -79,7 +69,6 @@ def loader(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from pe_core.serving.server import serve
-    from pe_core.serving.settings import API_KEY_ENV, ServeSettings
 
     try:
         import fastapi  # noqa: F401
@@ -88,14 +77,6 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"pe serve needs its extra ({exc}): pip install 'pe-core[serve]'"
                           ) from exc
-    settings = ServeSettings(
-        host=args.host, port=args.port, model_name=args.name,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-        max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
-        batching=not args.no_batching, max_queue=args.max_queue, max_inputs=args.max_inputs,
-        max_tokens=args.max_tokens, truncate=args.truncate,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        request_timeout_s=args.request_timeout,
-    )
-    serve(loader(args), settings, args.log_level, access_log=not args.no_access_log)
+    settings = settings_from(args)
+    serve(loader(args), settings)
     return 0

@@ -1,7 +1,10 @@
 """The ASGI app of ``pe serve``: OpenAI's embeddings API, health, metrics, access log.
 
 The model loads in a thread after the server starts listening, so ``/health`` can say
-"loading" (503) until it is ready (200); ``/v1/*`` answers 503 until then.
+"loading" (503) until it is ready (200); ``/v1/*`` answers 503 until then. Nothing slow
+runs on the event loop: a request's body is parsed in a worker thread and its texts are
+tokenized (and measured against the limits) in the server's tokenizer thread, so one
+huge request never holds up the others.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from pe_core.errors import ConfigError, RequestError
-from pe_core.serving.backends import ServedModel
+from pe_core.errors import ConfigError, PEError, RequestError
+from pe_core.serving.backends import Route, ServedModel
 from pe_core.serving.batcher import Batcher
+from pe_core.serving.errors import CLIENT_CLOSED, http_error
 from pe_core.serving.metrics import Metrics
 from pe_core.serving.schemas import (
     EmbeddingRequest,
@@ -36,7 +43,7 @@ from pe_core.serving.settings import ServeSettings
 
 log = logging.getLogger("pe.serve")
 access_log = logging.getLogger("pe.serve.access")
-PATHS = ("/v1/embeddings", "/v1/models", "/health", "/metrics")
+PATHS = ("/v1/embeddings", "/embeddings", "/v1/models", "/health", "/metrics")
 TRUNCATED_HEADER = "X-PE-Truncated"
 
 
@@ -52,12 +59,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise body_too_large(int(declared), limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large(size, limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise body_too_large(size, limit)
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer: counted as 499, no traceback
+        raise RequestError("the client closed the connection before sending the whole body",
+                           status=CLIENT_CLOSED, code="client_closed") from None
     return b"".join(chunks)
+
+
+def shorten(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The first ``dim`` values of each unit vector, re-normalised (Matryoshka truncation,
+    as OpenAI's ``dimensions`` shortens its vectors)."""
+    head = np.asarray(vectors, dtype=np.float32)[:, :dim]
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    return head / np.maximum(norms, np.float32(1e-12))
 
 
 def body_too_large(size: int, limit: int) -> RequestError:
@@ -89,6 +108,10 @@ class ServerState:
         self.load_error: str | None = None
         self.created = int(time.time())
         self.accepted = self.answered = 0
+        # one thread tokenizes for every request (the routes' tokenizer copies are used
+        # by it alone), off the event loop and beside the inference thread
+        self.tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="pe-serve-tokenize")
+        self.warned_names: set[str] = set()
 
     async def load(self, load: Callable[[], ServedModel], on_fatal: Callable[[Exception], Any]
                    ) -> None:
@@ -119,18 +142,29 @@ class ServerState:
         if self.model is None:
             raise RequestError("the model is still loading: retry when /health says ok",
                                status=503, type="server_error", code="loading")
-        if name != self.model.name:
+        if name != self.model.name and self.settings.strict_model:
             raise RequestError(
-                f"the model {name!r} does not exist: this server serves {self.model.name!r} "
-                "(GET /v1/models)", status=404, code="model_not_found",
+                f"the model {name!r:.100} does not exist: this server serves "
+                f"{self.model.name!r} (GET /v1/models)", status=404, code="model_not_found",
             )
+        if name != self.model.name and not self.warned_names:
+            # clients send their own default name (text-embedding-ada-002): serve it, once said
+            log.warning("pe serve: a request named the model %r; serving %r to every name "
+                        "(one model; --strict-model answers 404 instead)", name[:100],
+                        self.model.name)
+            self.warned_names.add(name)
         return self.model
+
+    async def measure(self, route: Route, texts: list[str], limit: int) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.tokenizer_thread, route.measure, texts, limit)
 
     async def close(self) -> None:
         skipped = 0
         if self.batcher is not None:
             await self.batcher.close()
             skipped = self.batcher.skipped
+        self.tokenizer_thread.shutdown(wait=True)
         log.info("pe serve: stopped; answered %d of %d accepted requests; skipped %d "
                  "timed-out jobs", self.answered, self.accepted, skipped)
 
@@ -189,16 +223,18 @@ def create_app(
             access_log.info('%s "%s %s" %d %.1fms', client, request.method,
                             request.url.path, code, seconds * 1000)
 
-    @app.exception_handler(RequestError)
-    async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
-        return error_response(exc, headers)
+    @app.exception_handler(PEError)
+    async def on_pe_error(request: Request, exc: PEError) -> JSONResponse:
+        error = http_error(exc)
+        headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+        return error_response(error, headers)
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
         message = f"{request.method} {request.url.path}: {exc.detail}"
         if exc.status_code == 404:
-            message += " (endpoints: POST /v1/embeddings, GET /v1/models, /health, /metrics)"
+            message += (" (endpoints: POST /v1/embeddings or /embeddings, GET /v1/models, "
+                        "/health, /metrics)")
         return error_response(RequestError(message, status=exc.status_code))
 
     async def authorize(request: Request) -> None:  # async: a sync one runs in a thread
@@ -229,7 +265,7 @@ def create_app(
     def card(model: ServedModel) -> ModelCard:
         return ModelCard(id=model.name, created=state.created, pe={
             "backend": model.backend, "dimensions": model.dim,
-            "instructions": model.instructions,
+            "instructions": model.instructions, "prompts": model.prompts,
         })
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
@@ -244,11 +280,11 @@ def create_app(
         return card(state.served(name))
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorize)])
+    @app.post("/embeddings", dependencies=[Depends(authorize)])  # TEI's and infinity's path
     async def embeddings(request: Request) -> Response:
-        # the body is parsed here, whatever its Content-Type (curl -d sends a form type)
-        try:
-            req = EmbeddingRequest.model_validate_json(
-                await read_body(request, settings.max_body_bytes))
+        raw = await read_body(request, settings.max_body_bytes)
+        try:  # whatever its Content-Type (curl -d sends a form type)
+            req = await asyncio.to_thread(EmbeddingRequest.model_validate_json, raw)
         except ValidationError as exc:
             raise invalid_body(exc) from None
         model = state.served(req.model)
@@ -257,24 +293,28 @@ def create_app(
                 f"{len(req.input)} inputs in one request; at most {settings.max_inputs}: "
                 "split it into several requests", status=413, code="too_many_inputs",
             )
-        if req.dimensions is not None and req.dimensions != model.dim:
+        if req.dimensions is not None and not 1 <= req.dimensions <= model.dim:
             raise RequestError(
                 f"dimensions={req.dimensions}: this model's embeddings have {model.dim} "
-                "dimensions and pe does not shorten them; omit `dimensions`", status=422,
+                f"dimensions; send 1 to {model.dim} (each vector is cut to its first "
+                "`dimensions` values and re-normalised), or omit it", status=422,
+                code="invalid_dimensions",
             )
-        route = model.route(req.instruction)
+        route = model.route(model.resolve(req.instruction, req.prompt_name))
         limit = settings.max_tokens or route.max_length
-        counts = route.count_tokens(req.input)
+        measured = await state.measure(route, req.input, limit)
+        counts = measured.counts
         over = [i for i, n in enumerate(counts) if n > limit]
         if over and not settings.truncate:
             i = over[0]
+            tokens = f"more than {counts[i]}" if measured.cut[i] else str(counts[i])
             raise RequestError(
-                f"input {i} has {counts[i]} tokens; at most {limit} per input "
+                f"input {i} has {tokens} tokens; at most {limit} per input "
                 f"({len(over)} inputs are longer): shorten or split them, or start the "
                 "server with --truncate", status=413, code="input_too_long",
             )
         assert state.batcher is not None
-        future = state.batcher.submit(route, req.input, [min(n, limit) for n in counts])
+        future = state.batcher.submit(route, measured.texts, [min(n, limit) for n in counts])
         try:
             vectors = await asyncio.wait_for(future, settings.request_timeout_s)
         except asyncio.TimeoutError:
@@ -283,9 +323,13 @@ def create_app(
                 "overloaded; retry later or raise --request-timeout", status=504,
                 type="server_error", code="timeout",
             ) from None
+        except PEError as exc:  # the model refused these values (422) or failed (500)
+            raise http_error(exc) from exc
         except Exception as exc:  # the encoder failed: the log has the traceback
             raise RequestError(f"encoding failed: {type(exc).__name__}: {exc}", status=500,
                                type="server_error") from exc
+        if req.dimensions is not None:
+            vectors = shorten(vectors, req.dimensions)
         tokens = sum(min(n, limit) for n in counts)  # what encode read
         metrics.inputs.labels(model=model.name).inc(len(req.input))
         metrics.tokens.labels(model=model.name).inc(tokens)

@@ -15,10 +15,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import ConfigError, MissingFileError, RequestError
+from pe_core.errors import ConfigError, MissingFileError
 from pe_core.model.config import CONFIG_NAME
 
 ANY_INSTRUCTION = object()  # key of an encoder that takes whatever instruction it is given
+
+
+def chars_per_token(tokenizer: Any) -> int:
+    """The most characters one token of ``tokenizer`` stands for: its longest vocabulary
+    entry (byte-level entries spell one character per byte, so this bounds characters
+    too). A text longer than ``n * chars_per_token`` characters has more than ``n``
+    tokens, unless the tokenizer drops characters (:meth:`Route.measure` checks)."""
+    return max(len(entry) for entry in tokenizer.get_vocab())
+
+
+def instruction_chars(embedder: Any) -> int | None:
+    """Characters past which an instruction cannot fit the Prompting LLM's positions
+    (the exact check, in tokens, runs when its soft prompt is made: this one spares the
+    inference thread from tokenizing megabytes first)."""
+    from pe_core.model.encoder import max_positions
+
+    prompting = getattr(embedder, "prompting", None)
+    if prompting is None:  # an ONNX graph: its instruction is baked in
+        return None
+    positions = max_positions(prompting.model)
+    return None if positions is None else positions * chars_per_token(prompting.tokenizer)
+
+
+@dataclass
+class Measured:
+    """What :meth:`Route.measure` found: the texts to encode, their token counts, and
+    which were cut at the character bound (their count is a lower bound)."""
+
+    texts: list[str]
+    counts: list[int]
+    cut: list[bool]
 
 
 @dataclass
@@ -27,8 +58,9 @@ class Route:
 
     encoder: Any
     instruction: str | None
-    counter: Any  # a tokenizer copy that only the event loop uses (see count_tokens)
+    counter: Any  # a tokenizer copy that only the server's tokenizer thread uses
     max_length: int
+    chars_per_token: int
 
     @property
     def key(self) -> tuple[int, str | None]:
@@ -45,23 +77,46 @@ class Route:
         ids = self.counter(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
         return [len(x) for x in ids]
 
+    def measure(self, texts: Sequence[str], limit: int) -> Measured:
+        """Token counts of ``texts`` against ``limit``, without tokenizing more than a
+        text's first ``limit * chars_per_token`` characters: a 20 MB text takes seconds
+        to tokenize and can never fit. A text past that bound is cut there; when the cut
+        part already has more than ``limit`` tokens it stands for the text (encoding it
+        truncated reads the same first ``limit`` tokens, but for a word cut in two at the
+        bound), otherwise (a tokenizer that drops characters) the whole text is counted.
+        """
+        bound = limit * self.chars_per_token
+        out = list(texts)
+        cut = [len(t) > bound for t in out]
+        counts = self.count_tokens([t[:bound] if len(t) > bound else t for t in out])
+        for i, text in enumerate(texts):
+            if cut[i] and counts[i] <= limit:
+                counts[i], cut[i] = self.count_tokens([text])[0], False
+            elif cut[i]:
+                out[i] = text[:bound]
+        return Measured(out, counts, cut)
+
 
 @dataclass
 class ServedModel:
     """A model name clients send as ``model``, the encoders behind it, and how a
-    request's ``instruction`` picks one.
+    request's ``instruction`` or ``prompt_name`` picks one.
 
     Example::
 
         served = ServedModel.from_encoders("pe", "torch", {ANY_INSTRUCTION: embedder})
-        served.route("Retrieve a passage").encoder is embedder   # True
+        served.route(served.resolve(prompt_name="query")).encoder is embedder   # True
+        served.encode(["a text"], instruction="Retrieve a passage")  # that encoder's encode
     """
 
     name: str
     backend: str
     dim: int
     routes: dict[Any, Route] = field(default_factory=dict)
-    default: Any = None  # the routes key used when a request names no instruction
+    prompts: dict[str, str] = field(default_factory=dict)  # prompt name -> instruction
+    default_prompt_name: str | None = None
+    default_instruction: str | None = None  # with neither instruction nor prompt name
+    instruction_chars: int | None = None  # longer instructions cannot fit (None: no bound)
 
     @classmethod
     def from_encoders(cls, name: str, backend: str, encoders: dict[Any, Any]) -> ServedModel:
@@ -73,20 +128,29 @@ class ServedModel:
             )
         routes = {
             key: Route(e, None if key is ANY_INSTRUCTION else key, copy.deepcopy(e.tokenizer),
-                       e.max_text_tokens(None if key is ANY_INSTRUCTION else key))
+                       e.max_text_tokens(None if key is ANY_INSTRUCTION else key),
+                       chars_per_token(e.tokenizer))
             for key, e in encoders.items()
         }
-        model = cls(name, backend, dims.pop(), routes)
-        model.default = model._default_key()
+        config = next(iter(encoders.values())).config
+        model = cls(name, backend, dims.pop(), routes, prompts=dict(config.prompts))
+        if ANY_INSTRUCTION in encoders:  # one embedder: its own defaults
+            model.default_prompt_name = config.default_prompt_name
+            model.default_instruction = config.document_instruction
+            model.instruction_chars = instruction_chars(encoders[ANY_INSTRUCTION])
+        else:
+            model.default_instruction = model._default_graph(config)
         return model
 
-    def _default_key(self) -> Any:
+    def _default_graph(self, config: Any) -> Any:
+        """The graph a request naming no instruction gets: the only one, else the one
+        the model's default prompt or document instruction names."""
         if len(self.routes) == 1:
             return next(iter(self.routes))
-        # several graphs: the one a torch embedder would use for instruction=None
-        for key, route in self.routes.items():
-            if key == route.encoder.config.document_instruction:
-                return key
+        named = self.prompts.get(config.default_prompt_name or "")
+        for wanted in (named, config.document_instruction):
+            if wanted is not None and wanted in self.routes:
+                return wanted
         return None
 
     @property
@@ -96,28 +160,49 @@ class ServedModel:
             return None
         return [k for k in self.routes if isinstance(k, str)]
 
+    def resolve(self, instruction: str | None = None, prompt_name: str | None = None,
+                prompt: str | None = None) -> str | None:
+        """The instruction a request asks for (None: no soft prompt), as ``encode``
+        chooses it: ``instruction``, ``prompt`` or the prompt named ``prompt_name``
+        (at most one), else the model's default; :class:`ConfigError` otherwise."""
+        from pe_core.validate import chosen_instruction
+
+        return chosen_instruction(instruction, prompt, prompt_name, self.prompts,
+                                  self.default_prompt_name, self.default_instruction)
+
     def route(self, instruction: str | None) -> Route:
-        """The route of a request's ``instruction``; a :class:`RequestError` (422) if
-        this model has no graph for it."""
+        """The route of a resolved instruction (see :meth:`resolve`); a
+        :class:`ConfigError` if this model has no graph for it."""
         if ANY_INSTRUCTION in self.routes:
+            bound = self.instruction_chars
+            if instruction is not None and bound is not None and len(instruction) > bound:
+                raise ConfigError(
+                    f"the instruction has {len(instruction)} characters, more than the "
+                    f"Prompting LLM can read ({bound} characters at most): shorten it"
+                )
             route = self.routes[ANY_INSTRUCTION]
             return Route(route.encoder, instruction, route.counter,
-                         route.encoder.max_text_tokens(instruction))
-        key = self.default if instruction is None else instruction
-        if key in self.routes:
-            return self.routes[key]
-        have = self.instructions
+                         route.encoder.max_text_tokens(instruction), route.chars_per_token)
+        if instruction in self.routes:
+            return self.routes[instruction]
         if instruction is None:
-            raise RequestError(
-                f"model {self.name!r} serves one graph per instruction ({have}) and none is "
-                "the default: send one of them as `instruction`", status=422,
+            raise ConfigError(
+                f"model {self.name!r} serves one graph per instruction ({self.instructions})"
+                " and none is the default: send one of them as `instruction`"
             )
-        raise RequestError(
-            f"model {self.name!r} has no graph for the instruction {instruction!r}; it serves "
-            f"{have}. Export one with `pe export onnx --instruction ...` and serve the folder "
-            "that holds them all, or use --backend torch, which takes any instruction",
-            status=422,
+        raise ConfigError(
+            f"model {self.name!r} has no graph for the instruction {instruction!r:.200}; it "
+            f"serves {self.instructions}. Export one with `pe export onnx --instruction ...` "
+            "and serve the folder that holds them all, or use --backend torch, which takes "
+            "any instruction"
         )
+
+    def encode(self, texts: Any, instruction: str | None = None, *,
+               prompt_name: str | None = None, prompt: str | None = None, **kw: Any) -> Any:
+        """``encode`` of the encoder that serves the instruction asked for (the ONNX
+        graph baked with it)."""
+        route = self.route(self.resolve(instruction, prompt_name, prompt))
+        return route.encoder.encode(texts, prompt=route.instruction or "", **kw)
 
 
 def load_torch(name: str, **load_args: Any) -> ServedModel:

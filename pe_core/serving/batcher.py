@@ -24,6 +24,7 @@ from typing import Any
 
 from pe_core.errors import RequestError
 from pe_core.serving.backends import Route
+from pe_core.serving.errors import is_clients
 from pe_core.serving.metrics import Metrics
 from pe_core.serving.settings import ServeSettings
 
@@ -155,7 +156,8 @@ class Batcher:
                         [n for job in group for n in job.lengths],
                     )
                 except Exception as exc:  # every waiting request gets the failure
-                    log.exception("encode failed for %d texts", len(texts))
+                    if not is_clients(exc):  # a request's own error is its answer alone
+                        log.exception("encode failed for %d texts", len(texts))
                     for job in group:
                         if not job.future.done():
                             job.future.set_exception(exc)
@@ -175,8 +177,8 @@ class Batcher:
         limit = self.settings.max_tokens or route.max_length
         out = np.empty((len(texts), route.encoder.dim), dtype=np.float32)
         for rows in length_groups(lengths):
-            out[rows] = route.encoder.encode(
-                [texts[i] for i in rows], instruction=route.instruction,
+            out[rows] = route.encoder.encode(  # prompt: the resolved instruction, "" for none
+                [texts[i] for i in rows], prompt=route.instruction or "",
                 batch_size=self.settings.max_batch_size, max_length=limit,
                 show_progress_bar=False,
             )

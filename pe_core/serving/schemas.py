@@ -1,9 +1,12 @@
 """Request and response bodies of OpenAI's embeddings API, as typed models.
 
-``input`` is a string or a non-empty list of non-empty strings (OpenAI also takes token
-ids; pe does not, and says so). ``instruction`` is pe's own field: the ``openai`` client
-sends it with ``extra_body={"instruction": ...}``. Unknown fields are refused, so a
-misspelt one is not silently ignored.
+``input`` is a string or a non-empty list of non-empty strings. OpenAI also takes token
+ids; pe refuses them, because the ids clients send are OpenAI's tokenizer's (LangChain
+tokenizes with tiktoken unless ``check_embedding_ctx_length=False``), which mean other
+words to pe's backbone. ``instruction`` and ``prompt_name`` (a named prompt of the
+model's config) are pe's own fields: the ``openai`` client sends them with
+``extra_body={...}``. ``dimensions`` shortens the vectors (re-normalised). Unknown
+fields are refused, so a misspelt one is not silently ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import base64
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 
 class EmbeddingRequest(BaseModel):
@@ -29,8 +32,9 @@ class EmbeddingRequest(BaseModel):
     model: str
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
-    dimensions: int | None = None
+    dimensions: StrictInt | None = None  # 1..width, checked against the model's width
     instruction: str | None = None
+    prompt_name: str | None = None
 
     @field_validator("input", mode="before")
     @classmethod
@@ -44,7 +48,8 @@ class EmbeddingRequest(BaseModel):
             if isinstance(item, int | list):
                 raise ValueError(
                     f"item {i} is a token id or a list of them: pe serve takes text only, "
-                    "send strings"
+                    "send strings (LangChain's OpenAIEmbeddings sends token ids unless "
+                    "given check_embedding_ctx_length=False)"
                 )
             if not isinstance(item, str):
                 raise ValueError(f"item {i} is {type(item).__name__}, not a string")

@@ -45,8 +45,7 @@ def configure_logging(level: str, access_log: bool) -> None:
     logging.getLogger("pe.serve.access").setLevel(logging.INFO if access_log else logging.WARNING)
 
 
-def serve(load: Callable[[], ServedModel], settings: ServeSettings,
-          log_level: str = "info", access_log: bool = True) -> None:
+def serve(load: Callable[[], ServedModel], settings: ServeSettings) -> None:
     """Serve until SIGTERM/SIGINT; re-raise the error if the model failed to load.
 
     Example::
@@ -58,7 +57,7 @@ def serve(load: Callable[[], ServedModel], settings: ServeSettings,
 
     from pe_core.serving.app import create_app
 
-    configure_logging(log_level, access_log)
+    configure_logging(settings.log_level, settings.access_log)
     failures: list[Exception] = []
     server: uvicorn.Server | None = None
 
@@ -71,7 +70,7 @@ def serve(load: Callable[[], ServedModel], settings: ServeSettings,
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, log_level=log_level, lifespan="on",
+        app, log_config=None, access_log=False, log_level=settings.log_level, lifespan="on",
         timeout_graceful_shutdown=math.ceil(settings.request_timeout_s + SHUTDOWN_GRACE_S),
     )
     server = uvicorn.Server(config)
