@@ -119,3 +119,8 @@ class RequestError(PEError, ValueError):
 
 class Int8DropError(ExportError):
     """The int8 graph embeds real text too far from the fp32 graph (above the bound)."""
+
+
+class NonFiniteOutputError(PEError, FloatingPointError):
+    """A model produced NaN or inf embeddings (non-finite weights, or a dtype too narrow
+    for its activations); no vector is handed back."""

@@ -21,9 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pe_core.errors import ArgumentTypeError, ConfigError, DataError, MissingFileError, PathError
 
 CONVERT_TO = ("numpy", "torch")
+# sentence-transformers' quantize_embeddings precisions
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
 
 def _is_int(value: Any) -> bool:
@@ -40,7 +44,7 @@ def integer(value: Any, name: str, minimum: int = 1) -> int:
     """
     if not _is_int(value):
         raise ArgumentTypeError(
-            f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}"
+            f"{name} must be an integer >= {minimum}, got {type_name(value)} {value!r:.60}"
         )
     if int(value) < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
@@ -75,18 +79,27 @@ def max_length(value: Any, limit: int | None = None, what: str = "the backbone")
 def learning_rate(value: Any, name: str = "lr") -> float:
     """A finite float > 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a number > 0, got {type(value).__name__} "
-                                f"{value!r}")
+        raise ArgumentTypeError(f"{name} must be a number > 0, got {type_name(value)} "
+                                f"{value!r:.60}")
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
 
 
+def type_name(value: Any) -> str:
+    """The type of ``value`` as a user can recognise it: ``int``, but ``numpy.int64``
+    (numpy 2 calls its bool ``bool``, so a bare name would read "expected bool, got bool")."""
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__.partition('.')[0]}.{kind.__qualname__}"
+
+
 def flag(value: Any, name: str) -> bool:
-    """A bool (``normalize="no"`` is a mistake, not True)."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
-        raise ArgumentTypeError(f"{name} must be True or False, got {type(value).__name__} "
-                                f"{value!r}")
+    """A bool or numpy bool (``normalize="no"`` is a mistake, not True)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ArgumentTypeError(f"{name} must be True or False, got {type_name(value)} "
+                                f"{value!r:.60}")
     return bool(value)
 
 
@@ -100,14 +113,31 @@ def convert_to(value: Any) -> str:
     return value
 
 
-def instruction(value: Any) -> str | None:
+def unicode_text(value: str, name: str) -> str:
+    """``value`` if it is valid Unicode: a lone surrogate (``"\\ud800"``, what a
+    broken JSON escape or ``errors="surrogateescape"`` leaves) cannot be tokenised or
+    written as UTF-8, so it is refused here, naming where it is."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ArgumentTypeError(
+            f"{name} holds a lone surrogate {value[exc.start]!r} at character {exc.start}, "
+            "which is not valid Unicode text: fix the source, or clean it with "
+            "text.encode('utf-8', 'replace').decode()"
+        ) from None
+    return value
+
+
+def instruction(value: Any, name: str = "instruction") -> str | None:
     """None (the model's default) or one string: a list would embed its repr."""
     if value is not None and not isinstance(value, str):
         raise ArgumentTypeError(
-            f"instruction must be a string or None, got {type(value).__name__} {value!r:.60}; "
+            f"{name} must be a string or None, got {type_name(value)} {value!r:.60}; "
             "encode texts with different instructions in separate calls"
         )
-    return value
+    return None if value is None else unicode_text(value, name)
 
 
 def texts(value: Any) -> tuple[list[str], bool]:
@@ -121,50 +151,141 @@ def texts(value: Any) -> tuple[list[str], bool]:
         texts(["a", "b"])       # (["a", "b"], False)
     """
     if isinstance(value, str):
-        return [value], True
+        return [unicode_text(value, "texts[0]")], True
     if value is None or isinstance(value, bytes | bytearray | Mapping | set | frozenset) or (
         not isinstance(value, Iterable)
     ):
         raise ArgumentTypeError(
-            f"texts must be a string or a list of strings, got {type(value).__name__}"
+            f"texts must be a string or a list of strings, got {type_name(value)}"
             + ("" if value is None else f" {value!r:.60}")
         )
     items = list(value)
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise ArgumentTypeError(
-                f"texts[{i}] is {type(item).__name__} {item!r:.60}, not a string: pass "
+                f"texts[{i}] is {type_name(item)} {item!r:.60}, not a string: pass "
                 "text (decode bytes, str() numbers, join pre-tokenised words)"
             )
+        unicode_text(item, f"texts[{i}]")
     return items, False
 
 
 @dataclass(frozen=True)
 class EncodeArgs:
-    """The arguments of ``encode`` after checking (same for every embedder)."""
+    """The arguments of ``encode`` after checking (same for every embedder):
+    sentence-transformers' names resolved, the instruction chosen."""
 
     texts: list[str]
     single: bool
-    instruction: str | None
+    instruction: str | None  # the soft prompt's instruction (None: no soft prompt)
     batch_size: int
     normalize: bool
     convert_to: str
     show_progress_bar: bool | None
-    max_length: int | None
+    max_length: int | None  # checked against the positions by the caller (see max_length)
+    truncate_dim: int | None
+    precision: str
 
 
 def encode_args(
-    texts_: Any, instruction_: Any, batch_size_: Any, normalize: Any, convert_to_: Any,
-    show_progress_bar: Any, max_length_: Any, limit: int | None = None,
+    texts_: Any, instruction_: Any = None, *, prompt_name: Any = None, prompt: Any = None,
+    prompts: Mapping[str, str] | None = None, default_prompt_name: str | None = None,
+    default_instruction: str | None = None, batch_size_: Any = 32, normalize: Any = None,
+    normalize_embeddings: Any = None, convert_to_: Any = None, convert_to_numpy: Any = None,
+    convert_to_tensor: Any = None, show_progress_bar: Any = None, max_length_: Any = None,
+    truncate_dim_: Any = None, precision_: Any = "float32", width: int | None = None,
 ) -> EncodeArgs:
-    """Check every argument of ``encode`` at once, before any model runs; ``limit`` is
-    the number of text tokens the model's positions have room for."""
+    """Check every argument of ``encode`` at once, before any model runs. ``prompts``,
+    ``default_prompt_name`` and ``default_instruction`` are the model's; ``width`` is
+    its embedding dimension (the bound of ``truncate_dim``)."""
     items, single = texts(texts_)
     return EncodeArgs(
-        items, single, instruction(instruction_), batch_size(batch_size_),
-        flag(normalize, "normalize"), convert_to(convert_to_),
-        optional_flag(show_progress_bar, "show_progress_bar"), max_length(max_length_, limit),
+        items, single,
+        chosen_instruction(instruction_, prompt, prompt_name, prompts or {},
+                           default_prompt_name, default_instruction),
+        batch_size(batch_size_),
+        _agreeing("normalize", {"normalize": optional_flag(normalize, "normalize"),
+                                "normalize_embeddings": optional_flag(
+                                    normalize_embeddings, "normalize_embeddings")}, True),
+        _agreeing("output type", {
+            "convert_to": None if convert_to_ is None else convert_to(convert_to_),
+            "convert_to_numpy": _form(convert_to_numpy, "convert_to_numpy", "numpy", "torch"),
+            "convert_to_tensor": _form(convert_to_tensor, "convert_to_tensor", "torch", "numpy"),
+        }, "numpy"),
+        optional_flag(show_progress_bar, "show_progress_bar"),
+        None if max_length_ is None else integer(max_length_, "max_length"),
+        truncate_dim(truncate_dim_, width), precision(precision_),
     )
+
+
+def chosen_instruction(
+    instruction_: Any, prompt: Any, prompt_name: Any, prompts: Mapping[str, str],
+    default_prompt_name: str | None, default: str | None,
+) -> str | None:
+    """The instruction ``encode`` makes its soft prompt from: ``instruction``, or
+    ``prompt`` (an instruction text, sentence-transformers' name), or the model's prompt
+    named ``prompt_name``; with none of them, the prompt ``default_prompt_name`` names,
+    else ``default``. A prompt text of "" means no soft prompt (as in
+    sentence-transformers, where "" prepends nothing)."""
+    given = [name for name, value in (("instruction", instruction_), ("prompt", prompt),
+                                      ("prompt_name", prompt_name)) if value is not None]
+    if len(given) > 1:
+        raise ConfigError(
+            f"pass one of instruction, prompt or prompt_name, not {' and '.join(given)}: "
+            "prompt is an instruction text (the same as instruction), prompt_name names one "
+            "of the model's prompts"
+        )
+    if instruction_ is not None:
+        return instruction(instruction_)
+    if prompt is not None:
+        return instruction(prompt, "prompt") or None
+    name = default_prompt_name if prompt_name is None else prompt_name
+    if name is None:
+        return default
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"prompt_name must be a string, got {type_name(name)} "
+                                f"{name!r:.60}")
+    if name not in prompts:
+        raise ConfigError(
+            f"unknown prompt_name {name!r}: this model's prompts are {sorted(prompts)} "
+            "(or pass the instruction itself as instruction=...)"
+        )
+    return prompts[name] or None
+
+
+def _form(value: Any, name: str, if_true: str, if_false: str) -> str | None:
+    return None if value is None else (if_true if flag(value, name) else if_false)
+
+
+def _agreeing(what: str, given: dict[str, Any], default: Any) -> Any:
+    """The one value the keywords in ``given`` that are not None agree on (pe's own name
+    and sentence-transformers' spelling of it), else ``default``."""
+    values = {name: value for name, value in given.items() if value is not None}
+    if len(set(values.values())) > 1:
+        said = ", ".join(f"{name}={value!r}" for name, value in values.items())
+        raise ConfigError(f"{said} contradict each other ({what}): pass one of them")
+    return next(iter(values.values()), default)
+
+
+def truncate_dim(value: Any, width: int | None) -> int | None:
+    """None (the full width) or a number of leading dimensions to keep, 1 to ``width``."""
+    if value is None:
+        return None
+    n = integer(value, "truncate_dim")
+    if width is not None and n > width:
+        raise ConfigError(f"truncate_dim={n} is more than the model's {width} dimensions: "
+                          f"pass 1 to {width}, or None for all")
+    return n
+
+
+def precision(value: Any) -> str:
+    """One of :data:`PRECISIONS`, as sentence-transformers' ``quantize_embeddings``."""
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"precision must be a string, got {type_name(value)} "
+                                f"{value!r:.60}")
+    if value not in PRECISIONS:
+        raise ConfigError(f"unknown precision {value!r}: use one of {', '.join(PRECISIONS)}")
+    return value
 
 
 def text_limit(requested: int | None, default: int, limit: int | None) -> int:

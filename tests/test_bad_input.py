@@ -140,12 +140,10 @@ ENCODE_CASES = [
     ({"batch_size": float("nan")}, ArgumentTypeError, "batch_size must be an integer"),
     ({"normalize": "no"}, ArgumentTypeError, "True or False"),
     ({"normalize": "yes"}, ArgumentTypeError, "True or False"),
-    ({"normalize": None}, ArgumentTypeError, "True or False"),
     ({"normalize": 0}, ArgumentTypeError, "True or False"),
     ({"normalize": 1}, ArgumentTypeError, "True or False"),
     ({"convert_to": "list"}, ConfigError, "'numpy' or 'torch'"),
     ({"convert_to": "NUMPY"}, ConfigError, "'numpy' or 'torch'"),
-    ({"convert_to": None}, ConfigError, "'numpy' or 'torch'"),
     ({"convert_to": 1}, ConfigError, "'numpy' or 'torch'"),
     ({"show_progress_bar": "yes"}, ArgumentTypeError, "True or False"),
     ({"show_progress_bar": 1}, ArgumentTypeError, "True or False"),
@@ -156,6 +154,30 @@ ENCODE_CASES = [
     ({"max_length": True}, ArgumentTypeError, "max_length must be an integer"),
     ({"max_length": 1_000_000}, ConfigError, f"pass max_length <= {TEXT_ROOM}"),
     ({"max_length": TEXT_ROOM + 1}, ConfigError, f"pass max_length <= {TEXT_ROOM}"),
+    # lone surrogates cannot be tokenised: named before any model runs
+    ({"texts": ["\ud800"]}, ArgumentTypeError, r"texts\[0\] holds a lone surrogate"),
+    ({"texts": ["ok", "a\udfffb"]}, ArgumentTypeError, r"texts\[1\] holds a lone surrogate"),
+    ({"texts": "x\ud800"}, ArgumentTypeError, r"texts\[0\] holds a lone surrogate '\\ud800' "
+     "at character 1"),
+    ({"instruction": "Retrieve \ud800"}, ArgumentTypeError, "instruction holds a lone"),
+    ({"normalize": np.int64(1)}, ArgumentTypeError, "True or False, got numpy.int64"),
+    ({"batch_size": np.float64(2)}, ArgumentTypeError, "integer >= 1, got numpy.float64"),
+    # sentence-transformers' names: one instruction, agreeing flags
+    ({"prompt": "Retrieve"}, ConfigError, "not instruction and prompt"),
+    ({"prompt_name": "query"}, ConfigError, "not instruction and prompt_name"),
+    ({"normalize_embeddings": False}, ConfigError, "contradict"),  # with normalize=True below
+    ({"normalize_embeddings": "yes"}, ArgumentTypeError, "normalize_embeddings must be True"),
+    ({"convert_to_tensor": True, "convert_to": "numpy"}, ConfigError, "contradict"),
+    ({"convert_to_numpy": 1}, ArgumentTypeError, "convert_to_numpy must be True or False"),
+    ({"truncate_dim": 0}, ConfigError, "truncate_dim must be >= 1"),
+    ({"truncate_dim": -4}, ConfigError, "truncate_dim must be >= 1"),
+    ({"truncate_dim": 10_000}, ConfigError, "more than the model's"),
+    ({"truncate_dim": 2.5}, ArgumentTypeError, "truncate_dim must be an integer"),
+    ({"truncate_dim": "8"}, ArgumentTypeError, "truncate_dim must be an integer"),
+    ({"precision": "fp16"}, ConfigError, "unknown precision 'fp16'.*int8, uint8, binary"),
+    ({"precision": "INT8"}, ConfigError, "unknown precision"),
+    ({"precision": None}, ArgumentTypeError, "precision must be a string"),
+    ({"precision": 8}, ArgumentTypeError, "precision must be a string"),
 ]
 
 
@@ -164,6 +186,8 @@ ENCODE_CASES = [
                               for k, _, _ in ENCODE_CASES])
 def test_encode_rejects(model, kwargs, error, match):
     kwargs = {"texts": ["a text"], "instruction": INSTR, **kwargs}
+    if "normalize_embeddings" in kwargs:
+        kwargs["normalize"] = True
     model.clear_prompt_cache()
     with pytest.raises(error, match=match) as info:
         model.encode(kwargs.pop("texts"), **kwargs)

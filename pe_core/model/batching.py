@@ -1,17 +1,27 @@
-"""Tokenise once, sort by length, batch, and put results back in input order
-(sentence-transformers conventions); the one padding of token rows every path uses
+"""Tokenise once (:func:`tokenize_texts`), sort by length, batch, and put results back
+in input order (sentence-transformers conventions); the one padding of token rows every path uses
 (:func:`pad_rows`); and the length grouping training uses for the rows of one step
 (:func:`length_groups`)."""
 
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+
+def tokenize_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of user texts, with the special tokens the model adds (BOS/EOS) but
+    none parsed from the text itself: a text that contains ``"</s>"`` or ``"<pad>"`` is
+    read as those characters, not as an end-of-sequence or padding token that would
+    change what the model sees (and where last-token pooling looks)."""
+    return tokenizer(list(texts), add_special_tokens=True, truncation=False,
+                     split_special_tokens=True)["input_ids"]
 
 
 @dataclass
@@ -29,14 +39,14 @@ def tokenize_sorted(
     padding_side: str = "right",
 ) -> Iterator[Batch]:
     """Yield padded batches, longest first; warn once if any text is truncated."""
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    ids = tokenize_texts(tokenizer, texts)
     longest = max((len(x) for x in ids), default=0)
     if longest > max_length:
         n = sum(len(x) > max_length for x in ids)
         warnings.warn(
             f"{n} of {len(ids)} texts are longer than max_length={max_length} tokens "
             f"(longest {longest}) and were truncated",
-            stacklevel=3,
+            stacklevel=_caller_level(),
         )
     ids = [x[:max_length] for x in ids]
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
@@ -45,6 +55,16 @@ def tokenize_sorted(
         rows = order[start : start + batch_size]
         input_ids, mask = pad_rows([ids[i] for i in rows], pad_id, padding_side)
         yield Batch(rows, input_ids, mask)
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside pe: a warning points at the user's
+    ``encode`` call whichever embedder (and driver) it went through."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+            ("pe_core.", "pe_registry.")):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def pad_rows(

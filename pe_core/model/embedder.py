@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,8 +13,8 @@ from torch import nn
 from pe_core import validate
 from pe_core.errors import DataError
 from pe_core.model.alignment import Alignment, median_token_norm
-from pe_core.model.batching import encode_batches
 from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
+from pe_core.model.encode_driver import Encoder, encode_with_prompt, run_encode, similarity
 from pe_core.model.encoder import BackboneEncoder, max_positions
 from pe_core.model.prompting import PromptingLLM
 
@@ -155,64 +154,105 @@ class PromptEmbedder(nn.Module):
         return validate.text_limit(None, self.config.max_length,
                                    self._position_limit(instruction))
 
+    def _encoder(self) -> Encoder:
+        def run_batch(instruction: str | None, ids: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+            soft = self.cached_soft_prompt(instruction)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            s = None if soft is None else soft.expand(len(ids), *soft.shape)
+            return self(ids, mask, s, normalize=False)
+
+        return Encoder(
+            self.tokenizer, self.dim, run_batch, self.config.max_length,
+            self.backbone.spec.padding_side, self.config.prompts,
+            self.config.default_prompt_name, self.config.document_instruction,
+            self._position_limit, module=self,
+        )
+
     def encode(
         self,
         texts: str | Sequence[str],
         instruction: str | None = None,
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
         batch_size: int = 32,
-        normalize: bool = True,
-        convert_to: str = "numpy",
+        normalize: bool | None = None,
+        normalize_embeddings: bool | None = None,
+        convert_to: str | None = None,
+        convert_to_numpy: bool | None = None,
+        convert_to_tensor: bool | None = None,
         show_progress_bar: bool | None = None,
         max_length: int | None = None,
-    ) -> np.ndarray | torch.Tensor:
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+    ) -> Any:
         """Embed ``texts``; returns ``(len(texts), d_B)`` in input order.
 
-        ``texts`` is one string (returns one vector) or a list of strings;
-        ``instruction=None`` uses ``config.document_instruction`` (which may itself be
-        None: no soft prompt). Every argument is checked first (:mod:`pe_core.validate`):
-        a wrong type or range raises a :class:`~pe_core.errors.PEError`. Texts longer
-        than ``max_length`` tokens (default ``config.max_length``, lowered to what the
-        backbone's positions leave after the soft prompt) are truncated with one
-        warning; a ``max_length`` beyond those positions is an error. Batches are sorted by
-        length; ``show_progress_bar=None`` shows one for more than 8 batches.
+        ``texts`` is one string (returns one vector) or a list of strings. The soft
+        prompt comes from ``instruction``, or ``prompt`` (the same, by
+        sentence-transformers' name), or ``prompt_name`` (one of ``config.prompts``);
+        with none of them, from ``config.default_prompt_name``'s prompt, else
+        ``config.document_instruction`` (which may be None: no soft prompt). Give at most
+        one of the three.
+
+        Output: unit length unless ``normalize=False`` (pe normalises by default;
+        sentence-transformers' ``normalize_embeddings`` is accepted and defaults to the
+        same); ``truncate_dim`` keeps the first dimensions, re-normalised (Matryoshka);
+        ``precision`` is ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` as in
+        sentence-transformers' ``quantize_embeddings`` (int8/uint8 ranges come from the
+        vectors of this call); numpy unless ``convert_to="torch"`` (or
+        ``convert_to_tensor=True`` / ``convert_to_numpy=False``). A NaN or inf vector is
+        never returned: :class:`~pe_core.errors.NonFiniteOutputError`.
+
+        Every argument is checked first (:mod:`pe_core.validate`): a wrong type or range
+        raises a :class:`~pe_core.errors.PEError`. Texts longer than ``max_length``
+        tokens (default ``config.max_length``, lowered to what the backbone's positions
+        leave after the soft prompt) are truncated with one warning; a ``max_length``
+        beyond those positions is an error. Special-token strings in a text (``"</s>"``)
+        are read as text. Batches are sorted by length; ``show_progress_bar=None`` shows
+        one for more than 8 batches.
 
         Example::
 
             model.encode(["what is pe?"], instruction="Retrieve a passage that answers")
+            model.encode(["what is pe?"], prompt_name="query", truncate_dim=64)
         """
-        if instruction is None:
-            instruction = self.config.document_instruction
-        limit = self._position_limit(instruction)
-        args = validate.encode_args(
-            texts, instruction, batch_size, normalize, convert_to, show_progress_bar,
-            max_length, limit,
+        return run_encode(
+            self._encoder(), texts, instruction, prompt_name=prompt_name, prompt=prompt,
+            batch_size=batch_size, normalize=normalize,
+            normalize_embeddings=normalize_embeddings, convert_to=convert_to,
+            convert_to_numpy=convert_to_numpy, convert_to_tensor=convert_to_tensor,
+            show_progress_bar=show_progress_bar, max_length=max_length,
+            truncate_dim=truncate_dim, precision=precision,
         )
-        if not args.texts:
-            empty = torch.zeros((0, self.dim), dtype=torch.float32)
-            return empty if convert_to == "torch" else empty.numpy()
-        was_training = self.training
-        self.eval()
-        out = torch.empty((len(args.texts), self.dim), dtype=torch.float32)
-        soft = self.cached_soft_prompt(args.instruction)
-        batches = encode_batches(
-            self.tokenizer, args.texts, args.batch_size,
-            validate.text_limit(args.max_length, self.config.max_length, limit),
-            self.backbone.spec.padding_side, args.show_progress_bar,
-        )
-        for batch in batches:
-            ids = batch.input_ids.to(self.device)
-            mask = batch.attention_mask.to(self.device)
-            s = None if soft is None else soft.expand(len(ids), *soft.shape)
-            out[batch.order] = self(ids, mask, s, normalize=args.normalize).float().cpu()
-        if was_training:
-            self.train()
-        result = out[0] if args.single else out
-        return result if convert_to == "torch" else result.numpy()
+
+    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
+        """:meth:`encode` with the prompt named "query" (unless ``kwargs`` picks one)."""
+        return encode_with_prompt(self.encode, texts, "query", kwargs)
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
+        """:meth:`encode` with the prompt named "document" (unless ``kwargs`` picks one)."""
+        return encode_with_prompt(self.encode, texts, "document", kwargs)
+
+    similarity_fn_name = "cosine"
+
+    @staticmethod
+    def similarity(a: Any, b: Any) -> Any:
+        """Cosine similarity matrix ``(len(a), len(b))`` of two sets of vectors."""
+        return similarity(a, b)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The width of :meth:`encode`'s vectors (before ``truncate_dim``)."""
+        return self.dim
 
     # -- persistence -------------------------------------------------------------------
-    def save(self, folder: str | Path, save_prompting: bool = False) -> Path:
-        """Write ``alignment.safetensors`` + ``pe_config.json`` (and, with
-        ``save_prompting``, the Prompting LLM under ``prompting/``)."""
+    def save(self, folder: str | Path, save_prompting: bool = True) -> Path:
+        """Write ``alignment.safetensors``, ``pe_config.json`` (named prompts included)
+        and the Prompting LLM with its tokenizer under ``prompting/``: what another
+        machine needs besides the frozen backbone, which ``config.model_id`` names.
+        ``save_prompting=False`` leaves the Prompting LLM out (an alignment trained for
+        an unchanged, published Prompting LLM that ``config.prompting_id`` names)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.alignment.save(folder / ALIGNMENT_WEIGHTS_NAME)

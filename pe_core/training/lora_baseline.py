@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_core import validate
 from pe_core.errors import ConfigError, MissingFileError
-from pe_core.model.batching import encode_batches, length_groups, pad_rows
+from pe_core.model.batching import length_groups, pad_rows, tokenize_texts
+from pe_core.model.config import DEFAULT_QUERY_INSTRUCTION
+from pe_core.model.encode_driver import Encoder, encode_with_prompt, run_encode, similarity
 from pe_core.model.encoder import max_positions
 from pe_core.model.layout import Layout
 from pe_core.model.pooling import pool
@@ -81,38 +81,48 @@ class LoraEmbedder(nn.Module):
         ).last_hidden_state
         return pool(hidden, lay, self.pooling)
 
-    @torch.inference_mode()
-    def encode(
-        self,
-        texts: str | Sequence[str],
-        instruction: str | None = None,
-        batch_size: int = 32,
-        normalize: bool = True,
-        convert_to: str = "numpy",
-        show_progress_bar: bool | None = None,
-        max_length: int | None = None,
-    ) -> np.ndarray | torch.Tensor:
-        """Embed ``texts`` (``instruction`` marks them as queries); same conventions as
-        :meth:`PromptEmbedder.encode`."""
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Named prompts as :attr:`EmbedderConfig.prompts`: a query gets the instruction
+        in its template, a document none (the E5 recipe)."""
+        return {"query": DEFAULT_QUERY_INSTRUCTION, "document": "",
+                **self.meta.get("prompts", {})}
+
+    def _encoder(self) -> Encoder:
+        def run_batch(instruction: str | None, ids: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+            return self(ids.to(self.device), mask.to(self.device))
+
+        def prepare(texts: list[str], instruction: str | None) -> list[str]:
+            return [self.format_query(t, instruction) for t in texts]
+
         limit = max_positions(self.model)
-        args = validate.encode_args(texts, instruction, batch_size, normalize, convert_to,
-                                    show_progress_bar, max_length, limit)
-        items = [self.format_query(t, args.instruction) for t in args.texts]
-        was_training = self.training
-        self.eval()
-        out = torch.empty((len(items), self.dim), dtype=torch.float32)
-        batches = encode_batches(
-            self.tokenizer, items, args.batch_size,
-            validate.text_limit(args.max_length, self.max_length, limit),
-            self.spec.padding_side, args.show_progress_bar,
-        )
-        for batch in batches:
-            pooled = self(batch.input_ids.to(self.device), batch.attention_mask.to(self.device))
-            pooled = pooled.float()
-            out[batch.order] = (F.normalize(pooled, dim=-1) if args.normalize else pooled).cpu()
-        self.train(was_training)
-        result = out[0] if args.single else out
-        return result if convert_to == "torch" else result.numpy()
+        return Encoder(self.tokenizer, self.dim, run_batch, self.max_length,
+                       self.spec.padding_side, self.prompts,
+                       position_limit=lambda instruction: limit, prepare=prepare,
+                       module=self)
+
+    def encode(self, texts: str | Sequence[str], instruction: str | None = None,
+               **kwargs: Any) -> Any:
+        """Embed ``texts`` (an instruction marks them as queries); the keywords and
+        conventions of :meth:`PromptEmbedder.encode` (``prompt_name="query"`` is
+        :data:`DEFAULT_QUERY_INSTRUCTION`, ``"document"`` no instruction)."""
+        return run_encode(self._encoder(), texts, instruction, **kwargs)
+
+    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
+        return encode_with_prompt(self.encode, texts, "query", kwargs)
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
+        return encode_with_prompt(self.encode, texts, "document", kwargs)
+
+    similarity_fn_name = "cosine"
+
+    @staticmethod
+    def similarity(a: Any, b: Any) -> Any:
+        return similarity(a, b)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dim
 
     # -- persistence -----------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -206,8 +216,7 @@ class LoraMethod(Method):
     def rows(self, examples: Sequence[Example], n_neg: int) -> Rows:
         emb = self.embedder
         texts, _ = row_texts(examples, n_neg, lambda ex: emb.format_query(ex.query, ex.instruction))
-        enc = emb.tokenizer(texts, add_special_tokens=True, truncation=False)
-        ids = [x[: emb.max_length] for x in enc["input_ids"]]
+        ids = [x[: emb.max_length] for x in tokenize_texts(emb.tokenizer, texts)]
         n = len(examples)
         return Rows(texts, ids, [-1] * len(texts), [], n, n, text_keys(texts[n:]))
 

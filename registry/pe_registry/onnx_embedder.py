@@ -180,34 +180,10 @@ class OnnxEmbedder:
 
         return validate.text_limit(None, int(self.config.max_length), self.position_limit)
 
-    def encode(
-        self,
-        texts: str | Sequence[str],
-        instruction: str | None = None,
-        batch_size: int = 32,
-        normalize: bool = True,
-        convert_to: str = "numpy",
-        show_progress_bar: bool | None = None,
-        max_length: int | None = None,
-    ) -> Any:
-        """Embed ``texts``; returns ``(len(texts), d_B)`` float32 in input order.
-
-        ``instruction`` must be None or the instruction baked into the graph: one graph
-        holds one soft prompt. The graph's output is already unit length, so
-        ``normalize`` only exists for signature compatibility with the torch embedder
-        (``normalize=False`` raises rather than silently returning normalised vectors).
-
-        Example::
-
-            model.encode(["what is pe?", "a document"], batch_size=32)
-        """
-        from pe_core import validate
-        from pe_core.model.batching import encode_batches
-
-        limit = self.position_limit
-        args = validate.encode_args(texts, instruction, batch_size, normalize, convert_to,
-                                    show_progress_bar, max_length, limit)
-        if args.instruction is not None and args.instruction != self.instruction:
+    def _check(self, args: Any) -> None:
+        """One graph holds one soft prompt and ends in a normalisation: refuse, before any
+        work, an encode that asks for another instruction or for raw vectors."""
+        if args.instruction != self.instruction:
             raise ConfigError(
                 f"this ONNX graph has the instruction {self.instruction!r} baked in, not "
                 f"{args.instruction!r}: export one graph per instruction "
@@ -218,17 +194,56 @@ class OnnxEmbedder:
                 "the exported graph outputs normalised embeddings; normalize=False needs "
                 "the torch embedder"
             )
-        out = np.empty((len(args.texts), self.dim), dtype=np.float32)
-        batches = encode_batches(
-            self.tokenizer, args.texts, args.batch_size,
-            validate.text_limit(args.max_length, self.config.max_length, limit),
-            self.padding_side, args.show_progress_bar,
-        )
-        for batch in batches:
-            out[batch.order] = self.run(batch.input_ids.numpy(), batch.attention_mask.numpy())
-        result = out[0] if args.single else out
-        if convert_to == "torch":
-            import torch
 
-            return torch.from_numpy(result)
-        return result
+    def encode(self, texts: str | Sequence[str], instruction: str | None = None,
+               **kwargs: Any) -> Any:
+        """Embed ``texts``; returns ``(len(texts), d_B)`` float32 in input order, with the
+        keywords and conventions of ``PromptEmbedder.encode`` (``prompt_name``,
+        ``truncate_dim``, ``precision``, sentence-transformers' names).
+
+        The instruction (given, or the prompt ``prompt_name`` names) must be the one
+        baked into the graph, which is also the default: one graph holds one soft prompt.
+        The graph's output is already unit length, so ``normalize=False`` raises rather
+        than silently returning normalised vectors.
+
+        Example::
+
+            model.encode(["what is pe?", "a document"], batch_size=32)
+        """
+        from pe_core.model.encode_driver import run_encode
+
+        return run_encode(self._encoder(), texts, instruction, **kwargs)
+
+    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
+        from pe_core.model.encode_driver import encode_with_prompt
+
+        return encode_with_prompt(self.encode, texts, "query", kwargs)
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
+        from pe_core.model.encode_driver import encode_with_prompt
+
+        return encode_with_prompt(self.encode, texts, "document", kwargs)
+
+    similarity_fn_name = "cosine"
+
+    @staticmethod
+    def similarity(a: Any, b: Any) -> Any:
+        from pe_core.model.encode_driver import similarity
+
+        return similarity(a, b)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dim
+
+    def _encoder(self) -> Any:
+        from pe_core.model.encode_driver import Encoder
+
+        def run_batch(instruction: str | None, ids: Any, mask: Any) -> np.ndarray:
+            return self.run(ids.numpy(), mask.numpy())
+
+        # default_prompt_name is left out: the default is the graph's own instruction
+        return Encoder(self.tokenizer, self.dim, run_batch, int(self.config.max_length),
+                       self.padding_side, self.config.prompts,
+                       default_instruction=self.instruction,
+                       position_limit=lambda instruction: self.position_limit,
+                       check=self._check)
