@@ -117,7 +117,8 @@ def run_grid(args: argparse.Namespace, results: dict, path: Path) -> None:
                 "variant": args.variant, "size": size, "wall_s": round(wall, 1),
                 "command": " ".join(shlex.quote(c) for c in command), **invocation}
         if proc.returncode != 0:
-            cell["error"] = proc.stderr.strip().splitlines()[-1:] or ["exit " + str(proc.returncode)]
+            last = proc.stderr.strip().splitlines()[-1:]
+            cell["error"] = last or [f"exit {proc.returncode}"]
         else:
             cell.update(read_run(folder / "log.jsonl", frozen))
         results["cells"][key] = cell
@@ -182,7 +183,8 @@ def frozen_score(results: dict, backbone: str, dev: Path, max_length: int, path:
                 frozen = pe_core.load(backbone=family, model=model, device="cpu",
                                       pooling=pooling, max_length=max_length,
                                       allow_untrained=True)
-            scores[pooling] = round(retrieval_scores(WithoutPrompt(frozen), examples)[MAIN_SCORE], 4)
+            got = retrieval_scores(WithoutPrompt(frozen), examples)
+            scores[pooling] = round(got[MAIN_SCORE], 4)
             del frozen
         results["frozen"][name] = scores
         _write(path, results)
