@@ -7,7 +7,7 @@ the same seconds had the same compute, whatever their evaluations cost.
 
 Example::
 
-    >>> from curves import read_curve, score_at
+    >>> from benchmarks.curves import read_curve, score_at
     >>> run = read_curve(Path("runs/pe/log.jsonl"))   # doctest: +SKIP
     >>> score_at(run["curve"], 120.0)                 # doctest: +SKIP
     0.31

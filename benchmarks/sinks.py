@@ -2,7 +2,7 @@
 norm, read after real documents, against the documents' own tokens. For the README's
 sink-guard readings.
 
-    python benchmarks/sinks.py runs/smollm2 runs/gemma3 --texts dev.jsonl --json out.json
+    python -m benchmarks.sinks runs/smollm2 runs/gemma3 --texts dev.jsonl --name smollm2-gemma3
 
 A sink (a token in the massive-activation state LLMs keep their first token in) shows as
 a soft position whose norm at the middle layer is tens of times the text median; the
@@ -16,6 +16,8 @@ import json
 import warnings
 from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 
 def read_run(run: Path, texts: list[str]) -> dict[str, Any]:
@@ -52,22 +54,24 @@ def read_run(run: Path, texts: list[str]) -> dict[str, Any]:
             "per_text": rows}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="pe train / pe align folders")
-    parser.add_argument("--texts", type=Path, required=True,
-                        help="JSONL with a 'positive' field (documents), e.g. dev pairs")
-    parser.add_argument("--n", type=int, default=8, help="documents read")
-    parser.add_argument("--json", type=Path, help="write the readings here")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     lines = args.texts.read_text(encoding="utf-8").splitlines()
     texts = [json.loads(x)["positive"] for x in lines if x.strip()][: args.n]
     out = [read_run(run, texts) for run in args.runs]
     for r in out:
         print(f"{r['run']}: worst soft token {r['worst_soft_over_text_median']:.1f}x the "
               f"text median (first text token {r['first_token_over_text_median']:.1f}x)")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.parser(__doc__.splitlines()[0], seed=None)
+    parser.add_argument("runs", nargs="+", type=Path, help="pe train / pe align folders")
+    parser.add_argument("--texts", type=Path, required=True,
+                        help="JSONL with a 'positive' field (documents), e.g. dev pairs")
+    parser.add_argument("--n", type=int, default=8, help="documents read")
+    args = harness.parse(parser, argv, quick={"n": 2})
+    harness.run("sinks", args, measure, argv)
 
 
 if __name__ == "__main__":

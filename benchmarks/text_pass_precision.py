@@ -2,10 +2,10 @@
 what the rounding does to the training signal.
 
 On a 30-layer backbone the text pass is most of a first-epoch PromptEmbedder step
-(``train_efficiency.py --profile``). The backbone is frozen and the pass has no grad, so
-it may run in a cheaper precision if training does not suffer. This script measures, on
-one batch of training pairs (queries with the task instruction, documents with the
-document instruction), interleaved over ``--rounds``:
+(``python -m benchmarks.train_efficiency --profile``). The backbone is frozen and the
+pass has no grad, so it may run in a cheaper precision if training does not suffer.
+This script measures, on one batch of training pairs (queries with the task
+instruction, documents with the document instruction), interleaved over ``--rounds``:
 
 * the text pass as the first epoch runs it (length groups, early exit), fp32 vs bf16:
   wall and CPU ms;
@@ -14,8 +14,8 @@ document instruction), interleaved over ``--rounds``:
 * with ``--train-steps N``: per seed of ``--seeds``, two ``pe train`` runs, same seed
   and data, fp32 and bf16 text pass, their dev nDCG@10 every ``--eval-every`` steps.
 
-    python benchmarks/text_pass_precision.py --model pe-real:smollm2-135m --threads 1
-    python benchmarks/text_pass_precision.py --train-steps 20 --batch 16 --json out.json
+    python -m benchmarks.text_pass_precision --model pe-real:smollm2-135m --threads 1
+    python -m benchmarks.text_pass_precision --train-steps 20 --batch 16 --name bf16-train
 
 * with ``--int8-linears`` (instead of the above): each projection of the backbone's
   layers as the text pass runs it (the batch's real tokens as rows), fp32 against
@@ -38,9 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from curves import plot_curves, read_curve
-from tiers import TOY_PROMPTING, short
-from train_efficiency import resolve_backbone
+from benchmarks import harness
+from benchmarks.curves import read_curve
+from benchmarks.tiers import TOY_PROMPTING, short
+from benchmarks.train_efficiency import resolve_backbone
 
 INSTRUCTION = "Given a one-line summary, retrieve the documentation that it summarizes"
 # the projections whose inputs carry activation outliers on SmolLM2 (per-tensor int8 loses
@@ -219,38 +220,17 @@ def train_pair(args: argparse.Namespace) -> dict:
     return out
 
 
-def plot_pairs(train: dict, path: Path, title: str) -> None:
-    """One panel per seed of :func:`train_pair`'s result, fp32 and bf16 curves in each."""
+def plot_panels(results: dict) -> dict[str, dict[str, list]]:
+    """For ``python -m benchmarks.render``: one panel per seed of :func:`train_pair`'s
+    runs, the fp32 and bf16 curves in each."""
     panels: dict[str, dict[str, list]] = {}
-    for key, run in train.items():
-        name, seed = key.split(" seed ")
-        panels.setdefault(f"seed {seed}", {})[f"text pass {name}"] = run["curve"]
-    plot_curves(panels, path, title)
+    for key, run in results.get("train", {}).items():
+        name, _, seed = key.partition(" seed ")
+        panels.setdefault(f"seed {seed or 0}", {})[f"text pass {name}"] = run["curve"]
+    return panels
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default="pe-real:smollm2-135m")
-    p.add_argument("--prompting", default=TOY_PROMPTING)
-    p.add_argument("--batch", type=int, default=32, help="pairs (x2 texts)")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--train-steps", type=int, default=0, help="also the two training runs")
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--dev", type=int, default=128)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                   help="training seeds (each: an fp32 and a bf16 run)")
-    p.add_argument("--alignment-lr", type=float, help="pe train's (default: its own)")
-    p.add_argument("--int8-linears", action="store_true",
-                   help="instead of bf16: the projections fp32 vs dynamic int8")
-    p.add_argument("--json", help="write the results here")
-    p.add_argument("--plot", help="with --train-steps: dev score against training time, "
-                                  "one panel per seed, written here (PNG)")
-    args = p.parse_args()
-    import torch
-
-    torch.set_num_threads(args.threads)
+def run(args: argparse.Namespace) -> dict:
     if args.int8_linears:
         result = {"int8_linears": int8_linears(args)}
         print(json.dumps(result["int8_linears"], indent=2), flush=True)
@@ -259,15 +239,28 @@ def main() -> None:
         print(json.dumps(result["measure"], indent=2), flush=True)
     if args.train_steps:
         result["train"] = train_pair(args)
-        for name, run in result["train"].items():
-            print(name, f"{run['ms_per_step']:.0f} ms/step", run["curve"], flush=True)
-        if args.plot:
-            plot_pairs(result["train"], Path(args.plot),
-                       f"pe train on {args.model}, text pass fp32 vs bf16 autocast: "
-                       f"{args.train_steps} steps of {args.batch} pairs, {args.max_length} "
-                       f"tokens, {args.threads} threads")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), **result}, indent=2))
+        for name, one in result["train"].items():
+            print(name, f"{one['ms_per_step']:.0f} ms/step", one["curve"], flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = harness.parser(__doc__, threads=1)
+    p.add_argument("--model", default="pe-real:smollm2-135m")
+    p.add_argument("--prompting", default=TOY_PROMPTING)
+    p.add_argument("--batch", type=int, default=32, help="pairs (x2 texts)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--train-steps", type=int, default=0, help="also the two training runs")
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--dev", type=int, default=128)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="training seeds (each: an fp32 and a bf16 run)")
+    p.add_argument("--alignment-lr", type=float, help="pe train's (default: its own)")
+    p.add_argument("--int8-linears", action="store_true",
+                   help="instead of bf16: the projections fp32 vs dynamic int8")
+    args = harness.parse(p, argv, quick={"batch": 2, "max_length": 16, "rounds": 1, "dev": 8})
+    harness.run("text_pass_precision", args, run, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ takes one on its command line.
 
 Example::
 
-    >>> from tiers import TIERS, parse_ref
+    >>> from benchmarks.tiers import TIERS, parse_ref
     >>> parse_ref(TIERS["real"].backbones[0])
     ('llama', 'pe-real:smollm2-135m')
 """

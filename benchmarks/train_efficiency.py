@@ -8,9 +8,9 @@ peak resident memory above the loaded models (VmHWM reset after loading), and ra
 LoRA; with ``--profile``, where each step's time goes (Prompting LLM, text pass, soft
 pass, backward, optimizer). Not a test: run it by hand.
 
-    python benchmarks/train_efficiency.py                     # random Llama, hidden 256, 4 layers
-    python benchmarks/train_efficiency.py --bf16 --hidden 1024 --layers 8   # GPU table
-    python benchmarks/train_efficiency.py --model pe-real:smollm2-135m --threads 2 \
+    python -m benchmarks.train_efficiency             # random Llama, hidden 256, 4 layers
+    python -m benchmarks.train_efficiency --bf16 --hidden 1024 --layers 8   # GPU table
+    python -m benchmarks.train_efficiency --model pe-real:smollm2-135m --threads 2 \
         --rounds 1 --steps 3 --warmup 1 --batches 2 --profile    # a real backbone
 
 Backbone: a random Llama built here (``--hidden``, ``--layers``), or ``--model`` (a real-tier
@@ -43,7 +43,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tiers import TIERS, TOY_PROMPTING, parse_ref, short
+from benchmarks import harness
+from benchmarks.tiers import TIERS, TOY_PROMPTING, parse_ref, short
 
 MODES = ("prefix", "suffix", "suffix-bf16", "suffix-store", "lora", "full")
 INSTRUCTION = "Given a one-line summary, retrieve the documentation that it summarizes"
@@ -289,8 +290,10 @@ def worker(args: argparse.Namespace) -> dict:
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    # one torch thread per run by default: on a shared machine, 2+ threads spend most of a
+    # small op waiting for each other
+    p = harness.parser(__doc__, threads=1)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--batch", type=int, default=32)
@@ -300,9 +303,6 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batches", type=int, default=4, help="batches per epoch (suffix-store)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per run (1: on a shared machine, 2+ threads spend "
-                        "most of a small op waiting for each other)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for every mode")
     p.add_argument("--lora-dropout", type=float, default=0.0,
                    help="LoRA dropout (0: the cheapest LoRA; E5-mistral used 0.1)")
@@ -320,20 +320,24 @@ def main() -> None:
     p.add_argument("--floor", action="store_true",
                    help="with --model: also time the text pass's projections alone (fp32 and "
                         "bf16), the matrix-multiply floor under any suffix step")
-    p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--backbone", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = harness.parse(p, argv, quick={"hidden": 64, "layers": 2, "batch": 4, "seq": 32,
+                                         "steps": 1, "warmup": 1, "batches": 2, "rounds": 1})
     if args.worker:
         print("RESULT " + json.dumps(worker(args)), flush=True)
         return
-
-    modes = args.modes.split(",")
-    unknown = sorted(set(modes) - set(MODES))
+    unknown = sorted(set(args.modes.split(",")) - set(MODES))
     if unknown:
         p.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if args.floor and not args.model:
         p.error("--floor needs --model (a real backbone)")
+    harness.run("train_efficiency", args, measure, argv)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Each mode in its own worker process, rounds interleaved; the medians as a table."""
+    modes = args.modes.split(",")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     floor: dict | None = None
     with tempfile.TemporaryDirectory() as root:
@@ -343,7 +347,8 @@ def main() -> None:
         else:
             backbone = "llama"
             folders = build_models(Path(root), args.hidden, args.layers, args.vocab)
-        base_cmd = [sys.executable, __file__, "--backbone", backbone, "--model",
+        base_cmd = [sys.executable, "-m", "benchmarks.train_efficiency", "--backbone", backbone,
+                    "--model",
                     folders["model"], "--prompting", folders["prompting"]]
         for name in ("hidden", "layers", "batch", "seq", "steps", "warmup", "batches", "threads",
                      "lora_dropout", "prompting_lora"):
@@ -353,7 +358,7 @@ def main() -> None:
 
         def run(mode: str) -> dict:
             proc = subprocess.run(base_cmd + ["--worker", mode], capture_output=True,
-                                  text=True, env=env)
+                                  text=True, env=env, cwd=harness.ROOT)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
                 sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
@@ -369,9 +374,7 @@ def main() -> None:
     print(render(table, args))
     if floor is not None:
         print("\n" + render_floor(floor, table))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs,
-                                               "table": table, "floor": floor}, indent=2))
+    return {"runs": runs, "table": table, "floor": floor}
 
 
 def summarise(runs: dict[str, list[dict]]) -> list[dict]:

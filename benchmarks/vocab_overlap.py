@@ -1,13 +1,14 @@
 """How many tokens two vocabularies share: by raw vocabulary strings and by the text the
 tokens decode to (what pe's token maps use). For the README's real-tier table.
 
-    python benchmarks/vocab_overlap.py pe-real:smollm2-135m pe-real:gemma3-270m
+    python -m benchmarks.vocab_overlap pe-real:smollm2-135m pe-real:gemma3-270m
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+
+from benchmarks import harness
 
 
 def overlap(a_ref: str, b_ref: str) -> dict[str, object]:
@@ -29,12 +30,13 @@ def overlap(a_ref: str, b_ref: str) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.parser(__doc__.splitlines()[0], seed=None)
     parser.add_argument("a")
     parser.add_argument("b")
-    args = parser.parse_args()
-    print(json.dumps(overlap(args.a, args.b), indent=2))
+    args = harness.parse(parser, argv)
+    rec = harness.run("vocab_overlap", args, lambda a: overlap(a.a, a.b), argv)
+    print(json.dumps(rec["results"], indent=2))
 
 
 if __name__ == "__main__":
