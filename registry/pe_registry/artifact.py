@@ -37,6 +37,7 @@ from pe_core.model.config import (
     CONFIG_NAME,
     EmbedderConfig,
 )
+from pe_core.model.run_prompting import trained_prompting
 from pe_registry import card
 from pe_registry.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
 from pe_registry.prompting import PROMPTING_NAME, PromptingInfo
@@ -45,7 +46,6 @@ ALIGNMENT = "alignment"
 PROMPTING = "prompting"
 PROMPTING_SUFFIX = "-prompting"
 CARD_NAME = "README.md"
-PROMPTING_DIR = "prompting"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 WIDTH_KEYS = ("hidden_size", "n_embd", "d_model")
 _MAX_HEADER = 100 * 1024 * 1024
@@ -222,9 +222,11 @@ def read_source(source: str | Path) -> tuple[str, Any]:
 
 
 def run_prompting(source: str | Path, cfg: EmbedderConfig) -> tuple[Path, PromptingInfo] | None:
-    """The trained Prompting LLM of a training run, if it has one."""
-    folder = Path(source) / PROMPTING_DIR
-    if not (folder / "config.json").is_file():
+    """The trained Prompting LLM of a training run, if it has one; a `pe train` run
+    whose ``prompting/`` is gone is refused (:func:`trained_prompting`), as
+    ``pe_core.load`` and ``pe align`` refuse it."""
+    folder = trained_prompting(source)
+    if folder is None:
         return None
     info = PromptingInfo.from_embedder_config(cfg)
     if (folder / PROMPTING_NAME).is_file():

@@ -65,7 +65,8 @@ def push_target(args: argparse.Namespace) -> str | None:
     """TO from the positional argument, ``--local [NAME]`` or ``--repo ORG/NAME``."""
     from pe_core.errors import ConfigError
 
-    given = [t for t in (args.to, args.local or None, args.repo) if t]
+    # an empty TO is a name given wrongly, not "no name": check_name refuses it later
+    given = [t for t in (args.to, args.local or None, args.repo) if t is not None]
     if len(given) > 1:
         raise ConfigError(f"give the destination once, not {given}")
     if args.repo is not None and "/" not in args.repo:

@@ -22,6 +22,8 @@ class Entry:
     path: Path
     manifest: Manifest
     prompting: Entry | None = None
+    broken: Exception | None = None  # why its manifest could not be read
+
 
     @property
     def kind(self) -> str:
@@ -36,7 +38,10 @@ class Entry:
         return self.ref.partition("@")[2]
 
     def row(self) -> dict[str, Any]:
-        """What ``pe list`` shows; config files are hash-checked as they are read."""
+        """What ``pe list`` shows; config files are hash-checked as they are read. An
+        entry whose manifest could not be read raises that error again."""
+        if self.broken is not None:
+            raise self.broken
         return {
             "ref": self.ref,
             "name": self.name,

@@ -87,15 +87,36 @@ class LocalRegistry:
         """Hold the registry's lock (across processes) for one change."""
         from filelock import FileLock, Timeout
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / ".lock"), timeout=self.lock_timeout)
         try:
-            with FileLock(str(self.root / ".lock"), timeout=self.lock_timeout):
-                yield
+            with self.writing():
+                self.root.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
         except Timeout as exc:
             raise RegistryError(
                 f"the registry {self.root} stayed locked for {self.lock_timeout:.0f}s; another "
                 f"pe process is writing to it (or one died holding {self.root / '.lock'})"
             ) from exc
+        try:
+            with self.writing():
+                yield
+        finally:
+            lock.release()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A change the file system refuses (a read-only registry, a folder of another
+        user's) is a :class:`RegistryError` that says where, and the registry is left
+        as it was: nothing moves into ``artifacts/`` until everything is staged."""
+        try:
+            yield
+        except PermissionError as exc:
+            where = exc.filename or self.root
+            raise RegistryError(
+                f"permission denied on {where}: the registry {self.root} is not writable "
+                f"by this user; make it writable, or point {ENV_VAR} at a folder you can "
+                "write"
+            ) from None
 
     @contextmanager
     def staging(self, prefix: str = "op-", sweep: str | None = None) -> Iterator[Path]:
@@ -183,7 +204,7 @@ class LocalRegistry:
         is written.
         """
         check_source(source)
-        name = check_name(name or default_name(source))
+        name = check_name(default_name(source) if name is None else name)
         if version is not None and (not isinstance(version, str) or not VERSION_RE.match(version)):
             raise RegistryError(f"{version!r} is not a valid version (letters, digits, . _ -)")
         pending: list[tuple[Path, str]] = []
@@ -271,9 +292,10 @@ class LocalRegistry:
     def _entry_or_broken(path: Path, ref: str) -> Entry:
         try:
             return Entry(ref, path, Manifest.load(path))
-        except PEError:
-            # listed as broken (row() will raise) so `pe list` can say which one
-            return Entry(ref, path, Manifest(kind="broken", files={}))
+        except PEError as exc:
+            # listed as broken (row() raises exc again) so `pe list` can say which one
+            # and what is wrong with it
+            return Entry(ref, path, Manifest(kind="broken", files={}), broken=exc)
 
     def remove(self, ref: str, force: bool = False) -> list[str]:
         """Delete ``name@version`` (or every version of ``name``), or the local copies of a
