@@ -56,3 +56,13 @@ def tiny_examples(n=6, negatives=1):
     """``n`` one-task examples from :func:`pair_records`."""
     return [Example(r["query"], r["positive"], tuple(r.get("negatives", ())), r["instruction"],
                     r["instruction"]) for r in pair_records(n, tasks=1, negatives=negatives)]
+
+
+def train_tiny(pairs, folders, out, **kw):
+    """``pe_core.train`` on the tiny llama: 4 steps of batch 8, a checkpoint every 2."""
+    import pe_core
+
+    opts = dict(steps=4, batch_size=8, lr=1e-3, progress=False, save_every=2)
+    opts.update(kw)
+    return pe_core.train(str(pairs), backbone="llama", model=str(folders["model"]),
+                         prompting=str(folders["prompting"]), out=out, **opts)

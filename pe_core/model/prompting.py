@@ -121,10 +121,17 @@ class PromptingLLM(nn.Module):
         # instruction and read it wrongly, without a word
         positions = max_positions(self.model)
         if positions is not None and prompt_tokens + num_tokens > positions:
+            # name the way out that exists: with K at or past the positions, no
+            # instruction can be short enough
+            fixes = [f"use at most {positions - prompt_tokens} soft tokens"
+                     ] if positions > prompt_tokens else []
+            if positions > num_tokens:
+                fixes.insert(0, f"shorten the instruction to {positions - num_tokens} tokens "
+                                "with its template")
             raise ConfigError(
-                f"the instruction is {prompt_tokens} tokens with its template, and the "
-                f"Prompting LLM reads at most {positions - num_tokens} before its "
-                f"{num_tokens} soft tokens: shorten the instruction"
+                f"the instruction is {prompt_tokens} tokens with its template and "
+                f"num_soft_tokens is {num_tokens}: together more than the Prompting LLM's "
+                f"{positions} positions; {' or '.join(fixes) or 'use fewer soft tokens'}"
             )
 
     def soft_tokens(self, pi: torch.Tensor) -> torch.Tensor:

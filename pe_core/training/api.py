@@ -32,7 +32,10 @@ def _model_ref(spec: Any, model: str | None) -> str:
     return str(ref)
 
 
-def _settings(base: TrainSettings | None, method: str, overrides: dict[str, Any]) -> TrainSettings:
+def _settings(base: TrainSettings | None, method: str, overrides: dict[str, Any],
+              resume_from: Any = None) -> TrainSettings:
+    """The run's settings; resuming a run in ``resume_from``, its saved ones with what
+    was passed checked against them (:mod:`~pe_core.training.resume`)."""
     if base is not None and not isinstance(base, TrainSettings):
         raise ArgumentTypeError(
             f"settings must be a TrainSettings or None, got {type(base).__name__}; pass "
@@ -41,7 +44,16 @@ def _settings(base: TrainSettings | None, method: str, overrides: dict[str, Any]
     values = base.to_dict() if base is not None else {}
     values.update(overrides)
     values["method"] = method
-    return TrainSettings(**values)
+    given = TrainSettings(**values)
+    if resume_from is None:
+        return given
+    from pe_core.training.resume import resumed_settings
+    from pe_core.training.run_folder import check_out
+
+    default = TrainSettings(method=method)
+    named = {k for k, v in overrides.items() if v is not None} | {"method"} | (
+        {k for k, v in base.to_dict().items() if v != getattr(default, k)} if base else set())
+    return resumed_settings(check_out(resume_from), given, named)
 
 
 def _check_args(refs: dict[str, Any], resume: Any, overwrite: Any, dtype: Any,
@@ -136,7 +148,7 @@ def train(
     _check_args({"backbone": backbone, "model": model, "prompting": prompting,
                  "alignment": alignment}, resume, overwrite, dtype, on_step)
     settings_kw, config_kw = split_kwargs(kwargs)
-    s = _settings(settings, method, settings_kw)
+    s = _settings(settings, method, settings_kw, out if resume else None)
     if s.method == "align":
         raise ConfigError("method 'align' trains through pe_core.align(source, ...)")
     if s.method in ("lora", "full") and config_kw.keys() - {"max_length"}:
@@ -152,7 +164,19 @@ def train(
     return _run(build, s, data, dev_data, out, resume, overwrite, device, on_step)
 
 
-def _run(
+def _run(build: Any, s: TrainSettings, data: Any, dev_data: Any, out: str | Path,
+         resume: bool, overwrite: bool, device: str | None, on_step: Any) -> Any:
+    """:func:`_run_locked` while holding ``out``'s lock (rank 0 alone writes, so it alone
+    locks): a second run into the same folder fails at once."""
+    import os
+
+    from pe_core.training.run_folder import run_lock
+
+    with run_lock(out, writes=os.environ.get("RANK", "0") == "0"):
+        return _run_locked(build, s, data, dev_data, out, resume, overwrite, device, on_step)
+
+
+def _run_locked(
     build: Any, s: TrainSettings, data: Any, dev_data: Any, out: str | Path, resume: bool,
     overwrite: bool, device: str | None, on_step: Any,
 ) -> Any:
@@ -166,6 +190,8 @@ def _run(
     from pe_core.training import distributed as dist_util
     from pe_core.training.device import training_device
     from pe_core.training.loss import check_matryoshka_dims
+    from pe_core.training.preflight import check_max_length, check_trainable
+    from pe_core.training.resume import check_resume_data
     from pe_core.training.run_folder import plan_run_folder, writing
     from pe_core.training.trainer import Trainer
     from pe_core.validate import device as check_device
@@ -173,13 +199,17 @@ def _run(
     device = check_device(device)
     folder = plan_run_folder(out, resume, overwrite)
     train_data, dev = _data(data, dev_data, s)
+    if resume:
+        check_resume_data(folder.out, train_data.data_hash)
     dist_info = dist_util.setup(device)
+    check_trainable(train_data, s, dist_info.world)
     if not dist_info.is_main:  # rank 0 alone writes the run
         folder = replace(folder, writes=False)
     dev_ = training_device(device, dist_info.local_rank)
     torch.manual_seed(s.seed)
     trained, method, save = build(dev_, train_data)
     check_matryoshka_dims(s.matryoshka_dims, trained.dim)
+    check_max_length(trained.tokenizer, _max_length(trained), train_data)
     method.module = dist_util.wrap_ddp(method.module, dev_)
     with writing(folder) as work:
         if dist_info.is_main:
@@ -191,6 +221,13 @@ def _run(
     result.out = folder.out
     result.model = trained
     return result
+
+
+def _max_length(trained: Any) -> int:
+    """The tokens a trained model keeps of a text (a PromptEmbedder's config, or the LoRA
+    baseline's own)."""
+    config = getattr(trained, "config", None)
+    return int(config.max_length if config is not None else trained.max_length)
 
 
 def _prompt_embedder(
@@ -300,7 +337,7 @@ def align(
     fixed = config_kw.keys() & set(transfer_names(EmbedderConfig, FIXED, SOURCE_PROMPTING))
     if fixed:
         raise ConfigError(f"{sorted(fixed)} come from the source run and cannot change in align")
-    s = _settings(settings, "align", settings_kw)
+    s = _settings(settings, "align", settings_kw, out if resume else None)
     check_init(init)
     source = Path(source)
     _check_apart(source, out)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from pe_core.errors import CorruptFileError, MissingFileError
-from pe_core.safe_io import load_tensors, save_tensors
+from pe_core.safe_io import check_safetensors, load_tensors, save_tensors
 
 LATEST = "latest.json"
 STATE = "state.json"
@@ -164,7 +164,7 @@ def load_checkpoint(
             p.copy_(weights[name].to(p.device, p.dtype))
     _load_optimizer(folder, state, params, optimizer)
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
-    rng, _ = load_tensors(folder / "rng.safetensors")
+    rng = _state_tensors(folder / "rng.safetensors")
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
         cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
@@ -179,7 +179,7 @@ def _load_optimizer(
     folder: Path, state: dict[str, Any], params: dict[str, torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
 ) -> None:
-    tensors, _ = load_tensors(folder / "optimizer.safetensors")
+    tensors = _state_tensors(folder / "optimizer.safetensors")
     groups = state["optimizer_groups"]
     if len(groups) != len(optimizer.param_groups):
         raise CorruptFileError(f"{folder}: optimizer groups differ from this run's")
@@ -191,3 +191,16 @@ def _load_optimizer(
         per = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.split("::", 1)[0] == name}
         if per:
             optimizer.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in per.items()}
+
+
+def _state_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The optimizer's or the RNGs' tensors: read with the same typed errors as weights,
+    without the weights' check (RNG states are uint8, step counters may be integers)."""
+    from safetensors.torch import load_file
+
+    check_safetensors(path)
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise CorruptFileError(f"{path} could not be read ({exc}); resume from an earlier "
+                               "checkpoint or start the run again") from exc

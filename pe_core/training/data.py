@@ -97,7 +97,7 @@ def read_pairs(source: Any, name: str | None = None) -> PairData:
         if not examples:
             raise DataError(f"{label} holds no training records")
         _check_tasks(examples, label)
-        return PairData(examples, _records_hash(rows), label)
+        return PairData(examples, _records_hash(examples), label)
     raise DataError(
         f"training data must be a JSONL path, a datasets.Dataset or a list of dicts, "
         f"not {type(source).__name__}"
@@ -108,19 +108,34 @@ def _read_jsonl(path: Path) -> PairData:
     if not path.is_file():
         raise DataError(f"training data {path} does not exist")
     raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{at}: not UTF-8 text ({exc.reason}); save the file as "
+                        "UTF-8") from None
     examples = []
-    for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+    # "\n" alone ends a record: JSON allows U+2028, U+0085 or a form feed raw inside a
+    # string (json.dumps(ensure_ascii=False) writes them so), and str.splitlines() would
+    # cut the record there
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: not valid JSON ({exc})") from exc
-        examples.append(_example(record, f"{path}:{n}"))
+        examples.append(_example(_parse(line, f"{path}:{n}"), f"{path}:{n}"))
     if not examples:
         raise DataError(f"{path} is empty: it holds no training records")
     _check_tasks(examples, str(path))
     return PairData(examples, hashlib.sha256(raw).hexdigest(), str(path))
+
+
+def _parse(line: str, where: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:  # the decoder recurses once per level of nesting
+        raise DataError(f"{where}: a value is nested too deeply to read; a record is one "
+                        "flat object of strings (and a list of negatives)") from None
 
 
 def _example(record: Any, where: str) -> Example:
@@ -135,20 +150,50 @@ def _example(record: Any, where: str) -> Example:
                 f"{where}: field {key!r} must be a string, got {type(record[key]).__name__}"
             )
     for key in REQUIRED:
-        if not record[key].strip():
-            raise DataError(f"{where}: field {key!r} is an empty string")
-    negatives = record.get("negatives") or []
-    if not isinstance(negatives, (list, tuple)) or not all(isinstance(x, str) for x in negatives):
-        raise DataError(f"{where}: field 'negatives' must be a list of strings")
+        _text(record[key], where, key)
+    negatives = _negatives(record.get("negatives"), where)
     instruction = record.get("instruction")
     if instruction is not None and not isinstance(instruction, str):
         raise DataError(
             f"{where}: field 'instruction' must be a string or null, got "
             f"{type(instruction).__name__}"
         )
+    for key in ("instruction", "task"):
+        if record.get(key):
+            _text(record[key], where, key, empty_ok=True)
     instruction = instruction or None
     task = record.get("task") or (instruction or "")
-    return Example(record["query"], record["positive"], tuple(negatives), instruction, task)
+    return Example(record["query"], record["positive"], negatives, instruction, task)
+
+
+def _negatives(value: Any, where: str) -> tuple[str, ...]:
+    """A record's hard negatives: absent or null is none; anything else must be a list of
+    texts (``""``, ``0``, ``false`` or ``{}`` are mistakes, not "no negatives")."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise DataError(f"{where}: field 'negatives' must be a list of strings (or left out), "
+                        f"got {type(value).__name__} {value!r:.40}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise DataError(f"{where}: field 'negatives' must be a list of strings; item {i} "
+                            f"is {type(item).__name__}")
+        _text(item, where, f"negatives[{i}]")
+    return tuple(value)
+
+
+def _text(value: str, where: str, field: str, empty_ok: bool = False) -> None:
+    """A text the tokenizer can read: not blank (unless ``empty_ok``), and encodable as
+    UTF-8 (a lone surrogate such as ``"\\ud800"`` from a JSON escape is not)."""
+    if not empty_ok and not value.strip():
+        raise DataError(f"{where}: field {field!r} is an empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(
+            f"{where}: field {field!r} holds a lone surrogate ({value[exc.start]!r} at "
+            f"character {exc.start}), which is not text; fix or drop the record"
+        ) from None
 
 
 def _check_tasks(examples: list[Example], label: str) -> None:
@@ -162,10 +207,13 @@ def _check_tasks(examples: list[Example], label: str) -> None:
             )
 
 
-def _records_hash(rows: list[Any]) -> str:
+def _records_hash(examples: list[Example]) -> str:
+    """The hash of what training reads from in-memory records: the fields of each
+    :class:`Example`, so keys the reader ignores (ids of any type) do not enter it."""
     digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(dict(row), sort_keys=True, ensure_ascii=False).encode())
+    for ex in examples:
+        digest.update(json.dumps([ex.query, ex.positive, list(ex.negatives), ex.instruction,
+                                  ex.task], ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()
 
@@ -193,9 +241,14 @@ class TaskBatches:
             )
         self.data, self.batch_size, self.seed, self.world = data, batch_size, seed, world
         if not self.epoch(0):
+            need = max(2, world)
             raise DataError(
-                f"{data.source}: no task has at least {max(2, world)} examples, so no batch "
-                "with in-batch negatives can be formed"
+                f"{data.source}: no task has {need} or more examples ({len(data.tasks())} "
+                f"task(s), the largest with {max(map(len, data.tasks().values()))}): a batch "
+                "holds one task (a record's 'task', else its instruction), and a query needs "
+                "another record of its task in the batch as an in-batch negative. Give "
+                f"records that belong together the same task, or add examples so a task has "
+                f"at least {need}"
             )
 
     def epoch(self, epoch: int) -> list[list[int]]:
@@ -214,6 +267,30 @@ class TaskBatches:
 
     def __len__(self) -> int:
         return len(self.epoch(0))
+
+
+def check_negatives(data: PairData, cap: int) -> None:
+    """Hard negatives that training would not use as given are refused, not dropped: a
+    batch takes the same number from every row (equal tensor shapes, across processes
+    too), so within a task every record must have ``cap`` or more, or none at all.
+    ``cap`` 0 ignores them."""
+    if cap <= 0:
+        return
+    for task, rows in data.tasks().items():
+        counts = [len(data.examples[i].negatives) for i in rows]
+        if not any(counts):
+            continue  # this task trains on in-batch negatives only
+        if min(counts) >= cap:
+            continue
+        short, has = next((i, c) for i, c in zip(rows, counts, strict=True) if c < cap)
+        fix = (f"lower hard_negatives (--hard-negatives) to {min(counts)}" if min(counts) else
+               "pass hard_negatives=0 (--hard-negatives 0) to train on in-batch negatives only")
+        raise DataError(
+            f"{data.source}: record {short + 1} (task {task!r:.60}) has {has} hard "
+            f"negative(s) and hard_negatives is {cap}: every row of a batch gives the same "
+            f"number, so the other records of its task would lose theirs. Give every record "
+            f"of the task {cap} or more negatives (or none at all), or {fix}"
+        )
 
 
 def negatives_per_example(examples: list[Example], cap: int) -> int:

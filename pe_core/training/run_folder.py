@@ -58,6 +58,9 @@ def check_out(out: Any) -> Path:
             f"{out!r:.60}"
         )
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise PathError(f"out {out} is a symbolic link to nothing (a missing target or a "
+                        "loop of links): remove the link or choose another path")
     if out.exists() and not out.is_dir():
         raise PathError(f"out {out} is a file, not a folder: choose another path")
     parent = out
@@ -106,6 +109,37 @@ def plan_run_folder(out: Any, resume: bool, overwrite: bool, writes: bool = True
         f"{out} is not empty: pass overwrite=True (--overwrite) to replace what it holds "
         "once the new run is complete, or choose another folder"
     )
+
+
+@contextmanager
+def run_lock(out: Any, writes: bool = True) -> Iterator[None]:
+    """Hold ``out``'s lock for the length of a run: a second run into the same folder
+    (``--overwrite`` twice at once, a ``--resume`` beside a live run) fails at once with a
+    :class:`PathError` instead of racing the first for the folder. The lock file sits
+    beside ``out`` (``.<name>.lock``), since a staged run renames ``out`` itself; the
+    operating system releases it when the process dies, so a killed run leaves no stale
+    lock. ``writes=False`` (ranks other than 0) takes none."""
+    from filelock import FileLock, Timeout
+
+    out = check_out(out)
+    if not writes:
+        yield
+        return
+    path = out.parent / f".{out.name}.lock"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path), timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise PathError(f"{out} is being written by another run (it holds {path}): wait "
+                        "for that run to end, or choose another out folder") from None
+    except OSError as exc:
+        raise PathError(f"cannot lock {out} ({path}: {exc.strerror or exc}); choose "
+                        "another out folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
