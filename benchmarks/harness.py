@@ -45,8 +45,8 @@ RECORD_FIELDS = ("command", "git_commit", "dirty", "machine", "started", "second
 _FLAG_PREFIXES = ("avx2", "avx512", "amx", "avx_vnni")
 
 
-def parser(description: str | None, *, threads: int | None = None,
-           seed: int | None = 0) -> argparse.ArgumentParser:
+def parser(description: str | None, *, threads: int | None = None, seed: int | None = 0,
+           threads_help: str | None = None) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with the shared flags; ``threads``/``seed`` are this
     script's defaults (None: leave torch's thread count / no seeding)."""
     p = argparse.ArgumentParser(description=description,
@@ -58,7 +58,8 @@ def parser(description: str | None, *, threads: int | None = None,
                         help="the record's file name under benchmarks/results/<bench>/ "
                              "(default: the start time)")
     shared.add_argument("--threads", type=int, default=threads,
-                        help=f"torch / onnxruntime threads (default: {threads or 'all'})")
+                        help=threads_help or f"torch / onnxruntime threads (default: "
+                                             f"{threads or 'all'})")
     shared.add_argument("--seed", type=int, default=seed, help="seed of python, numpy, torch")
     shared.add_argument("--quick", action="store_true",
                         help="a small configuration that checks the script runs, not a "
@@ -166,9 +167,22 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+class NotARecord(ValueError):
+    """A JSON file under ``benchmarks/results/`` that is no benchmark record."""
+
+
 def load(root: Path = RESULTS) -> list[tuple[Path, dict[str, Any]]]:
-    """Every record under ``root``, sorted by path."""
-    return [(p, json.loads(p.read_text())) for p in sorted(root.glob("*/*.json"))]
+    """Every record under ``root``, sorted by path; a file that is not a record (written
+    by hand or by a script outside the harness) is an error naming it."""
+    out = []
+    for path in sorted(root.glob("*/*.json")):
+        rec = json.loads(path.read_text())
+        missing = [f for f in RECORD_FIELDS if not isinstance(rec, dict) or f not in rec]
+        if missing:
+            raise NotARecord(f"{path}: not a benchmark record (no {', '.join(missing)}); "
+                             "write results through benchmarks.harness.run")
+        out.append((path, rec))
+    return out
 
 
 def _seed(seed: int | None) -> None:

@@ -15,22 +15,23 @@ A run that never gets there in ``--steps`` gives a lower bound (its whole traini
 
 Data: the local corpus (``pe_core.data``: one-line summaries -> the documentation they
 summarise), train split for training, part of the dev split for the dev score.
-Models (``--tier``, benchmarks/tiers.py): ``toy`` llama -> qwen of the embedded default
+Models (``--tier``, ``benchmarks/tiers.py``): ``toy`` llama -> qwen of the embedded default
 family, ``real`` SmolLM2-135M-Instruct -> Gemma 3 270M; ``--source``/``--target`` take
 any ``family:model``.
 
-    python benchmarks/transfer.py --out benchmarks/results      # llama -> qwen, 300 steps each
-    python benchmarks/transfer.py --target gemma:pe-default:gemma
-    python benchmarks/transfer.py --tier real --work runs/tr    # SmolLM2 -> Gemma 3, 60 steps
-    python benchmarks/transfer.py --tier real --prompting pe-real:smollm2-135m --work runs/tr2
-    python benchmarks/transfer.py --work runs/t --report       # re-read finished runs' logs
-    python benchmarks/transfer.py --runs align scratch --seed 1 --work runs/t1  # no LoRA
-    python benchmarks/transfer.py --runs align scratch --hard-negatives 0  # cheaper steps
+    python -m benchmarks.transfer --name toy             # llama -> qwen, 300 steps each
+    python -m benchmarks.transfer --target gemma:pe-default:gemma
+    python -m benchmarks.transfer --tier real --work runs/tr   # SmolLM2 -> Gemma 3, 60 steps
+    python -m benchmarks.transfer --tier real --prompting pe-real:smollm2-135m --work runs/tr2
+    python -m benchmarks.transfer --work runs/t --report      # re-read finished runs' logs
+    python -m benchmarks.transfer --runs align scratch --seed 1 --work runs/t1  # no LoRA
+    python -m benchmarks.transfer --runs align scratch --hard-negatives 0  # cheaper steps
 
 Time is training time (the sum of step times, evaluations excluded), read from each
-run's ``log.jsonl``. Writes ``NAME.{md,json,png}`` under ``--out`` (``transfer`` for the
-toy tier, ``transfer-real`` for the real one). Not a test: run it by hand (toy: about 30
-minutes on 2 CPU cores; real: see the README's Benchmarks).
+run's ``log.jsonl``. The record goes to ``benchmarks/results/transfer/`` (see
+``benchmarks.harness``); ``python -m benchmarks.render`` draws its table and curves. Not
+a test: run it by hand (toy: about 30 minutes on 2 CPU cores; real: see the docs'
+Benchmarks).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from curves import first_reach, plot_curves, read_curve
-from tiers import REAL_PROMPTING, TIERS, TOY_PROMPTING, given, parse_ref, short
+from benchmarks import harness
+from benchmarks.curves import first_reach, read_curve
+from benchmarks.tiers import REAL_PROMPTING, TIERS, TOY_PROMPTING, given, parse_ref, short
 
 ALIGN, SCRATCH = "pe align (from source run)", "pe train from scratch"
 LORA = "LoRA r=16 from scratch"
@@ -99,16 +101,28 @@ def render(summary: dict, fraction: float, last: int, title: str) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict, path: Path, title: str, fraction: float) -> None:
-    pct = int(round(fraction * 100))
-    plot_curves({"dev nDCG@10 against training time": {
-        name: r["curve"] for name, r in summary["runs"].items()}}, path, title, log_x=True,
-        marks={f"{pct} % of align's final": summary["targets"]["align"],
-               f"{pct} % of scratch's final": summary["targets"]["scratch"]})
+def markdown(results: dict, args: dict) -> str | None:
+    """For ``python -m benchmarks.render``: the setup line and the reading table (None
+    for a record without the runs' curves)."""
+    if "runs" not in results or "targets" not in results:
+        return None
+    return render(results, args.get("fraction", 0.95), args.get("final_evals", 3),
+                  results.get("setup", ""))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def plot_panels(results: dict) -> dict[str, dict[str, list]]:
+    return {"dev nDCG@10 against training time": {
+        name: r["curve"] for name, r in results.get("runs", {}).items()}}
+
+
+def plot_marks(results: dict) -> dict[str, float]:
+    targets = results.get("targets", {})
+    return {f"95 % of {key}'s final": targets[key] for key in ("align", "scratch")
+            if targets.get(key) is not None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = harness.parser(__doc__, threads=None, threads_help="torch threads (default: 1 toy, 2 real)")
     p.add_argument("--tier", choices=sorted(TIERS), default="toy",
                    help="toy: llama -> qwen of the embedded defaults; real: SmolLM2-135M -> "
                         "Gemma 3 270M (see benchmarks/tiers.py); --source/--target override")
@@ -149,20 +163,21 @@ def main() -> None:
                    help="LoRA baseline lr (default 3e-3, picked on dev for the small defaults)")
     p.add_argument("--reuse-source", action="store_true",
                    help="align from the stage-1 run already in --work/source (no retraining)")
-    p.add_argument("--threads", type=int, default=None, help="default: 1 toy, 2 real")
-    p.add_argument("--seed", type=int, default=0,
-                   help="training seed of every run (batch order, init noise, Gumbel noise)")
     p.add_argument("--work", help="keep the runs here (default: a temp folder)")
-    p.add_argument("--out", default="benchmarks/results",
-                   help="write NAME.md, NAME.json and NAME.png here")
-    p.add_argument("--name", help="file names (default: transfer toy, transfer-real real)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--report", action="store_true",
                    help="train nothing: summarise the finished runs in --work")
-    args = p.parse_args()
+    # --seed (shared) is also every run's training seed: batch order, init noise
+    args = harness.parse(p, argv, quick={"steps": 4, "eval_every": 2, "dev": 16, "batch": 4,
+                                         "max_length": 32, "final_evals": 1})
     apply_tier(args)
     if (args.report or set(args.runs) != {"align", "scratch", "lora"}) and not args.work:
         p.error("--report and --runs need --work (the other runs are read from there)")
+    harness.run("transfer", args, measure, argv)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Train what ``--runs`` asks for and read every finished run's curve."""
     work = Path(args.work or tempfile.mkdtemp(prefix="pe-transfer-"))
     source_s = None if args.report else train_all(args, work)
     scratch = args.scratch_steps or args.steps
@@ -176,15 +191,10 @@ def main() -> None:
             if (work / folder / "log.jsonl").is_file()}
     missing = {ALIGN, SCRATCH} - runs.keys()
     if missing:
-        p.error(f"no finished run for {sorted(missing)} under {work}")
+        raise SystemExit(f"no finished run for {sorted(missing)} under {work}")
     summary = summarise(runs, args.fraction, args.final_evals)
-    table = render(summary, args.fraction, args.final_evals, title)
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.md").write_text(table + "\n")
-    (out / f"{args.name}.json").write_text(json.dumps({"args": vars(args), **summary}, indent=2))
-    plot(summary, out / f"{args.name}.png", title, args.fraction)
+    print(render(summary, args.fraction, args.final_evals, title))
+    return {"setup": title, "stage1_s": source_s, **summary}
 
 
 REAL_DEFAULTS = dict(steps=60, eval_every=5, dev=128, threads=2)
@@ -200,7 +210,6 @@ def apply_tier(args: argparse.Namespace) -> None:
     for key, value in (REAL_DEFAULTS if args.tier == "real" else TOY_DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.name = args.name or ("transfer" if args.tier == "toy" else f"transfer-{args.tier}")
 
 
 def train_all(args: argparse.Namespace, work: Path) -> float | None:

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
 
 
 @pytest.fixture(autouse=True)
 def benchmarks_importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # quality.py still imports by bare name
+    monkeypatch.syspath_prepend(str(ROOT))
     yield
     for name in ("curves", "quality", "tiers", "transfer"):
         sys.modules.pop(name, None)
@@ -41,7 +43,7 @@ def _log(path: Path, evals: list[tuple[int, float, float]], step_s: float) -> Pa
 
 
 def test_curve_readings(tmp_path):
-    from curves import first_reach, read_curve, score_at
+    from benchmarks.curves import first_reach, read_curve, score_at
 
     log = _log(tmp_path / "run" / "log.jsonl",
                [(0, 0.0, 0.10), (2, 1.0, 0.30), (4, 2.0, 0.50), (6, 3.0, 0.40)], 0.5)
@@ -60,7 +62,7 @@ def test_curve_readings(tmp_path):
 
 
 def test_tier_refs():
-    from tiers import TIERS, parse_ref, short
+    from benchmarks.tiers import TIERS, parse_ref, short
 
     assert parse_ref("gemma:pe-real:gemma3-270m") == ("gemma", "pe-real:gemma3-270m")
     assert parse_ref("qwen") == ("qwen", None)
@@ -73,7 +75,7 @@ def test_tier_refs():
 def test_transfer_reads_time_to_scratchs_final(tmp_path):
     """The deciding reading: time to 95 % of scratch's final; a run that never gets
     there is a lower bound; align above the bar at step 0 is said so."""
-    from transfer import ALIGN, LORA, SCRATCH, render, summarise
+    from benchmarks.transfer import ALIGN, LORA, SCRATCH, render, summarise
 
     runs = {
         ALIGN: _log(tmp_path / "align" / "log.jsonl",
@@ -101,7 +103,7 @@ def test_transfer_reads_time_to_scratchs_final(tmp_path):
 def test_quality_keeps_the_alignment_lr_best_on_dev(tmp_path):
     import argparse
 
-    from curves import read_curve
+    from benchmarks.curves import read_curve
     from quality import Bench
 
     bench = Bench.__new__(Bench)  # the sweep alone: no corpus, no model
