@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pe_core.errors import (
+    ArgumentTypeError,
     ConfigError,
     DimensionMismatchError,
     MissingFileError,
@@ -29,7 +30,9 @@ DEFAULT_PROMPTING = DEFAULT_PREFIX + "prompting"
 
 
 def load(
-    backbone: str,
+    ref: str | Path | None = None,
+    /,
+    backbone: str | None = None,
     model: str | None = None,
     prompting: str | None = None,
     alignment: str | None = None,
@@ -42,7 +45,11 @@ def load(
     """Load a ready embedder.
 
     Args:
-        backbone: a registered backbone name (``pe backbones`` lists them).
+        ref: a registered backbone name, or a model reference (a saved model or
+            alignment folder, Hub repo or registry name: the same as ``alignment=``)
+            whose ``pe_config.json`` names the backbone.
+        backbone: a registered backbone name (``pe backbones`` lists them); None reads it
+            from the alignment's config (a different one there is an error).
         model: backbone model: local folder, Hub id (``org/name@revision``), or None for
             the alignment's model, else the plugin's default.
         prompting: Prompting LLM; None takes the alignment's, else the embedded default.
@@ -61,12 +68,19 @@ def load(
     Example::
 
         model = pe_core.load(backbone="llama", alignment="my-org/pe-align-llama")
+        model = pe_core.load("runs/x")        # the backbone its pe_config.json names
         model.encode(["hello"], instruction="Retrieve a passage that answers the question")
     """
-    spec = get_backbone(backbone)
+    backbone, alignment = split_reference(ref, backbone, alignment)
     device = check_device(device)
     align_dir = resolve_alignment(alignment) if alignment is not None else None
     align_cfg = EmbedderConfig.load(align_dir) if align_dir is not None else None
+    if backbone is None:
+        if align_cfg is None:
+            raise ConfigError("pass a model reference, pe_core.load('runs/x'), or a backbone "
+                              "name, pe_core.load(backbone='llama') (`pe backbones` lists them)")
+        backbone = align_cfg.backbone
+    spec = get_backbone(backbone)
     model_ref = model or (align_cfg.model_id if align_cfg else None) or spec.default_model
     if model_ref is None:
         raise ConfigError(f"backbone {backbone!r} has no default model: pass model=")
@@ -97,6 +111,26 @@ def load(
         refs={"model_id": str(model_ref), "prompting_id": str(prompting_ref)},
         **overrides,
     )
+
+
+def split_reference(
+    ref: Any, backbone: str | None, alignment: str | None
+) -> tuple[str | None, str | None]:
+    """``(backbone, alignment)`` from :func:`load`'s first argument: a registered backbone
+    name is a backbone, anything else a model reference (as ``alignment=``)."""
+    if ref is None:
+        return backbone, alignment
+    if not isinstance(ref, str | Path):
+        raise ArgumentTypeError(f"the model reference must be a string or path, got "
+                                f"{type(ref).__name__} {ref!r:.60}")
+    if isinstance(ref, str) and ref in get_plugin_manager().backbones():
+        if backbone is not None and backbone != ref:
+            raise ConfigError(f"load({ref!r}, backbone={backbone!r}): name the backbone once")
+        return ref, alignment
+    if alignment is not None:
+        raise ConfigError(f"load({str(ref)!r}, alignment={alignment!r}): name the model "
+                          "once, as the first argument or as alignment=")
+    return backbone, str(ref)
 
 
 def resolve_alignment(ref: str | Path) -> Path:
