@@ -9,9 +9,9 @@ pass; the median of ``--rounds`` interleaved passes) against the fp32 graph's. A
 is a list of module-path tails, as ``quantize_int8(keep_fp32=...)`` takes them;
 ``embed_tokens`` keeps the embedding table's Gather fp32.
 
-    python benchmarks/int8_sensitivity.py --backbone gemma --model pe-real:gemma3-270m \\
-        --json benchmarks/results/int8-sensitivity-gemma3.json
-    python benchmarks/int8_sensitivity.py --backbone gemma --model pe-real:gemma3-270m \\
+    python -m benchmarks.int8_sensitivity --backbone gemma --model pe-real:gemma3-270m \\
+        --name gemma3
+    python -m benchmarks.int8_sensitivity --backbone gemma --model pe-real:gemma3-270m \\
         --per-layer gate_proj up_proj       # only layer L's gate/up int8, for every L
 
 ``--per-layer M...`` adds one variant per layer in which only that layer's modules ``M``
@@ -41,9 +41,9 @@ export onnx --int8`` does (smoothed with ``--smooth`` or the export's alpha, fro
 fp32, the queries whose paired document moved into or out of the top 10, and the
 cosine. ``--alignment`` (a trained run) and ``--prompting`` load a trained embedder.
 ``--keep NAME=TAIL,TAIL`` adds a variant of module-path tails kept fp32 (e.g.
-``layers.29``). The uint8 against 7-bit int8 weights comparison in the README:
+``layers.29``). The uint8 against 7-bit int8 weights comparison in the docs:
 
-    python benchmarks/int8_sensitivity.py --backbone llama --model pe-real:smollm2-135m \\
+    python -m benchmarks.int8_sensitivity --backbone llama --model pe-real:smollm2-135m \\
         --prompting pe-real:smollm2-135m --alignment RUN --score 346 \\
         --levels 127:127:u8 127:64:s8 127:32:s8
 """
@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import shutil
 import statistics
 import tempfile
@@ -62,7 +61,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from inference import QUERY_INSTRUCTION, corpus_pairs, load_embedder, parse_args
+
+from benchmarks import harness
+from benchmarks.inference import QUERY_INSTRUCTION, corpus_pairs, load_embedder, parse_args
 
 QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 DOWN = ("mlp.down_proj",)
@@ -262,7 +263,9 @@ def score_variants(embedder: Any, variants: dict[str, tuple[str, ...]], pairs: i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = harness.parser(__doc__, threads=None,
+                       threads_help="torch threads (default: 1 for the timed passes, 2 with "
+                                    "--score)")
     p.add_argument("--backbone", default="gemma")
     p.add_argument("--model", default="pe-real:gemma3-270m")
     p.add_argument("--texts", type=int, default=64, help="local test texts compared")
@@ -295,12 +298,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="timed passes per graph, interleaved (the median is reported)")
     p.add_argument("--work", help="keep the graphs here (default: a temp folder); a graph "
                                   "already there is reused, so use one folder per model")
-    p.add_argument("--json", help="write the results here")
-    args = p.parse_args(argv)
+    args = harness.parse(p, argv, quick={"texts": 4, "batch": 2, "max_length": 16})
     try:
-        custom, levels = parse_keep(args.keep), parse_levels(args.levels)
+        parse_keep(args.keep), parse_levels(args.levels)
     except argparse.ArgumentTypeError as exc:
         p.error(str(exc))
+    harness.run("int8_sensitivity", args, measure, argv)
+    return 0
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    custom, levels = parse_keep(args.keep), parse_levels(args.levels)
     import torch
     from pe_registry.int8_smooth import SMOOTH_ALPHA, smooth
     from pe_registry.onnx_export import MODEL_NAME, export_onnx
@@ -312,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quantize_int8,
     )
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads or 1)
     load = ["--backbone", args.backbone, "--model", args.model]
     load += ["--prompting", args.prompting] if args.prompting else []
     load += ["--alignment", args.alignment] if args.alignment else []
@@ -320,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder.eval()
     work = Path(args.work or tempfile.mkdtemp(prefix="pe-int8-sensitivity-"))
     if args.score:
-        torch.set_num_threads(2)
+        torch.set_num_threads(args.threads or 2)
         # the export's recipe unless variants are named
         names = args.variants or ([] if custom else ["everything int8"])
         variants = {k: v for k, v in VARIANTS.items() if k in names}
@@ -337,9 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f" | {r['moved']} of {r['pairs']} | {r['mean_cosine']:.4f} / "
                   f"{r['min_cosine']:.4f} |" for r in rows]
         print("\n".join(lines))
-        if args.json:
-            Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-        return 0
+        return {"rows": rows}
     folder = work / ("query" if args.smooth is None else f"query-smooth{args.smooth:g}")
     queries, docs = corpus_pairs(-(-args.texts // 2))
     texts = (docs + queries)[: args.texts]
@@ -422,12 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines += [f"| {r['variant']} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | "
               f"{r['speedup']:.2f}x |" for r in rows]
     print("\n".join(lines))
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"args": vars(args), "texts": len(texts), "fp32_cpu_s": fp32_s,
-             "fp32_cpu_s_rounds": times["fp32"], "rows": rows},
-            indent=2))
-    return 0
+    return {"texts": len(texts), "fp32_cpu_s": fp32_s, "fp32_cpu_s_rounds": times["fp32"],
+            "rows": rows}
 
 
 if __name__ == "__main__":

@@ -135,15 +135,13 @@ def test_the_sink_reading_script_sees_a_blown_up_soft_token(tmp_path, tiny_folde
     """benchmarks/sinks.py on a trained tiny run, and on the same run with its alignment
     scaled up 300x: the second reading's worst soft token is far past the first's."""
     import shutil
-    import sys
     from pathlib import Path
 
     import pe_core
     from pe_core.safe_io import load_tensors, save_tensors
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    sys.modules.pop("sinks", None)
-    import sinks
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from benchmarks import sinks
 
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_records(16))
     with warnings.catch_warnings():
