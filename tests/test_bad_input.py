@@ -659,6 +659,7 @@ def test_encode_reads_utf8_stdin(world, tmp_path, capsys):
     assert [r["text"] for r in rows] == ["café", "naïve"]
 
 
+@pytest.mark.slow  # runs pe in a subprocess
 def test_broken_pipe_is_quiet():
     """``pe backbones | head -0``: the reader is gone before pe writes; exit 0, no
     traceback."""

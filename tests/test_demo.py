@@ -4,6 +4,7 @@ three transfers, local-registry pushes, ONNX export scored on onnxruntime)."""
 import pytest
 
 
+@pytest.mark.slow  # the whole demo pipeline
 def test_demo_runs_every_step(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PE_DEFAULTS_TINY", "1")
     monkeypatch.setenv("PE_CACHE", str(tmp_path / "cache"))

@@ -13,6 +13,8 @@ from serving_helpers import embeddings, load_direct, post, texts
 
 from pe_core.testing.server_process import STOPPED, ServerProcess
 
+pytestmark = pytest.mark.slow  # a server subprocess per test
+
 ATOL = 1e-6
 
 

@@ -10,6 +10,8 @@ from serving_helpers import embeddings, load_direct, post, texts
 
 from pe_core.testing.server_process import ServerProcess
 
+pytestmark = pytest.mark.slow  # a server subprocess
+
 QUERY = "Retrieve a passage that answers the question"
 ATOL = 1e-6
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 PYPROJECT = """
 [build-system]
 requires = ["setuptools>=68"]
@@ -51,6 +53,7 @@ class TestPhi3(BackboneConformance):
 '''
 
 
+@pytest.mark.slow  # pip installs a package, then runs pe in subprocesses
 def test_third_party_plugin_installs_discovers_and_conforms(tmp_path):
     src = tmp_path / "pe-plugin-phi3"
     (src / "pe_plugin_phi3").mkdir(parents=True)
