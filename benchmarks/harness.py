@@ -43,6 +43,7 @@ RECORD_FIELDS = ("command", "git_commit", "dirty", "machine", "started", "second
 # the CPU features that change which kernels torch and onnxruntime pick (int8, bf16, wide
 # vectors); a timing read without them cannot be compared with another machine's
 _FLAG_PREFIXES = ("avx2", "avx512", "amx", "avx_vnni")
+_UNSET = object()
 
 
 def parser(description: str | None, *, threads: int | None = None, seed: int | None = 0,
@@ -69,13 +70,18 @@ def parser(description: str | None, *, threads: int | None = None, seed: int | N
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None,
           quick: Mapping[str, Any] | None = None) -> argparse.Namespace:
-    """Parse ``argv``; with ``--quick``, each flag still at its default takes the value
-    in ``quick`` (a flag the user gave wins)."""
-    args = p.parse_args(argv)
-    if args.quick:
-        for key, value in (quick or {}).items():
-            if getattr(args, key) == p.get_default(key):
-                setattr(args, key, value)
+    """Parse ``argv``; with ``--quick``, each flag of ``quick`` the command line did not
+    give takes the value there (one it gave wins, even when it equals the default)."""
+    quick = dict(quick or {})
+    defaults = {key: p.get_default(key) for key in quick}
+    p.set_defaults(**{key: _UNSET for key in quick})  # tells "not given" from "given"
+    try:
+        args = p.parse_args(argv)
+    finally:
+        p.set_defaults(**defaults)
+    for key, value in quick.items():
+        if getattr(args, key) is _UNSET:
+            setattr(args, key, value if args.quick else defaults[key])
     return args
 
 

@@ -63,6 +63,9 @@ def render_all(results: Path, out: Path, plots: bool = True) -> list[Path]:
     if out.exists():
         for stale in [f for f in out.rglob("*") if f.is_file() and f not in files]:
             stale.unlink()
+        for folder in sorted((d for d in out.rglob("*") if d.is_dir()), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
     return sorted(p for p in files if p.suffix == ".md" and p.name != "index.md")
 
 
