@@ -522,6 +522,17 @@ def cli_cases() -> list:
         ("encode-alignment-bad-config", enc("--alignment", "BADCONFIG"), None),
         ("encode-alignment-not-alignment", lambda w, t: [*enc()(w, t), "--alignment",
                                                          str(w["inputs"])], None),
+        # encode: text the tokenizer cannot take, named options
+        ("encode-jsonl-lone-surrogate", enc(inp="surrogate.jsonl"), None),
+        ("encode-instruction-lone-surrogate", enc("--instruction", "x\udced"), None),
+        ("encode-instruction-and-prompt-name", enc("--instruction", "x", "--prompt-name",
+                                                   "query"), None),
+        ("encode-unknown-prompt-name", enc("--prompt-name", "nope"), None),
+        ("encode-truncate-dim-0", enc("--truncate-dim", "0"), None),
+        ("encode-truncate-dim-above-width", enc("--truncate-dim", "100000"), None),
+        ("encode-precision-fp16", enc("--precision", "fp16"), None),
+        ("encode-no-backbone-no-alignment", lambda w, t: [
+            "encode", str(w["inputs"] / "ok.txt"), "-o", str(t / "o.npy")], None),
         # eval
         ("eval-batch-size-0", cmd("eval", "--backbone", "llama", "--batch-size", "0",
                                   "--no-cache"), None),
@@ -601,6 +612,7 @@ def _prepare_inputs(world: dict, tmp: Path) -> None:
         "empty.txt": b"", "empty.jsonl": b"", "blank.jsonl": b"\n\n  \n",
         "bad.jsonl": b'{"text": "a"}\n{oops\n', "nofield.jsonl": b'{"body": "a"}\n',
         "numfield.jsonl": b'{"text": 3}\n', "list.jsonl": b'["a"]\n',
+        "surrogate.jsonl": b'{"text": "a"}\n{"text": "b\\ud800"}\n',
     }
     for name, data in samples.items():
         if not (inputs / name).exists():
@@ -648,6 +660,49 @@ def test_encode_keeps_blank_lines_so_rows_match_lines(world, tmp_path, capsys):
     assert vectors.shape == (3, world["embedder"].dim)
     expected = world["embedder"].encode(["first", "", "third"], instruction=INSTR)
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_encode_rows_are_lines_whatever_unicode_breaks_they_hold(world, tmp_path, capsys):
+    """U+2028, U+0085, \\f, \\v, U+001E are line breaks to ``str.splitlines`` but
+    characters inside a line here; CRLF endings lose their \\r; JSONL takes them raw."""
+    texts = ["one\u2028two", "three\x85four", "five\fsix", "", "seven\vx\x1ey"]
+    (tmp_path / "in.txt").write_bytes("\r\n".join(texts).encode() + b"\r\n")
+    jsonl = "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts
+                    if t)
+    (tmp_path / "in.jsonl").write_text(jsonl, encoding="utf-8")
+    want = world["embedder"].encode(texts, instruction=INSTR)
+    for name, rows in (("in.txt", want), ("in.jsonl", want[[0, 1, 2, 4]])):
+        out = tmp_path / "o.npy"
+        code, err = run_cli(["encode", *model_args(world), str(tmp_path / name), "-o",
+                             str(out), "--instruction", INSTR], capsys)
+        assert code == 0, err
+        np.testing.assert_allclose(np.load(out), rows, atol=1e-5)
+
+
+def test_encode_checks_the_texts_before_the_model_loads(world, tmp_path, capsys,
+                                                         monkeypatch):
+    import pe_core
+
+    (tmp_path / "in.jsonl").write_text('{"text": "fine"}\n{"text": "b\\udc80"}\n')
+    monkeypatch.setattr(pe_core, "load", lambda *a, **k: pytest.fail("loaded the model"))
+    code, err = run_cli(["encode", *model_args(world), str(tmp_path / "in.jsonl"), "-o",
+                         str(tmp_path / "o.npy")], capsys)
+    assert code == 2 and "in.jsonl:2: field 'text' holds a lone surrogate" in err, err
+
+
+def test_encode_prompt_name_truncate_dim_precision(world, tmp_path, capsys):
+    from sentence_transformers import quantize_embeddings
+
+    (tmp_path / "in.txt").write_text("first\nsecond text\nthird\n")
+    texts = ["first", "second text", "third"]
+    emb = world["embedder"]
+    out = tmp_path / "o.npy"
+    code, err = run_cli(["encode", *model_args(world), str(tmp_path / "in.txt"), "-o",
+                         str(out), "--prompt-name", "query", "--truncate-dim", "16",
+                         "--precision", "int8"], capsys)
+    assert code == 0, err
+    want = quantize_embeddings(emb.encode_query(texts, truncate_dim=16), "int8")
+    np.testing.assert_array_equal(np.load(out), want)
 
 
 def test_encode_reads_utf8_stdin(world, tmp_path, capsys):
