@@ -19,6 +19,7 @@ CORE_COMMANDS = (
     "pe_core.cli.eval_cmd",
     "pe_core.cli.demo_cmd",
     "pe_core.cli.serve_cmd",
+    "pe_core.cli.data_cmd",
 )
 
 
