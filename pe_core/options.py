@@ -254,11 +254,11 @@ def add_flags(parser: argparse.ArgumentParser, classes: tuple[type, ...], comman
 def flag_values(args: argparse.Namespace, classes: tuple[type, ...], command: str
                 ) -> dict[str, Any]:
     """The fields :func:`add_flags` made flags for and the command line gave ('' means
-    None)."""
+    None where a field may be None)."""
     out = {}
     for cls in classes:
         for f in cli_fields(cls, command):
             value = getattr(args, f.name)
             if value is not None:
-                out[f.name] = None if value == "" else value
+                out[f.name] = None if value == "" and is_optional(cls, f) else value
     return out

@@ -17,6 +17,8 @@ from serving_helpers import embeddings, load_direct, post, texts
 
 from pe_core.testing.server_process import ServerProcess
 
+pytestmark = pytest.mark.slow  # a server subprocess
+
 KEY = "test-key"
 MAX_TOKENS = 48
 ATOL = 1e-6
@@ -126,12 +128,26 @@ BAD = [  # (id, body, key, status, code)
     ("unknown-field", {"model": "pe", "input": ["a"], "inptu": 1}, KEY, 422, "invalid_input"),
     ("bad-format", {"model": "pe", "input": ["a"], "encoding_format": "int8"}, KEY, 422,
      "invalid_input"),
-    ("wrong-dimensions", {"model": "pe", "input": ["a"], "dimensions": 8}, KEY, 422, None),
+    ("zero-dimensions", {"model": "pe", "input": ["a"], "dimensions": 0}, KEY, 422,
+     "invalid_dimensions"),
+    ("negative-dimensions", {"model": "pe", "input": ["a"], "dimensions": -4}, KEY, 422,
+     "invalid_dimensions"),
+    ("wide-dimensions", {"model": "pe", "input": ["a"], "dimensions": 257}, KEY, 422,
+     "invalid_dimensions"),
+    ("bool-dimensions", {"model": "pe", "input": ["a"], "dimensions": True}, KEY, 422,
+     "invalid_input"),
+    ("unknown-prompt-name", {"model": "pe", "input": ["a"], "prompt_name": "nope"}, KEY, 422,
+     "invalid_input"),
+    ("prompt-name-and-instruction", {"model": "pe", "input": ["a"], "prompt_name": "query",
+                                     "instruction": "Retrieve"}, KEY, 422, "invalid_input"),
+    ("instruction-too-long", {"model": "pe", "input": ["a"], "instruction": "why " * 600},
+     KEY, 422, "invalid_input"),
+    ("instruction-megabytes", {"model": "pe", "input": ["a"], "instruction": "x" * 300_000},
+     KEY, 422, "invalid_input"),
     ("too-many-inputs", {"model": "pe", "input": ["a"] * 65}, KEY, 413, "too_many_inputs"),
     ("over-long-input", {"model": "pe", "input": ["a", LONG]}, KEY, 413, "input_too_long"),
     ("body-too-large", {"model": "pe", "input": ["a" * (2**20 + 10)]}, KEY, 413,
      "body_too_large"),
-    ("unknown-model", {"model": "gpt-4", "input": ["a"]}, KEY, 404, "model_not_found"),
     ("wrong-key", {"model": "pe", "input": ["a"]}, "nope", 401, "invalid_api_key"),
     ("no-key", {"model": "pe", "input": ["a"]}, None, 401, "invalid_api_key"),
 ]
@@ -154,6 +170,73 @@ def test_bad_input_gets_its_4xx_and_the_server_keeps_serving(
     assert after == before + 1
     good = post(client, server.url, {"model": "pe", "input": ["still here"]}, KEY)
     np.testing.assert_allclose(embeddings(good), direct.encode(["still here"]), atol=ATOL)
+
+
+WARNED = re.compile(r"a request named the model '([^']*)'; serving 'pe'")
+
+
+def test_any_model_name_is_served_with_one_warning(server, client, direct):
+    from openai import OpenAI
+
+    batch = texts(5)
+    oa = OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+    for name in ("text-embedding-ada-002", "gpt-4", "text-embedding-3-small"):
+        got = oa.embeddings.create(model=name, input=batch)
+        assert got.model == "pe"  # the answer says which model embedded them
+        np.testing.assert_allclose([d.embedding for d in got.data], direct.encode(batch),
+                                   atol=ATOL)
+    server.wait_for(WARNED, 30)
+    post(client, server.url, {"model": "yet-another", "input": ["x"]}, KEY)
+    client.get(server.url + "/health")
+    assert sum(WARNED.search(line) is not None for line in server.lines) == 1
+
+
+def test_embeddings_path_dimensions_and_prompt_name(server, client, direct):
+    from openai import OpenAI
+
+    batch = texts(6)
+    # TEI's and infinity's path, without /v1
+    plain = client.post(server.url + "/embeddings", json={"model": "m", "input": batch},
+                        headers={"Authorization": f"Bearer {KEY}"})
+    np.testing.assert_allclose(embeddings(plain), direct.encode(batch), atol=ATOL)
+    # dimensions: the first values, re-normalised, as encode's truncate_dim
+    short = post(client, server.url, {"model": "pe", "input": batch, "dimensions": 64}, KEY)
+    vectors = np.array(embeddings(short))
+    assert vectors.shape == (6, 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(vectors, direct.encode(batch, truncate_dim=64), atol=ATOL)
+    oa = OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+    packed = oa.embeddings.create(model="pe", input=batch, dimensions=32)  # base64
+    np.testing.assert_allclose([d.embedding for d in packed.data],
+                               direct.encode(batch, truncate_dim=32), atol=ATOL)
+    # prompt_name: one of the model's named prompts, as encode(prompt_name=...)
+    for name in ("query", "document"):
+        named = oa.embeddings.create(model="pe", input=batch, extra_body={"prompt_name": name})
+        np.testing.assert_allclose([d.embedding for d in named.data],
+                                   direct.encode(batch, prompt_name=name), atol=ATOL)
+    query = direct.config.prompts["query"]
+    np.testing.assert_allclose(direct.encode(batch, prompt_name="query"),
+                               direct.encode(batch, instruction=query), atol=ATOL)
+    card = client.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+    assert card.json()["data"][0]["pe"]["prompts"] == direct.config.prompts
+
+
+def test_client_errors_name_what_is_known(server, client):
+    unknown = post(client, server.url, {"model": "pe", "input": ["a"], "prompt_name": "nope"},
+                   KEY).json()["error"]["message"]
+    assert "'nope'" in unknown and "'query'" in unknown and "'document'" in unknown
+    wide = post(client, server.url, {"model": "pe", "input": ["a"], "dimensions": 0},
+                KEY).json()["error"]["message"]
+    assert "send 1 to 256" in wide
+    both = post(client, server.url, {"model": "pe", "input": ["a"], "prompt_name": "query",
+                                     "instruction": "x"}, KEY).json()["error"]["message"]
+    assert "not instruction and prompt_name" in both
+    long = post(client, server.url, {"model": "pe", "input": ["a"], "instruction": "why " * 600},
+                KEY).json()["error"]["message"]
+    assert "shorten" in long
+    ids = post(client, server.url, {"model": "pe", "input": [[1, 2]]}, KEY).json()
+    assert "check_embedding_ctx_length=False" in ids["error"]["message"]
+    assert not any("Traceback" in line for line in server.lines)
 
 
 def test_error_messages_name_the_fix(server, client):
@@ -234,7 +317,10 @@ def test_pe_help_imports_no_server_stack():
     (["serve", "--backbone", "phi9"], "pip install pe-plugin-phi9"),
     (["serve", "--backbone", "llama", "--max-inputs", "10", "--max-queue", "5"],
      "raise --max-queue"),
-    (["serve", "--backbone", "llama", "--max-batch-size", "0"], "max_batch_size must be > 0"),
+    (["serve", "--backbone", "llama", "--max-batch-size", "0"],
+     "max_batch_size must be an integer > 0"),
+    (["serve", "--backbone", "llama", "--port", "70000"], "port must be an integer >= 0"),
+    (["serve", "--backbone", "llama", "--name", ""], "pass --name NAME"),
 ])
 def test_serve_cli_refuses_bad_arguments_before_starting(args, message, capsys):
     from pe_core.cli.main import main

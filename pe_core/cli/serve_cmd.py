@@ -38,8 +38,9 @@ def settings_from(args: argparse.Namespace) -> Any:
     return ServeSettings(**values)
 
 
-def loader(args: argparse.Namespace) -> Any:
-    """The ``load()`` of the model the arguments name (checked before the server starts)."""
+def loader(args: argparse.Namespace, name: str) -> Any:
+    """The ``load()`` of the model the arguments name, served as ``name`` (checked before
+    the server starts)."""
     from pe_core.serving.backends import load_onnx, load_torch, onnx_folders
 
     backend = args.backend or ("onnx" if args.onnx else "torch")
@@ -54,7 +55,7 @@ def loader(args: argparse.Namespace) -> Any:
 
         onnx_folders(args.onnx)
         get_plugin_manager().exporters().get("onnx")  # installed? (says what to install)
-        return partial(load_onnx, args.name, args.onnx)
+        return partial(load_onnx, name, args.onnx)
     if args.onnx:
         raise ConfigError("--onnx needs --backend onnx (or no --backend)")
     if not args.backbone:
@@ -62,7 +63,7 @@ def loader(args: argparse.Namespace) -> Any:
     from pe_core.plugins import get_backbone
 
     get_backbone(args.backbone)  # installed? (names the plugin to install)
-    return partial(load_torch, args.name, backbone=args.backbone, model=args.model,
+    return partial(load_torch, name, backbone=args.backbone, model=args.model,
                    prompting=args.prompting, alignment=args.alignment, device=args.device,
                    dtype=args.dtype, allow_untrained=args.allow_untrained)
 
@@ -78,5 +79,5 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"pe serve needs its extra ({exc}): pip install 'pe-core[serve]'"
                           ) from exc
     settings = settings_from(args)
-    serve(loader(args), settings)
+    serve(loader(args, settings.model_name), settings)
     return 0

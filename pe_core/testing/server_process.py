@@ -66,6 +66,7 @@ class ServerProcess:
             with self._changed:
                 self.lines.append(line.rstrip("\n"))
                 self._changed.notify_all()
+        self.proc.wait()  # reaped before waiters look, so they see that it exited
         with self._changed:  # EOF: the process is gone, wake every waiter
             self.lines.append("")
             self._changed.notify_all()
