@@ -183,8 +183,7 @@ def _write(folder: Path, read: dict[str, list[Pair]], train: dict[str, list[Pair
         instruction = SOURCES[name].instruction
         chosen = train[name]
         if max_train is not None and len(chosen) > max_train:
-            chosen = sorted(rng.sample(range(len(chosen)), max_train))
-            chosen = [train[name][i] for i in chosen]
+            chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), max_train))]
         if len(chosen) >= 2:
             for row in training_records(chosen, negatives=negatives, instruction=instruction,
                                         seed=seed):
