@@ -106,6 +106,7 @@ def render_page(bench: str, runs: list[tuple[str, dict[str, Any]]],
                     lines += [f"**{title}**", ""]
                 lines += [*table, ""]
         panels = own_panels(rec["results"]) if own_panels else curves(rec["results"])
+        panels = {title: lines for title, lines in panels.items() if lines}
         if plots and panels:
             from benchmarks.curves import plot_curves
 
