@@ -12,6 +12,7 @@ from torch import nn
 
 from pe_core import validate
 from pe_core.errors import DataError
+from pe_core.integrations.st_files import write_st_files
 from pe_core.model.alignment import Alignment, median_token_norm
 from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
 from pe_core.model.encode_driver import Encoder, encode_with_prompt, run_encode, similarity
@@ -260,5 +261,6 @@ class PromptEmbedder(nn.Module):
             self.prompting.model.save_pretrained(folder / "prompting", safe_serialization=True)
             self.prompting.tokenizer.save_pretrained(folder / "prompting")
         self.config.save(folder)
+        write_st_files(folder, self.config)  # also a sentence-transformers model folder
         return folder
 

@@ -31,6 +31,7 @@ from pe_core.errors import (
     DimensionMismatchError,
     MissingFileError,
 )
+from pe_core.integrations.st_files import write_st_files
 from pe_core.model.config import (
     ALIGNMENT_FORMAT,
     ALIGNMENT_WEIGHTS_NAME,
@@ -174,6 +175,7 @@ def stage_alignment(
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(source) / ALIGNMENT_WEIGHTS_NAME, dst / ALIGNMENT_WEIGHTS_NAME)
     cfg.save(dst)
+    write_st_files(dst, cfg)  # a pushed model loads in sentence-transformers too
     cfg = check_alignment(dst)
     card.alignment_card(cfg, name).save(dst / CARD_NAME)
     manifest = build_manifest(dst, ALIGNMENT)

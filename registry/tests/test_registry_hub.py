@@ -24,10 +24,12 @@ from pe_core.errors import (
     RegistryError,
     RevisionNotFoundError,
 )
+from pe_core.integrations.st_files import ST_FILES
 from pe_core.model.config import EmbedderConfig
 from pe_registry.manifest import MANIFEST_NAME
 
-ARTIFACT_FILES = ["README.md", "alignment.safetensors", "pe_config.json", MANIFEST_NAME]
+ARTIFACT_FILES = sorted(["README.md", "alignment.safetensors", "pe_config.json", MANIFEST_NAME,
+                         *ST_FILES])
 
 
 def hf_cache_files(isolated):

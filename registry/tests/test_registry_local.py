@@ -14,6 +14,7 @@ from pe_core.errors import (
     MissingFileError,
     RegistryError,
 )
+from pe_core.integrations.st_files import ST_FILES
 from pe_core.model.config import EmbedderConfig
 from pe_registry.local import LocalRegistry, default_root
 from pe_registry.manifest import MANIFEST_NAME, Manifest
@@ -37,12 +38,13 @@ def test_push_list_get_remove(tmp_path, registry):
     )
     entry = pe_registry.push(src)
     assert entry.ref == "llama@1" and entry.kind == "alignment"
-    assert sorted(p.name for p in entry.path.iterdir()) == [
+    assert sorted(p.name for p in entry.path.iterdir()) == sorted([
         "README.md",
         "alignment.safetensors",
         "pe_config.json",
         MANIFEST_NAME,
-    ]
+        *ST_FILES,
+    ])
     (row,) = pe_registry.list_artifacts()
     assert row["ref"] == "llama@1"
     assert (row["backbone"], row["model_id"], row["d_P"], row["d_B"], row["K"]) == (
