@@ -3,8 +3,11 @@ a model that fails to load. Each server runs in its own subprocess."""
 
 from __future__ import annotations
 
+import re
 import signal
+import socket
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -14,6 +17,8 @@ from serving_helpers import embeddings, load_direct, post, texts
 from pe_core.testing.server_process import STOPPED, ServerProcess
 
 pytestmark = pytest.mark.slow  # a server subprocess per test
+
+pytestmark = pytest.mark.slow  # server subprocesses
 
 ATOL = 1e-6
 
@@ -85,6 +90,14 @@ def test_full_queue_answers_429_at_once_and_truncation_says_so(direct):
             short = len(direct.tokenizer("short")["input_ids"])
             assert cut.json()["usage"]["prompt_tokens"] == direct.max_text_tokens() + short
             assert "x-pe-truncated" not in ok.headers
+            # a text far past what the model reads is cut at the character bound before
+            # it is tokenized: the answer is still encode's, which reads its first tokens
+            huge = " ".join(texts(4000, longest=24))
+            assert len(huge) > 100 * direct.max_text_tokens()
+            cut = post(client, server.url, {"model": "pe", "input": [huge]})
+            assert cut.status_code == 200 and cut.headers["x-pe-truncated"] == "1"
+            with pytest.warns(UserWarning, match="truncated"):
+                np.testing.assert_allclose(embeddings(cut), direct.encode([huge]), atol=ATOL)
 
 
 def test_request_timeout_answers_504_and_skips_the_waiting_job(direct):
@@ -156,3 +169,49 @@ def test_a_model_that_fails_to_load_stops_the_server_with_its_error(tmp_path):
         server.start()
     assert server.proc.wait(60) == 2
     assert any("pe: error:" in line for line in server.lines)
+
+
+def test_a_huge_text_is_refused_at_once_and_a_dropped_upload_is_a_499(direct):
+    small = texts(4)
+    with ServerProcess(["--backbone", "llama"]) as server, httpx.Client(timeout=120) as client:
+        post(client, server.url, {"model": "pe", "input": small})  # warm
+        # 20 MB in one text (the body limit is 64 MB): tokenizing it took 20 s, during
+        # which no other request was answered
+        huge = {"model": "pe", "input": ["word " * 4_000_000]}
+        answers: list = []
+
+        def send_huge() -> None:
+            with httpx.Client(timeout=120) as own:
+                start = time.perf_counter()
+                answers.append((post(own, server.url, huge), time.perf_counter() - start))
+
+        thread = threading.Thread(target=send_huge)
+        thread.start()
+        waits = []
+        while thread.is_alive():  # other clients are answered meanwhile
+            start = time.perf_counter()
+            r = post(client, server.url, {"model": "pe", "input": small})
+            waits.append(time.perf_counter() - start)
+            assert r.status_code == 200
+        thread.join()
+        (refused, seconds), = answers
+        assert refused.status_code == 413, refused.text
+        message = refused.json()["error"]["message"]
+        assert re.search(r"input 0 has more than \d+ tokens; at most 507", message), message
+        assert seconds < 10 and max(waits) < 5, (seconds, waits)
+
+        # half a body, then the client goes away: a 499 in the metrics, no traceback
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                        b'{"model": "pe", "input": ["' + b"a" * 1000)
+        server.wait_for(re.compile(r'"POST /v1/embeddings" 499 '), 30)
+        codes = [m.group(1) for line in server.lines
+                 if (m := re.search(r'"POST /v1/embeddings" (\d+)', line))]
+        assert "500" not in codes, codes
+        assert not any("Traceback" in line or "Exception in ASGI" in line
+                       for line in server.lines)
+        metrics = client.get(server.url + "/metrics").text
+        assert 'pe_requests_total{code="499",path="/v1/embeddings"} 1.0' in metrics
+        assert 'code="500"' not in metrics
