@@ -1,8 +1,8 @@
 """Inference throughput: torch eager vs ONNX fp32 vs ONNX int8 (and the CUDA provider).
 
-Prints a markdown table of texts/s at batch 1 and 32, the soft prompt's cost against the
-plain backbone, the int8 graph's retrieval score against fp32, and how often the
-Prompting LLM runs per batch (never: its soft prompt is cached / baked in).
+Records (and prints as a markdown table) texts/s at batch 1 and 32, the soft prompt's
+cost against the plain backbone, the int8 graph's retrieval score against fp32, and how
+often the Prompting LLM runs per batch (never: its soft prompt is cached / baked in).
 
 The default model is CPU-sized and random (hidden 256, 4 layers, 8 heads / 4 KV heads,
 the training benchmark's size), so the numbers do not depend on a trained model existing;
@@ -24,32 +24,16 @@ worth: it saves ~1/num_layers of the work, a quarter on this 4-layer model, 3-4 
 denormals on the calling thread from its first session on, so torch runs that way too;
 "torch eager, denormals kept" turns that off for torch (no systematic difference).
 
-Measured on a shared 2-core box (``--threads 1 --clock cpu --optimum``, random hidden-256
-llama, 128 tokens, 5 interleaved rounds; optimum-onnx not installed), texts/s batch 1 /
-batch 32: torch eager 48.1 / 71.4; ONNX fp32 121.7 / 124.6 (2.53x / 1.74x); int8 273.3 /
-228.4 (5.68x / 3.20x); without the pooled-row rewrite 1.38x / 2.52x at batch 32;
-``--no-optimize`` 1.10x / 1.65x. Before the fused default, the pooled-row rewrite and the
-denormal fix the batch-32 figures were 0.86x (fp32) and 1.31x (int8). Two earlier runs
-(before the query projection joined the rewrite) gave 1.61x / 2.83x and 1.56x / 2.71x at
-batch 32: torch at batch 32 moved between 70 and
-91 texts/s from run to run, so the fp32 margin over 1.5x is small. MRR@10: int8 0.0969
-vs fp32 0.0979 (1.04 % relative, one query of 346 moved into or out of the top 10;
-cosine to fp32 mean 0.9992, min 0.9981): an untrained random model, where one query's
-rank is worth ~1 %.
-
-On the real tier (``--model pe-real:smollm2-135m --graphs default``: only the default
-export, as one export of a 30-layer model takes minutes), SmolLM2-135M, batch 1 / 32:
-torch eager 2.1 / 3.7 texts/s, ONNX fp32 1.95x / 1.19x, int8 3.39x / 1.96x, int8's
-MRR@10 within 2 queries of 128 of fp32's (``benchmarks/results/inference-smollm2.md``).
+Results: ``benchmarks/results/inference/`` (rendered on the docs' benchmark record pages).
 
 Example::
 
-    python benchmarks/inference.py                      # ~5 min on 2 CPU cores
-    python benchmarks/inference.py --backbone llama --model pe-real:smollm2-135m \
+    python -m benchmarks.inference                      # ~5 min on 2 CPU cores
+    python -m benchmarks.inference --backbone llama --model pe-real:smollm2-135m \
         --graphs default --texts 64 --texts-b1 16 --pairs 128 --repeats 3 \
         --score-length 128 --threads 1 --clock cpu      # ~15 min
-    python benchmarks/inference.py --threads 1 --clock cpu
-    python benchmarks/inference.py --backbone qwen --model Qwen/Qwen2.5-0.5B
+    python -m benchmarks.inference --threads 1 --clock cpu --name toy
+    python -m benchmarks.inference --backbone qwen --model Qwen/Qwen2.5-0.5B
 """
 
 from __future__ import annotations
@@ -67,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks import harness
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -209,8 +195,8 @@ def retrieval_scores(queries: np.ndarray, docs: np.ndarray) -> tuple[float, floa
 
 
 # -- main ------------------------------------------------------------------------------------
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = harness.parser(__doc__.split("\n\n")[0], threads=os.cpu_count())
     p.add_argument("--backbone", default="llama")
     p.add_argument("--model-type", help="transformers model_type of the random model")
     p.add_argument("--model", help="a real backbone (folder or Hub id) instead of random")
@@ -228,7 +214,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="truncate the scored texts to this many tokens (default: the "
                    "config's max_length; long documents cost minutes on a real model)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (all)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall clock, or process CPU time (use with --threads 1)")
     p.add_argument("--graphs", choices=("all", "default"), default="all",
@@ -238,7 +223,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--optimum", action="store_true",
                    help="also time optimum's ORTOptimizer on the fp32 graph (if installed)")
     p.add_argument("--out", help="keep the exported graphs here (default: a temp folder)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return harness.parse(parser(), argv, quick={"seq": 16, "texts": 8, "texts_b1": 2,
+                                                 "pairs": 8, "repeats": 1, "graphs": "default"})
 
 
 # (folder, instruction side, export options): one graph per instruction; the default
@@ -321,14 +311,21 @@ def optimum_graph(embedder: Any, folder: Path, out: Path) -> Path | None:
     config = json.loads((folder / "pe_config.json").read_text())
     config["onnx"].update(files={"fp32": "model_optimized.onnx"}, default="fp32")
     (out / "pe_config.json").write_text(json.dumps(config, indent=2))
+    from pe_registry.onnx_folder import seal_export
+
+    seal_export(out)  # a folder of our own making: OnnxEmbedder checks its hashes
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    harness.run("inference", parse_args(argv), measure, argv)
+    return 0
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from pe_registry.onnx_embedder import OnnxEmbedder, import_onnxruntime
 
-    args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*longer than max_length")  # on purpose
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -436,53 +433,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         cosines[suffix] = (vecs["int8"] * vecs["fp32"]).sum(-1)
         moved[suffix] = int((top10["int8"] != top10["fp32"]).sum())
 
-    print(report(args, results, scores, cosines, per_batch, len(queries), moved))
-    return 0
+    record = {
+        "versions": {"torch": torch.__version__,
+                     "onnxruntime": import_onnxruntime().__version__},
+        "model": f"random {CPU_MODEL}" if args.model is None else args.model,
+        "texts_per_s": {name: {str(b): v for b, v in row.items()}
+                        for name, row in results.items()},
+        "pairs": len(queries),
+        "scores": {name: {"mrr10": m, "ndcg10": n} for name, (m, n) in scores.items()},
+        "int8_vs_fp32": {label or "default": {"cosine_mean": float(cos.mean()),
+                                              "cosine_min": float(cos.min()),
+                                              "moved": moved[label]}
+                         for label, cos in cosines.items()},
+        "prompting_calls_per_batch": per_batch,
+    }
+    print(markdown(record, vars(args)))
+    return record
 
 
-def report(args: argparse.Namespace, results: dict[str, dict[int, float]],
-           scores: dict[str, tuple[float, float]], cosines: dict[str, np.ndarray], per_batch: float,
-           n_pairs: int, moved: dict[str, int]) -> str:
-    import torch
-    from pe_registry.onnx_embedder import import_onnxruntime
-
-    base = results["torch eager"]
-    model = f"random {CPU_MODEL}" if args.model is None else args.model
+def markdown(results: dict[str, Any], args: dict[str, Any]) -> str | None:
+    """The table and readings of one record (for the console and for ``python -m
+    benchmarks.render``; None for a record in another shape)."""
+    if "texts_per_s" not in results:
+        return None
+    speeds = {name: {int(b): v for b, v in row.items()}
+              for name, row in results["texts_per_s"].items()}
+    base = speeds["torch eager"]
     lines = [
-        f"Inference, {args.backbone} ({model}), {args.seq} tokens per text, "
-        f"{args.threads} CPU thread(s), {args.clock} clock; torch {torch.__version__}, "
-        f"onnxruntime {import_onnxruntime().__version__}",
+        f"Inference, {args.get('backbone')} ({results['model']}), {args.get('seq')} tokens "
+        f"per text, {args.get('threads')} CPU thread(s), {args.get('clock')} clock; torch "
+        f"{results['versions']['torch']}, onnxruntime {results['versions']['onnxruntime']}",
         "",
         "| runtime | texts/s, batch 1 | texts/s, batch 32 | vs torch eager (b1 / b32) |",
         "|---|---:|---:|---:|",
     ]
-    for name, row in results.items():
+    for name, row in speeds.items():
         lines.append(
             f"| {name} | {row[1]:.1f} | {row[32]:.1f} | "
             f"{row[1] / base[1]:.2f}x / {row[32] / base[32]:.2f}x |"
         )
     plain = {"torch eager": "torch eager, plain backbone", "ONNX fp32": "ONNX fp32, plain backbone"}
-    if all(p in results for p in plain.values()):
+    if all(p in speeds for p in plain.values()):
         lines += ["", "Soft prompt's cost (throughput with the prompt / plain backbone):", ""]
         for runtime, base_name in plain.items():
-            r, p = results[runtime], results[base_name]
+            r, p = speeds[runtime], speeds[base_name]
             lines.append(f"- {runtime}: batch 1 {r[1] / p[1]:.2f}, batch 32 {r[32] / p[32]:.2f}")
+    n_pairs, scores = results["pairs"], results["scores"]
     lines += ["", f"Retrieval on {n_pairs} test pairs (queries with the instruction, "
               "documents with the document instruction), MRR@10 / nDCG@10:", ""]
-    lines += [f"- {name}: {mrr:.4f} / {ndcg:.4f}" for name, (mrr, ndcg) in scores.items()]
-    for label, cos in cosines.items():
-        suffix = " --no-optimize" if label else ""
+    lines += [f"- {name}: {s['mrr10']:.4f} / {s['ndcg10']:.4f}" for name, s in scores.items()]
+    for label, cmp in results["int8_vs_fp32"].items():
+        suffix = "" if label == "default" else " --no-optimize"
         fp32, int8 = scores[f"ONNX fp32{suffix}"], scores[f"ONNX int8{suffix}"]
-        drops = [100 * (f - i) / f if f else float("nan") for f, i in zip(fp32, int8, strict=True)]
+        drops = [100 * (fp32[k] - int8[k]) / fp32[k] if fp32[k] else float("nan")
+                 for k in ("mrr10", "ndcg10")]
         lines.append(
             f"- int8{suffix} vs fp32{suffix}: relative drop MRR@10 {drops[0]:.2f} %, "
-            f"nDCG@10 {drops[1]:.2f} %; cosine mean {cos.mean():.4f}, min {cos.min():.4f}; "
-            f"{moved[label]} of {n_pairs} queries' paired document moved into or out of "
-            "the top 10"
+            f"nDCG@10 {drops[1]:.2f} %; cosine mean {cmp['cosine_mean']:.4f}, min "
+            f"{cmp['cosine_min']:.4f}; {cmp['moved']} of {n_pairs} queries' paired document "
+            "moved into or out of the top 10"
         )
     lines += [
         "",
-        f"Prompting-LLM calls per batch at inference: {per_batch:g} (torch: the soft prompt "
+        f"Prompting-LLM calls per batch at inference: {results['prompting_calls_per_batch']:g}"
+        " (torch: the soft prompt "
         "is cached per instruction; ONNX: baked in, the graph has no Prompting LLM)",
     ]
     return "\n".join(lines)
