@@ -290,7 +290,7 @@ def worker(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     # one torch thread per run by default: on a shared machine, 2+ threads spend most of a
     # small op waiting for each other
     p = harness.parser(__doc__, threads=1)
@@ -322,6 +322,11 @@ def main(argv: list[str] | None = None) -> None:
                         "bf16), the matrix-multiply floor under any suffix step")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--backbone", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
     args = harness.parse(p, argv, quick={"hidden": 64, "layers": 2, "batch": 4, "seq": 32,
                                          "steps": 1, "warmup": 1, "batches": 2, "rounds": 1})
     if args.worker:
@@ -375,6 +380,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if floor is not None:
         print("\n" + render_floor(floor, table))
     return {"runs": runs, "table": table, "floor": floor}
+
+
+def markdown(results: dict, args: dict) -> str | None:
+    """For ``python -m benchmarks.render``: the table the run printed (None for a record
+    without one)."""
+    if not isinstance(results.get("table"), list):
+        return None
+    full = argparse.Namespace(**{**vars(parser().parse_args([])), **args})
+    text = render(results["table"], full)
+    if results.get("floor"):
+        text += "\n\n" + render_floor(results["floor"], results["table"])
+    return text
 
 
 def summarise(runs: dict[str, list[dict]]) -> list[dict]:
