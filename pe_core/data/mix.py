@@ -140,7 +140,7 @@ def held_out_train(sources: dict[str, list[Pair]]) -> dict[str, list[Pair]]:
 
 
 def build_mix(out: str | os.PathLike[str], sources: Sequence[str] | None = None, *,
-              negatives: int = 1, max_train: int | None = 20000, max_eval: int = 1000,
+              negatives: int = 1, max_train: int | None = 20000, max_eval: int | None = None,
               seed: int = 0) -> dict[str, Any]:
     """Write the mix to ``out`` (atomically: a temp folder renamed in) and return its
     manifest.
@@ -173,7 +173,7 @@ def build_mix(out: str | os.PathLike[str], sources: Sequence[str] | None = None,
 
 
 def _write(folder: Path, read: dict[str, list[Pair]], train: dict[str, list[Pair]],
-           rng: random.Random, negatives: int, max_train: int | None, max_eval: int,
+           rng: random.Random, negatives: int, max_train: int | None, max_eval: int | None,
            seed: int) -> dict[str, Any]:
     (folder / "test").mkdir(parents=True)
     rows: list[dict] = []

@@ -258,7 +258,9 @@ def get_tasks(names: Sequence[str] | str, eval_splits: Sequence[str] | None = No
     """
     if isinstance(names, str):
         names = [names]
-    ours = {**LOCAL_TASKS, **REAL_TASKS}
+    from pe_core.eval.mix_tasks import MIX_TASKS  # they import this module's helpers
+
+    ours = {**LOCAL_TASKS, **REAL_TASKS, **MIX_TASKS}
     tasks = []
     for name in names:
         if name in ours:
