@@ -18,8 +18,6 @@ from pe_core.testing.server_process import STOPPED, ServerProcess
 
 pytestmark = pytest.mark.slow  # a server subprocess per test
 
-pytestmark = pytest.mark.slow  # server subprocesses
-
 ATOL = 1e-6
 
 
