@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from pe_core.errors import ConfigError, MissingFileError
+from pe_core.errors import ConfigError, CorruptFileError, MissingFileError
 from pe_core.model.config import CONFIG_NAME, EmbedderConfig
+from pe_registry.onnx_folder import check_export, graph_path
 
 ONNX_KEY = "onnx"  # pe_config.json section written by the exporter
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -123,6 +124,7 @@ class OnnxEmbedder:
 
         self.folder = Path(folder)
         self.config, self.export_info = read_onnx_config(self.folder)
+        check_export(self.folder)  # hashes: graphs, data, tokenizer, the instruction
         files = self.export_info.get("files", {})
         precision = precision or self.export_info.get("default", "fp32")
         if precision not in PRECISIONS:
@@ -132,7 +134,7 @@ class OnnxEmbedder:
                 f"{self.folder} has no {precision} graph (it has {sorted(files)}); "
                 "export with --int8 to get one"
             )
-        model_path = self.folder / files[precision]
+        model_path = graph_path(self.folder, files, precision)
         if not model_path.is_file():
             raise MissingFileError(f"{model_path} not found: the export is incomplete")
         self.precision = precision
@@ -141,7 +143,16 @@ class OnnxEmbedder:
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.session = make_session(model_path, providers, threads)
+        try:
+            self.session = make_session(model_path, providers, threads)
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise  # a bad provider or thread count says so itself
+            # onnxruntime's own (Fail, InvalidProtobuf, ...), on files whose hashes matched
+            raise CorruptFileError(
+                f"onnxruntime cannot load {model_path} ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); export the folder again"
+            ) from None
 
     @property
     def dim(self) -> int:

@@ -47,6 +47,7 @@ from pe_core.model.config import CONFIG_NAME
 from pe_core.validate import output_folder
 from pe_registry.int8_smooth import SMOOTH_ALPHA, smoothed
 from pe_registry.onnx_embedder import INPUT_NAMES, ONNX_KEY, OUTPUT_NAME, make_session
+from pe_registry.onnx_folder import seal_export
 from pe_registry.onnx_int8 import INT8_MAX_DROP, calibration_texts, check_int8, quantize_int8
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ def export_onnx(
                 )
         embedder.tokenizer.save_pretrained(stage)
         _write_config(stage, embedder.config.to_dict(), info)
+        seal_export(stage)
         _publish(stage, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

@@ -207,6 +207,7 @@ def test_nothing_kept_means_every_projection_int8(fp32_export: Any, tmp_path: Pa
 
 
 def int8_folder(fp32_export: Any, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    from pe_registry.onnx_folder import seal_export
     from pe_registry.onnx_int8 import quantize_int8
 
     _, folder = fp32_export
@@ -216,6 +217,7 @@ def int8_folder(fp32_export: Any, tmp_path: Path) -> tuple[Path, dict[str, str]]
     config = json.loads((copy / "pe_config.json").read_text())
     config["onnx"]["files"]["int8"] = "model_int8.onnx"
     (copy / "pe_config.json").write_text(json.dumps(config))
+    seal_export(copy)  # a changed export: its hashes written again
     return copy, config["onnx"]["files"]
 
 
