@@ -25,6 +25,8 @@ _LAZY = {
     "PELocalDocstringPairClassification": "pe_core.eval.tasks",
     "MTEBEncoder": "pe_core.eval.mteb_encoder",
     "model_meta_for": "pe_core.eval.mteb_encoder",
+    "pe_model_meta": "pe_core.eval.mteb_encoder",
+    "register": "pe_core.eval.mteb_encoder",
     "BM25Search": "pe_core.eval.bm25",
     "bm25_baseline": "pe_core.eval.bm25",
     "instruction_for": "pe_core.eval.instructions",

@@ -4,11 +4,24 @@ The wrapped object needs ``name`` and ``encode(texts, instruction=None, batch_si
 normalize=True, show_progress_bar=None) -> np.ndarray`` (a PromptEmbedder has both). The query
 side of a task gets that task's instruction (see :mod:`pe_core.eval.instructions`); the
 document side gets ``instruction=None``.
+
+A saved pe model (a folder, Hub repo or registry name) gets a ``ModelMeta`` whose
+``loader`` loads it (:func:`pe_model_meta`), so ``meta.load_model()`` and, once
+:func:`register`-ed, ``mteb.get_model(meta.name)`` give a working encoder, and
+``mteb.evaluate(..., cache=ResultCache(folder))`` files its results under that name in
+mteb's own layout.
+
+Example::
+
+    meta = register(pe_model_meta("runs/x"))
+    encoder = mteb.get_model(meta.name)
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from pe_core.eval.instructions import instruction_for
@@ -27,20 +40,24 @@ def _model_name(model: Any) -> str:
     return name if "/" in name else f"pe/{name}"
 
 
-def model_meta_for(model: Any, **overrides: Any) -> ModelMeta:
+def model_meta_for(model: Any, source: str | Path | None = None, **overrides: Any) -> ModelMeta:
     """A ``ModelMeta`` describing ``model`` from whatever attributes it has.
 
     Read if present: ``name``, ``revision``, ``n_parameters``, ``embed_dim`` (or ``dim``),
-    ``max_tokens``. ``overrides`` replace any field.
+    ``max_tokens``. ``source`` is where ``pe_core.load`` finds the model again (folder,
+    Hub repo, registry name): the meta's ``loader`` then loads it (:func:`load_for_mteb`);
+    without one there is nothing to reload and ``loader`` is None. ``overrides`` replace
+    any field.
 
     Example::
 
-        >>> model_meta_for(my_model).name  # doctest: +SKIP
+        >>> model_meta_for(my_model, source="runs/x").name  # doctest: +SKIP
         'pe/qwen-default'
     """
     embed_dim = getattr(model, "embed_dim", None) or getattr(model, "dim", None)
     fields: dict[str, Any] = dict(
-        loader=None,
+        loader=None if source is None else load_for_mteb,
+        loader_kwargs={} if source is None else {"source": str(source)},
         name=_model_name(model),
         revision=getattr(model, "revision", None),
         release_date=None,
@@ -60,6 +77,67 @@ def model_meta_for(model: Any, **overrides: Any) -> ModelMeta:
     )
     fields.update(overrides)
     return ModelMeta(**fields)
+
+
+def pe_model_meta(source: str | Path, name: str | None = None, **overrides: Any) -> ModelMeta:
+    """The ``ModelMeta`` of the pe model saved at ``source`` (folder, Hub repo or registry
+    name), read from its ``pe_config.json`` without loading the model; its ``loader``
+    loads it. ``name`` defaults to ``pe/<folder name>``, ``revision`` to a hash of the
+    saved weights and config (mteb files results per revision: retrained weights do not
+    overwrite the old scores).
+
+    Example::
+
+        meta = pe_model_meta("runs/x")         # ModelMeta(name="pe/x", embed_dim=d_B, ...)
+        encoder = meta.load_model(device="cpu")
+    """
+    from pe_core.loading import resolve_alignment
+    from pe_core.model.config import EmbedderConfig
+
+    folder = resolve_alignment(source)
+    config = EmbedderConfig.load(folder)
+    fields: dict[str, Any] = dict(
+        name=name or f"pe/{Path(str(source)).name}", revision=content_revision(folder),
+        embed_dim=config.d_B,
+        max_tokens=config.max_length, framework=["PyTorch", "Sentence Transformers"])
+    return model_meta_for(None, source=source, **{**fields, **overrides})
+
+
+def content_revision(folder: Path) -> str:
+    """12 hex digits of the sha256 over a saved model's config and weights (the
+    alignment and, when saved with it, the Prompting LLM)."""
+    from pe_core.safe_io import sha256_file
+
+    files = [folder / "pe_config.json", folder / "alignment.safetensors",
+             *sorted((folder / "prompting").glob("*.safetensors"))]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            digest.update(f"{path.relative_to(folder)}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def load_for_mteb(model_name: str, revision: str | None = None, *, source: str,
+                  device: str | None = None, batch_size: int = 32,
+                  embed_dim: int | None = None, **load_kwargs: Any) -> MTEBEncoder:
+    """mteb's ``loader`` for a saved pe model (``ModelMeta.load_model`` calls it with the
+    meta's name and revision): ``pe_core.load(source, device=device, **load_kwargs)``
+    wrapped in :class:`MTEBEncoder`. ``embed_dim`` is mteb's; it can only be the model's
+    own width (mteb checks it against the meta)."""
+    import pe_core
+
+    return MTEBEncoder(pe_core.load(source, device=device, **load_kwargs),
+                       batch_size=batch_size)
+
+
+def register(meta: ModelMeta) -> ModelMeta:
+    """Add ``meta`` to mteb's model registry, so ``mteb.get_model(meta.name)`` and
+    ``mteb.get_model_meta(meta.name)`` find it in this process (mteb looks a name up
+    there before it asks the Hub)."""
+    from mteb.models.model_implementations import MODEL_REGISTRY
+
+    MODEL_REGISTRY[meta.name] = meta
+    return meta
 
 
 class MTEBEncoder(AbsEncoder):
