@@ -106,8 +106,8 @@ def record(benchmark: str, args: argparse.Namespace, results: Any, started: date
     commit, dirty = git_state()
     return {
         "benchmark": benchmark,
-        "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "-m",
-                               f"benchmarks.{benchmark}", *argv]),
+        # run from the repository root with the project's environment active
+        "command": shlex.join(["python", "-m", f"benchmarks.{benchmark}", *argv]),
         "git_commit": commit, "dirty": dirty,
         "machine": machine(args.threads),
         "started": started.isoformat(timespec="seconds"),
