@@ -95,6 +95,7 @@ def render_page(bench: str, runs: list[tuple[str, dict[str, Any]]],
     own_markdown = getattr(module, "markdown", None)
     own_panels = getattr(module, "plot_panels", None)
     own_marks = getattr(module, "plot_marks", None)
+    own_plot = getattr(module, "plot", None)
     for name, rec in runs:
         lines += [f"## {name}", "", *provenance(rec), ""]
         text = own_markdown(rec["results"], rec.get("args", {})) if own_markdown else None
@@ -105,6 +106,12 @@ def render_page(bench: str, runs: list[tuple[str, dict[str, Any]]],
                 if title:
                     lines += [f"**{title}**", ""]
                 lines += [*table, ""]
+        if plots and own_plot:  # a plot that is no training curve (score per width)
+            png = io.BytesIO()
+            own_plot(rec["results"], png, f"{bench}: {name}")
+            files[out / "img" / bench / f"{name}.png"] = png.getvalue()
+            lines += [f"![{name}](img/{bench}/{name}.png)", ""]
+            continue
         panels = own_panels(rec["results"]) if own_panels else curves(rec["results"])
         panels = {title: lines for title, lines in panels.items() if lines}
         if plots and panels:
@@ -180,8 +187,9 @@ def tables(results: Any, title: str = "") -> Iterator[tuple[str, list[str]]]:
 
 def _module(bench: str) -> Any:
     """The benchmark script, for its optional hooks: ``markdown(results, args)`` (its
-    own tables; None: the generic ones), ``plot_panels(results)`` (how its curves group)
-    and ``plot_marks(results)`` (labelled target lines). A script that cannot be imported
+    own tables; None: the generic ones), ``plot_panels(results)`` (how its curves group),
+    ``plot_marks(results)`` (labelled target lines) and ``plot(results, file, title)``
+    (its own figure instead of the curves). A script that cannot be imported
     here (a dependency missing) gets the generic rendering."""
     try:
         return importlib.import_module(f"benchmarks.{bench}")
