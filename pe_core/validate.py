@@ -204,13 +204,17 @@ def encode_args(
         chosen_instruction(instruction_, prompt, prompt_name, prompts or {},
                            default_prompt_name, default_instruction),
         batch_size(batch_size_),
-        _agreeing("normalize", {"normalize": optional_flag(normalize, "normalize"),
-                                "normalize_embeddings": optional_flag(
-                                    normalize_embeddings, "normalize_embeddings")}, True),
-        _agreeing("output type", {
-            "convert_to": None if convert_to_ is None else convert_to(convert_to_),
-            "convert_to_numpy": _form(convert_to_numpy, "convert_to_numpy", "numpy", "torch"),
-            "convert_to_tensor": _form(convert_to_tensor, "convert_to_tensor", "torch", "numpy"),
+        _agreeing("normalisation", {
+            "normalize": (normalize, optional_flag(normalize, "normalize")),
+            "normalize_embeddings": (normalize_embeddings, optional_flag(
+                normalize_embeddings, "normalize_embeddings")),
+        }, True),
+        _agreeing("the output type", {
+            "convert_to": (convert_to_, None if convert_to_ is None else convert_to(convert_to_)),
+            "convert_to_numpy": (convert_to_numpy, _form(convert_to_numpy, "convert_to_numpy",
+                                                         "numpy", "torch")),
+            "convert_to_tensor": (convert_to_tensor, _form(convert_to_tensor, "convert_to_tensor",
+                                                           "torch", "numpy")),
         }, "numpy"),
         optional_flag(show_progress_bar, "show_progress_bar"),
         None if max_length_ is None else integer(max_length_, "max_length"),
@@ -257,14 +261,15 @@ def _form(value: Any, name: str, if_true: str, if_false: str) -> str | None:
     return None if value is None else (if_true if flag(value, name) else if_false)
 
 
-def _agreeing(what: str, given: dict[str, Any], default: Any) -> Any:
-    """The one value the keywords in ``given`` that are not None agree on (pe's own name
-    and sentence-transformers' spelling of it), else ``default``."""
-    values = {name: value for name, value in given.items() if value is not None}
-    if len(set(values.values())) > 1:
-        said = ", ".join(f"{name}={value!r}" for name, value in values.items())
-        raise ConfigError(f"{said} contradict each other ({what}): pass one of them")
-    return next(iter(values.values()), default)
+def _agreeing(what: str, given: dict[str, tuple[Any, Any]], default: Any) -> Any:
+    """The one meaning the keywords in ``given`` (name -> (as passed, meaning), None for
+    not passed) agree on: pe's own name and sentence-transformers' spellings of it; with
+    none passed, ``default``."""
+    passed = {name: pair for name, pair in given.items() if pair[1] is not None}
+    if len({meaning for _, meaning in passed.values()}) > 1:
+        said = ", ".join(f"{name}={value!r}" for name, (value, _) in passed.items())
+        raise ConfigError(f"{said} disagree on {what}: pass one of them")
+    return next((meaning for _, meaning in passed.values()), default)
 
 
 def truncate_dim(value: Any, width: int | None) -> int | None:

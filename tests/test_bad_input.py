@@ -165,9 +165,11 @@ ENCODE_CASES = [
     # sentence-transformers' names: one instruction, agreeing flags
     ({"prompt": "Retrieve"}, ConfigError, "not instruction and prompt"),
     ({"prompt_name": "query"}, ConfigError, "not instruction and prompt_name"),
-    ({"normalize_embeddings": False}, ConfigError, "contradict"),  # with normalize=True below
+    ({"normalize_embeddings": False}, ConfigError,
+     "normalize=True, normalize_embeddings=False disagree on normalisation"),
     ({"normalize_embeddings": "yes"}, ArgumentTypeError, "normalize_embeddings must be True"),
-    ({"convert_to_tensor": True, "convert_to": "numpy"}, ConfigError, "contradict"),
+    ({"convert_to_tensor": True, "convert_to": "numpy"}, ConfigError,
+     "convert_to=.numpy., convert_to_tensor=True disagree on the output type"),
     ({"convert_to_numpy": 1}, ArgumentTypeError, "convert_to_numpy must be True or False"),
     ({"truncate_dim": 0}, ConfigError, "truncate_dim must be >= 1"),
     ({"truncate_dim": -4}, ConfigError, "truncate_dim must be >= 1"),

@@ -150,6 +150,20 @@ def test_similarity_is_the_cosine_matrix(embedder):
     assert embedder.similarity(a[0], b).shape == (1, 2)
 
 
+def test_similarity_of_different_widths_is_a_typed_error(embedder):
+    from pe_core.errors import DimensionMismatchError
+
+    with pytest.raises(DimensionMismatchError, match="same truncate_dim"):
+        embedder.similarity(embedder.encode(TEXTS), embedder.encode(TEXTS, truncate_dim=8))
+
+
+def test_a_prompt_name_passed_as_the_instruction_warns(embedder):
+    """sentence-transformers' second argument is prompt_name, pe's the instruction."""
+    with pytest.warns(UserWarning, match="pass prompt_name='query'") as record:
+        embedder.encode(TEXTS, "query")
+    assert record[0].filename == __file__  # points at the caller
+
+
 # -- truncate_dim and precision ----------------------------------------------------------
 def test_truncate_dim_keeps_the_first_dims_renormalised(embedder):
     raw = embedder.encode(TEXTS, normalize=False)

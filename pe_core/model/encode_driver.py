@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pe_core import validate
+from pe_core.errors import DimensionMismatchError
 from pe_core.model import output
 from pe_core.model.batching import encode_batches
 from pe_core.validate import EncodeArgs
@@ -84,6 +86,13 @@ def run_encode(
         max_length_=max_length, truncate_dim_=truncate_dim, precision_=precision,
         width=enc.width,
     )
+    if isinstance(instruction, str) and instruction in enc.prompts:
+        # sentence-transformers' second argument is prompt_name, pe's the instruction
+        warnings.warn(
+            f"instruction {instruction!r} is the name of one of the model's prompts; it is "
+            f"used as the instruction text. For that prompt's instruction pass "
+            f"prompt_name={instruction!r}", UserWarning, stacklevel=3,
+        )
     limit = enc.position_limit(args.instruction)
     validate.max_length(args.max_length, limit)
     if enc.check is not None:
@@ -137,7 +146,14 @@ def encode_with_prompt(encode: Callable[..., Any], texts: Any, name: str,
 
 def similarity(a: Any, b: Any) -> Any:
     """Cosine similarity matrix ``(len(a), len(b))``; one vector counts as one row.
-    Torch in, torch out; otherwise numpy (float32 for any input dtype)."""
+    Torch in, torch out; otherwise numpy (float32 for any input dtype). Vectors of
+    different widths (another ``truncate_dim``) are a :class:`DimensionMismatchError`."""
+    wa, wb = np.shape(a)[-1], np.shape(b)[-1]
+    if wa != wb:
+        raise DimensionMismatchError(
+            f"similarity of {wa}- and {wb}-dimensional vectors: encode both sides with the "
+            "same truncate_dim (and binary precisions are not cosine-comparable to floats)"
+        )
     if type(a).__module__.startswith("torch") or type(b).__module__.startswith("torch"):
         import torch
 
