@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import torch
@@ -60,7 +61,8 @@ def tokenize_sorted(
 def _caller_level() -> int:
     """The ``stacklevel`` of the first frame outside pe: a warning points at the user's
     ``encode`` call whichever embedder (and driver) it went through."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").startswith(
             ("pe_core.", "pe_registry.")):
         frame, level = frame.f_back, level + 1
