@@ -272,11 +272,11 @@ def _agreeing(what: str, given: dict[str, tuple[Any, Any]], default: Any) -> Any
     return next((meaning for _, meaning in passed.values()), default)
 
 
-def truncate_dim(value: Any, width: int | None) -> int | None:
+def truncate_dim(value: Any, width: int | None, name: str = "truncate_dim") -> int | None:
     """None (the full width) or a number of leading dimensions to keep, 1 to ``width``."""
     if value is None:
         return None
-    n = integer(value, "truncate_dim")
+    n = integer(value, name)
     if width is not None and n > width:
         raise ConfigError(f"truncate_dim={n} is more than the model's {width} dimensions: "
                           f"pass 1 to {width}, or None for all")

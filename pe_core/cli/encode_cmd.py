@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     # every argument the model does not decide is checked before it loads
     validate.batch_size(args.batch_size)
     validate.max_length(args.max_length)
-    validate.truncate_dim(args.truncate_dim, None)
+    validate.truncate_dim(args.truncate_dim, None, "--truncate-dim")
     if args.instruction is not None and args.prompt_name is not None:
         raise ConfigError("pass --instruction or --prompt-name, not both")
     validate.instruction(args.instruction, "--instruction")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pe_core.errors import ConfigError
-from pe_core.model.batching import pad_rows
+from pe_core.model.batching import pad_rows, tokenize_texts
 from pe_core.model.encoder import BackboneEncoder
 from pe_core.training.data import Example
 from pe_core.training.distributed import unwrap
@@ -231,8 +231,9 @@ class PromptEmbedderMethod(Method):
 
     # -- rows ------------------------------------------------------------------------
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        enc = self.embedder.tokenizer(texts, add_special_tokens=True, truncation=False)
-        return [x[: self.config.max_length] for x in enc["input_ids"]]
+        # as encode reads texts (special-token strings are text), so training sees them alike
+        ids = tokenize_texts(self.embedder.tokenizer, texts)
+        return [x[: self.config.max_length] for x in ids]
 
     def rows(self, examples: Sequence[Example], n_neg: int) -> Rows:
         texts, instr = row_texts(examples, n_neg)
