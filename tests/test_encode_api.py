@@ -53,6 +53,11 @@ def test_config_fills_query_and_document_prompts():
                          default_prompt_name="query")
     assert own.prompts["query"] == "Find code" and "document" in own.prompts
     assert EmbedderConfig.from_dict(own.to_dict()) == own
+    # the document prompt is document_instruction, also in a copy that changes it
+    assert replace(own, document_instruction="Other").prompts["document"] == "Other"
+    with pytest.raises(ConfigError, match=r"prompts\['document'\] 'Y' differs from "
+                                          "document_instruction"):
+        EmbedderConfig.from_dict({**own.to_dict(), "prompts": {"document": "Y"}})
 
 
 @pytest.mark.parametrize(("kw", "match"), [

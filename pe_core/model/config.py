@@ -17,6 +17,7 @@ DEFAULT_TEMPLATE = "Instruction: {instruction}\nSoft prompt:"
 # the "query" named prompt of a config that names none (sentence-transformers' convention:
 # encode_query / encode_document pick the prompts named "query" / "document")
 DEFAULT_QUERY_INSTRUCTION = "Retrieve a passage that answers the question"
+DOCUMENT_INSTRUCTION = "Represent the text for retrieval"  # document_instruction's default
 PLACEMENTS = ("prefix", "suffix")
 POOLINGS = ("last", "mean")
 SOFT_NORMS = ("free", "tokens")
@@ -68,7 +69,7 @@ class EmbedderConfig:
     )
     template: str = option(DEFAULT_TEMPLATE, help="the Prompting LLM's input", transfer=FIXED)
     document_instruction: str | None = option(
-        "Represent the text for retrieval", help="generic instruction for documents ('' for "
+        DOCUMENT_INSTRUCTION, help="generic instruction for documents ('' for "
         "none)", cli=(TRAIN,), group="PromptEmbedder", transfer=INHERIT,
     )
     max_length: int = option(512, help="tokens per text", cli=BOTH, group="PromptEmbedder",
@@ -102,18 +103,18 @@ class EmbedderConfig:
         self._fill_prompts()
 
     def _fill_prompts(self) -> None:
-        """Check ``prompts`` and add the "query" and "document" prompts a config lacks
-        (a config saved before named prompts existed): "document" is
-        ``document_instruction`` ("" when that is None)."""
+        """Check ``prompts``, add "query" when missing (a config saved before named
+        prompts existed) and set "document" to ``document_instruction`` ("" when that is
+        None): the document prompt *is* that field, so a config copied with another
+        ``document_instruction`` (``dataclasses.replace``) keeps the two in step."""
         for name, text in self.prompts.items():
             if not isinstance(name, str) or not name or not isinstance(text, str):
                 raise ConfigError(
                     f"prompts must map names to instruction strings, got {name!r}: "
                     f"{text!r:.60}; fix {CONFIG_NAME} or save the model again"
                 )
-        defaults = {"query": DEFAULT_QUERY_INSTRUCTION,
-                    "document": self.document_instruction or ""}
-        self.prompts = {**defaults, **self.prompts}
+        self.prompts = {"query": DEFAULT_QUERY_INSTRUCTION, **self.prompts,
+                        "document": self.document_instruction or ""}
         if self.default_prompt_name is not None and self.default_prompt_name not in \
                 self.prompts:
             raise ConfigError(
@@ -146,6 +147,15 @@ class EmbedderConfig:
             raise ConfigError(
                 f"{CONFIG_NAME} lacks the required keys {missing}; it was cut short or edited "
                 "by hand: save the alignment again"
+            )
+        document = data.get("prompts", {}).get("document") if isinstance(
+            data.get("prompts"), dict) else None
+        if document is not None and document != (data.get(
+                "document_instruction", DOCUMENT_INSTRUCTION) or ""):
+            raise ConfigError(
+                f"{CONFIG_NAME}: prompts['document'] {document!r:.60} differs from "
+                "document_instruction: the document prompt is document_instruction, change "
+                "that field (or name this prompt otherwise)"
             )
         return cls(**data)
 
