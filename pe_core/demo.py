@@ -76,7 +76,7 @@ class DemoSettings:
         (30-layer and 18-layer backbones cost ~100x the toy ones per step). Batches of 8
         pairs of 64-token texts: at 16 x 96 tokens, 30 noise-free steps on SmolLM2-135M
         diverged (loss spikes to 10-19, test nDCG@10 0.09 -> 0.01), while 40 steps of 8 x
-        64 learn on both real backbones (README: the demo, quality on the real tier)."""
+        64 learn on both real backbones (docs/benchmarks/demo.md, docs/benchmarks/quality.md)."""
         return cls(train_steps=40, lora_steps=2, align_steps=40, lora_lr=1e-4,
                    batch_size=8, max_length=64)
 

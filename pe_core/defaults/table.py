@@ -1,4 +1,5 @@
-"""The size/perplexity table of the default models, for the README and ``--help`` texts."""
+"""The size/perplexity table of the default models, for the docs (docs/loading.md) and
+``--help`` texts."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ class EmbedderConfig:
         * ``soft_norm="free"``: an aligned soft token may take any norm. ``"tokens"``
           pins each one to the median norm of the backbone's own token embeddings, so
           training can turn its direction only (a lever against soft tokens drifting
-          into a backbone's attention-sink state; see the README).
+          into a backbone's attention-sink state; see docs/benchmarks/attention-sinks.md).
     """
 
     backbone: str

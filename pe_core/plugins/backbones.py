@@ -55,7 +55,7 @@ class BackboneSpec:
         default_model: Hub id (optionally ``id@revision``) used when no model is given.
         tiny_configs: ``model_type -> config kwargs`` for tiny random test models.
         soft_prompt_hook: ``(model, soft) -> inputs_embeds`` for soft vectors given in
-            raw embedding-row space (README: Embedding hook).
+            raw embedding-row space (docs/concepts.md, Embedding hook).
         token_embeddings: ``(model, input_ids) -> inputs_embeds`` for text tokens.
         padding_side: tokenizer padding side used when encoding.
         pooling: default pooling (``"last"`` or ``"mean"``).
@@ -150,4 +150,3 @@ def _replace(spec: BackboneSpec, **changes: Any) -> BackboneSpec:
     from dataclasses import replace
 
     return replace(spec, **changes)
-

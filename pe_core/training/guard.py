@@ -1,8 +1,8 @@
 """The divergence guard: notice a collapse while training, go back to the best state seen,
 lower the learning rate and go on (as large-LM training does after a loss spike).
 
-Short contrastive runs on the real backbones fall apart on some seeds (README: Known
-gaps): the dev score falls to chance and never recovers, or the loss jumps to several
+Short contrastive runs on the real backbones fall apart on some seeds (docs/known-gaps.md):
+the dev score falls to chance and never recovers, or the loss jumps to several
 times its running mean. The guard watches three signs:
 
 * **dev drop** (when dev evaluation runs during training): the dev score falls below

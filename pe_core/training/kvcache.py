@@ -73,7 +73,8 @@ def text_cache(
 
     ``bf16``: run the pass under bf16 autocast and hand back keys/values in the model's
     own dtype. The backbone is frozen and this pass has no grad, so only the rounding of
-    the keys/values reaches training (README: Benchmarks, the text pass's precision).
+    the keys/values reaches training (docs/benchmarks/train-efficiency.md, the text pass's
+    precision).
     """
     if bf16:
         with torch.autocast(ids.device.type, dtype=torch.bfloat16):

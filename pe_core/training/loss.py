@@ -1,4 +1,4 @@
-"""InfoNCE over in-batch negatives plus hard negatives (README: Training, Loss).
+"""InfoNCE over in-batch negatives plus hard negatives (docs/training.md, Loss).
 
 Every query is scored against every document of the (global) batch: all positives and all
 hard negatives. A document whose text equals the query's positive is not counted as a

@@ -56,7 +56,7 @@ class TrainSettings:
                                 gt=0, le=1)
     # off by default: on SmolLM2-135M it keeps the soft tokens out of the sink state that
     # collapsed most 40-step runs, but the runs it saved still learnt little, and its
-    # checks make a step dearer (README: Benchmarks, attention sinks)
+    # checks make a step dearer (docs/benchmarks/attention-sinks.md)
     sink_guard: float = option(0.0, help="weight of the penalty on soft tokens that turn "
                                "into attention sinks; > 0 also shortens steps that would "
                                "make one (0: off)", cli=BOTH, group="loss", ge=0)
@@ -121,8 +121,8 @@ class TrainSettings:
                     "with avx512_bf16/AMX and on GPUs; slower on CPUs without bf16 units)",
         cli=BOTH, group="efficiency",
     )
-    # on by default: short runs on the real backbones collapse on some seeds (README:
-    # Known gaps), and a rollback costs nothing on a run that does not (pe_core/training/
+    # on by default: short runs on the real backbones collapse on some seeds
+    # (docs/known-gaps.md), and a rollback costs nothing on a run that does not (pe_core/training/
     # guard.py says what it watches)
     divergence_guard: bool = option(
         True, help="no divergence guard (rolling back to the best state and lowering the "

@@ -8,8 +8,8 @@ toy Prompting LLM put one or more of the five soft tokens there in most seeds: t
 hidden norm at layer 15 reached 18,000-24,000, as much as the first text token's
 (median text token: 156). The last soft token then reads the sink instead of the text,
 every text gets nearly the same embedding, and the contrastive loss sits at chance
-(``ln`` of the candidates per query) for the rest of the run (README: Benchmarks, the
-sink guard).
+(``ln`` of the candidates per query) for the rest of the run (docs/benchmarks/
+attention-sinks.md, the sink guard).
 
 :class:`SinkGuard` places each step's aligned soft prompts after a short fixed context,
 runs the frozen backbone over those few positions and penalises every soft position

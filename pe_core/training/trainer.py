@@ -160,7 +160,7 @@ class Trainer:
         return optimizer, make_scheduler(optimizer, warmup, self.total)
 
     def _check_frozen(self, optimizer: torch.optim.Optimizer) -> None:
-        """The frozen modules get no gradient and no optimizer state (README: Training, What
+        """The frozen modules get no gradient and no optimizer state (docs/training.md, What
         trains): a frozen weight that moved would silently change the backbone."""
         in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
         for module in self.method.frozen_modules():
