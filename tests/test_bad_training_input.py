@@ -369,7 +369,7 @@ def test_align_from_a_run_without_prompting_is_refused(old_run, pairs, qwen_mode
     src = Path(shutil.copytree(old_run, tmp_path / "src"))
     shutil.rmtree(src / "prompting")
     before = tree_digest(src)
-    with pytest.raises(MissingFileError, match="without its prompting/ folder"):
+    with pytest.raises(MissingFileError, match=r"`pe train` run without .*prompting"):
         pe_core.align(src, str(pairs), backbone="qwen", model=qwen_model, out=tmp_path / "a",
                       steps=1, progress=False)
     assert tree_digest(src) == before and not (tmp_path / "a").exists()
@@ -432,3 +432,233 @@ def test_overwrite_removes_what_a_killed_run_left_and_keeps_a_live_ones(pairs, t
     _train(pairs, tiny_folders, run_copy, steps=1, overwrite=True)
     assert sorted(p.name for p in run_copy.parent.iterdir()) == sorted(
         ["run", live.name, other_host.name])
+
+
+# -- resume: checked before anything is written --------------------------------------------
+def test_refused_resume_leaves_the_run_byte_identical(pairs, tiny_folders, old_run, tmp_path,
+                                                      capsys):
+    """Other data, or settings that would not continue the same run: refused, and the
+    run (its train_settings.json included) is as it was, from the API and the CLI."""
+    from pe_core.cli.main import main
+
+    other = tmp_path / "other.jsonl"
+    other.write_text(pairs.read_text().replace("alpha", "omega"))
+    before = tree_digest(old_run)
+    with pytest.raises(ConfigError, match="trained on other data"):
+        _train(other, tiny_folders, old_run, resume=True, steps=7)
+    with pytest.raises(ConfigError, match=r"lr=0.5 \(the run has 0.001\); seed=9"):
+        _train(pairs, tiny_folders, old_run, resume=True, steps=7, lr=0.5, seed=9)
+    with pytest.raises(ConfigError, match=r"method='lora' \(the run has 'pe'\)"):
+        _train(pairs, tiny_folders, old_run, resume=True, method="lora")
+    base = ["train", "--backbone", "llama", "--model", str(tiny_folders["model"]),
+            "--prompting", str(tiny_folders["prompting"]), "--out", str(old_run), "--resume",
+            "--no-progress", "--steps", "7"]
+    for extra in (["--data", str(other)], ["--data", str(pairs), "--lr", "0.5", "--seed", "9"]):
+        capsys.readouterr()
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("pe: error: resume")
+    assert tree_digest(old_run) == before
+
+
+def test_resume_continues_with_the_runs_own_settings(pairs, tiny_folders, run_copy):
+    """Settings left out come from the run, not from the defaults; those that only say
+    how long to go on (steps) may change."""
+    from pe_core.training.settings import SETTINGS_NAME
+
+    result = _train(pairs, tiny_folders, run_copy, resume=True, steps=3, lr=1e-3)
+    saved = json.loads((run_copy / SETTINGS_NAME).read_text())
+    assert result.steps == 3 and saved["steps"] == 3
+    assert saved["lr"] == 1e-3 and saved["batch_size"] == 4 and saved["save_every"] == 1
+    again = pe_core.train(str(pairs), backbone="llama", model=str(tiny_folders["model"]),
+                          prompting=str(tiny_folders["prompting"]), out=run_copy, resume=True,
+                          steps=4, progress=False)
+    assert again.steps == 4
+    assert json.loads((run_copy / SETTINGS_NAME).read_text())["batch_size"] == 4
+
+
+# -- one writer per run folder --------------------------------------------------------------
+HOLD_LOCK = """
+import sys
+from pe_core.training.run_folder import run_lock
+with run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_writer_is_refused_at_once(pairs, tiny_folders, run_copy, capsys):
+    """Another process holds the run's lock (a live ``--overwrite`` run): a second run
+    into the folder fails at once with a PathError, from the API and the CLI, and the
+    folder is untouched; once the first ends, the folder is free again."""
+    import subprocess
+    import sys
+    import time
+
+    from pe_core.cli.main import main
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_copy)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = tree_digest(run_copy)
+        t0 = time.perf_counter()
+        with pytest.raises(PathError, match="being written by another run"):
+            _train(pairs, tiny_folders, run_copy, overwrite=True)
+        with pytest.raises(PathError, match="being written by another run"):
+            _train(pairs, tiny_folders, run_copy, resume=True, steps=3)
+        assert time.perf_counter() - t0 < 5  # no waiting for the lock
+        capsys.readouterr()
+        code = main(["train", "--backbone", "llama", "--model", str(tiny_folders["model"]),
+                     "--prompting", str(tiny_folders["prompting"]), "--data", str(pairs),
+                     "--out", str(run_copy), "--overwrite", "--steps", "1", "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "being written by another run" in err[0]
+        assert tree_digest(run_copy) == before
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0
+    _train(pairs, tiny_folders, run_copy, overwrite=True, steps=1)
+
+
+def test_two_overwrite_runs_at_once_one_wins(pairs, tiny_folders, run_copy):
+    """Two threads start ``overwrite=True`` into the same folder: one writes the run,
+    the other gets a PathError; never two runs each reporting that it wrote."""
+    import threading
+
+    outcomes: list[object] = []
+    started = threading.Barrier(2)
+
+    def run() -> None:
+        started.wait()
+        try:
+            outcomes.append(_train(pairs, tiny_folders, run_copy, overwrite=True, steps=2))
+        except PathError as err:
+            outcomes.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = [o for o in outcomes if isinstance(o, PathError)]
+    assert len(outcomes) == 2 and len(errors) == 1, outcomes
+    assert "being written by another run" in str(errors[0])
+    assert (run_copy / "alignment.safetensors").is_file()
+
+
+def test_out_at_a_symlink_loop_is_a_path_error(pairs, tiny_folders, tmp_path, capsys):
+    from pe_core.cli.main import main
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    for out in (loop, dangling):
+        with pytest.raises(PathError, match="symbolic link to nothing"):
+            _train(pairs, tiny_folders, out)
+    code = main(["train", "--backbone", "llama", "--model", str(tiny_folders["model"]),
+                 "--prompting", str(tiny_folders["prompting"]), "--data", str(pairs),
+                 "--out", str(loop), "--no-progress"])
+    assert code == 2 and "symbolic link" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "loop"]
+
+
+# -- settings that leave nothing to learn ---------------------------------------------------
+def test_training_that_could_not_learn_is_refused_before_writing(pairs, tiny_folders,
+                                                                 tmp_path):
+    """A max_length that cuts every text to the same tokens, hard negatives a batch
+    would drop, tasks of one example: DataError naming the fix, nothing written."""
+    out = tmp_path / "run"
+    same_start = tmp_path / "same_start.jsonl"
+    same_start.write_text("".join(json.dumps(
+        {"query": f"doc: {w}", "positive": f"doc: {w} {v}", "instruction": INSTRUCTION}) + "\n"
+        for w, v in zip(WORDS, reversed(WORDS), strict=True)))
+    with pytest.raises(DataError, match=r"max_length 3 cuts every query.*at least \d+"):
+        _train(same_start, tiny_folders, out, max_length=3)
+    negs = tmp_path / "negs.jsonl"
+    negs.write_text("".join(json.dumps({**r, "negatives": ["x y"]}) + "\n"
+                            for r in map(json.loads, pairs.read_text().splitlines())))
+    with pytest.raises(DataError, match=r"has 1 hard negative.*is 3"):
+        _train(negs, tiny_folders, out, hard_negatives=3)
+    lonely = tmp_path / "lonely.jsonl"
+    lonely.write_text("".join(json.dumps({"query": w, "positive": w + " x", "task": w}) + "\n"
+                              for w in WORDS))
+    with pytest.raises(DataError, match="no task has 2 or more examples"):
+        _train(lonely, tiny_folders, out)
+    assert not out.exists()
+    _train(same_start, tiny_folders, out, max_length=64, steps=1)  # long enough: trains
+
+
+def test_too_many_soft_tokens_names_the_largest_k(pairs, tiny_folders, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"num_soft_tokens is 600.*use at most \d+ soft") \
+            as info:
+        _train(pairs, tiny_folders, out, num_soft_tokens=600)
+    assert " -" not in str(info.value) and not out.exists()
+
+
+def test_align_from_a_non_finite_alignment_says_the_source_is_damaged(old_run, pairs,
+                                                                      qwen_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    src = Path(shutil.copytree(old_run, tmp_path / "src"))
+    weights = load_file(src / "alignment.safetensors")
+    weights = {k: torch.full_like(v, math.nan) for k, v in weights.items()}
+    save_file(weights, src / "alignment.safetensors")
+    with pytest.raises(PEError) as info:
+        pe_core.align(src, str(pairs), backbone="qwen", model=qwen_model, out=tmp_path / "a",
+                      steps=1, progress=False)
+    assert "learning rate" not in str(info.value) and "NaN" in str(info.value)
+    assert not (tmp_path / "a").exists()
+
+
+def test_resume_refuses_fewer_steps_than_done_and_names_a_corrupt_state(pairs, tiny_folders,
+                                                                       run_copy):
+    before = tree_digest(run_copy)
+    with pytest.raises(ConfigError, match="at step 2 already and steps is 1"):
+        _train(pairs, tiny_folders, run_copy, resume=True, steps=1)
+    assert tree_digest(run_copy) == before
+    newest = run_copy / "checkpoints" / "step-00000002"
+    (newest / "state.json").write_text("{broken")
+    with pytest.raises(PEError, match=rf"delete {newest} to resume from the checkpoint"):
+        _train(pairs, tiny_folders, run_copy, resume=True, steps=3)
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_not_a_run_to_keep(pairs, tiny_folders,
+                                                                       tmp_path):
+    """SIGKILL before the first checkpoint leaves the settings and the log; running the
+    same command again trains in place (nothing there to keep or resume)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_settings.json").write_text("{}")
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    _train(pairs, tiny_folders, out, steps=1)
+    assert (out / "alignment.safetensors").is_file()
+    assert json.loads((out / "train_settings.json").read_text())["steps"] == 1
+    (out / "notes.txt").write_text("mine")  # something else there: still refused
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        _train(pairs, tiny_folders, out, steps=1)
+
+
+def test_warmup_past_the_run_and_a_dev_set_of_one_are_refused(pairs, tiny_folders, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="warmup is 50 steps and the run 2"):
+        _train(pairs, tiny_folders, out, warmup=50)
+    with pytest.raises(DataError, match="dev set holds 1 record"):
+        _train(pairs, tiny_folders, out, dev_size=1)
+    assert not out.exists()
+
+
+def test_align_resume_and_lock_take_the_same_checks(old_run, pairs, qwen_model, tmp_path):
+    out = tmp_path / "aligned"
+    kw = dict(backbone="qwen", model=qwen_model, out=out, progress=False)
+    pe_core.align(old_run, str(pairs), steps=1, batch_size=4, save_every=1, **kw)
+    before = tree_digest(out)
+    with pytest.raises(ConfigError, match=r"seed=3 \(the run has 0\)"):
+        pe_core.align(old_run, str(pairs), resume=True, seed=3, **kw)
+    from pe_core.training.run_folder import run_lock
+
+    with run_lock(out), pytest.raises(PathError, match="being written by another run"):
+        pe_core.align(old_run, str(pairs), resume=True, steps=2, **kw)
+    assert tree_digest(out) == before

@@ -53,6 +53,7 @@ def test_empty_file_is_a_clear_error(tmp_path):
     ({"query": "q", "positive": "p", "negatives": ["\udfff"]}, r"'negatives\[0\]' holds a lone"),
     ({"query": "q", "positive": "p", "instruction": "do \ud800"}, "'instruction' holds a lone"),
     ({"query": "q", "positive": "p", "task": "\ud800"}, "'task' holds a lone"),
+    ({"query": "q", "positive": "p", "negatives": ["n", " p "]}, "negative is the positive"),
 ])
 def test_bad_records_name_file_line_and_field(tmp_path, record, message):
     path = write_jsonl(tmp_path / "bad.jsonl", [{"query": "a", "positive": "b"}, record])
@@ -166,3 +167,18 @@ def test_tasks_of_one_example_say_why_no_batch_forms():
     with pytest.raises(DataError, match=r"5 task\(s\), the largest with 1.*the same task"):
         TaskBatches(read_pairs(rows), batch_size=4)
 
+
+def test_a_bom_is_skipped_and_other_file_shapes_are_named(tmp_path):
+    """A UTF-8 BOM (as some editors write) is not part of the first record; a folder, a
+    JSON array or an indented file are named for what they are."""
+    rows = [{"query": f"q{i}", "positive": f"p{i}"} for i in range(3)]
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode())
+    assert [e.query for e in read_pairs(path).examples] == ["q0", "q1", "q2"]
+    with pytest.raises(DataError, match="is a folder: pass a JSONL file"):
+        read_pairs(tmp_path)
+    for name, text in (("array.json", json.dumps(rows, indent=1)),
+                       ("indented.jsonl", json.dumps(rows[0], indent=2))):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=rf"{name}:1: .*one JSON object per line"):
+            read_pairs(tmp_path / name)

@@ -202,7 +202,7 @@ def _run_locked(
     if resume:
         check_resume_data(folder.out, train_data.data_hash)
     dist_info = dist_util.setup(device)
-    check_trainable(train_data, s, dist_info.world)
+    check_trainable(train_data, s, dist_info.world, dev)
     if not dist_info.is_main:  # rank 0 alone writes the run
         folder = replace(folder, writes=False)
     dev_ = training_device(device, dist_info.local_rank)

@@ -105,11 +105,13 @@ def read_pairs(source: Any, name: str | None = None) -> PairData:
 
 
 def _read_jsonl(path: Path) -> PairData:
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: pass a JSONL file of training records")
     if not path.is_file():
         raise DataError(f"training data {path} does not exist")
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM, as some editors write, is not a record
     except UnicodeDecodeError as exc:
         at = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}:{at}: not UTF-8 text ({exc.reason}); save the file as "
@@ -132,7 +134,10 @@ def _parse(line: str, where: str) -> Any:
     try:
         return json.loads(line)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc})") from None
+        cut = line.lstrip()[:1] in ("[", "{") and exc.pos >= len(line.rstrip())
+        hint = ("; a record must be one line: JSONL holds one JSON object per line, not a "
+                "JSON array or an indented file") if cut else ""
+        raise DataError(f"{where}: not valid JSON ({exc}){hint}") from None
     except RecursionError:  # the decoder recurses once per level of nesting
         raise DataError(f"{where}: a value is nested too deeply to read; a record is one "
                         "flat object of strings (and a list of negatives)") from None
@@ -152,6 +157,9 @@ def _example(record: Any, where: str) -> Example:
     for key in REQUIRED:
         _text(record[key], where, key)
     negatives = _negatives(record.get("negatives"), where)
+    if record["positive"].strip() in (n.strip() for n in negatives):
+        raise DataError(f"{where}: a negative is the positive itself; the loss would push "
+                        "the query away from its own answer: remove it from 'negatives'")
     instruction = record.get("instruction")
     if instruction is not None and not isinstance(instruction, str):
         raise DataError(

@@ -13,18 +13,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from pe_core.errors import DataError
+from pe_core.errors import ConfigError, DataError
 from pe_core.training.data import PairData, TaskBatches, check_negatives
+from pe_core.training.schedule import run_steps, warmup_count
 
 # enough rows to see whether truncation leaves texts apart, cheap to tokenize
 SAMPLE = 512
 
 
-def check_trainable(data: PairData, settings: Any, world: int) -> None:
-    """Every batch needs two rows of one task (in-batch negatives), and hard negatives
-    must be usable as asked (:func:`~pe_core.training.data.check_negatives`)."""
-    TaskBatches(data, settings.batch_size, settings.seed, world)
+def check_trainable(data: PairData, settings: Any, world: int,
+                    dev: PairData | None = None) -> None:
+    """Every batch needs two rows of one task (in-batch negatives); hard negatives must
+    be usable as asked (:func:`~pe_core.training.data.check_negatives`); the warmup must
+    end before the run does (else the learning rate never reaches its value); a dev set
+    needs two or more documents (with one, every retrieval is perfect)."""
+    per_epoch = len(TaskBatches(data, settings.batch_size, settings.seed, world))
     check_negatives(data, settings.hard_negatives)
+    total = run_steps(settings.steps, settings.epochs, per_epoch)
+    warmup = warmup_count(settings.warmup, total)
+    if warmup > total:
+        raise ConfigError(
+            f"warmup is {warmup} steps and the run {total}: the learning rate would never "
+            f"reach its value; pass a warmup of at most {total} steps, or a fraction below 1 "
+            "(--warmup 0.05)"
+        )
+    if dev is not None and 0 < len(dev) < 2:
+        raise DataError(f"{dev.source}: the dev set holds {len(dev)} record, and with one "
+                        "document every retrieval is perfect: give it 2 or more records "
+                        "(--dev-data, --dev-size)")
 
 
 def check_max_length(tokenizer: Any, max_length: int, data: PairData) -> None:

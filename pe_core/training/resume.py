@@ -39,7 +39,8 @@ def resumed_settings(out: Path, given: TrainSettings, named: set[str]) -> TrainS
     :class:`ConfigError` names any other field whose given value differs. A folder
     without a checkpoint is left to :func:`~pe_core.training.run_folder.plan_run_folder`
     to refuse."""
-    if latest_checkpoint(out / CHECKPOINTS) is None:
+    found = latest_checkpoint(out / CHECKPOINTS)
+    if found is None:
         return given
     saved = _saved(out / SETTINGS_NAME)
     known = {f.name for f in fields(TrainSettings)}
@@ -51,6 +52,10 @@ def resumed_settings(out: Path, given: TrainSettings, named: set[str]) -> TrainS
             values[name] = value
         elif value != values[name]:
             differ.append(f"{name}={value!r} (the run has {values[name]!r})")
+    done = int(found.name.rpartition("-")[2]) if found.name.startswith("step-") else 0
+    if "steps" in named and given.steps is not None and given.steps < done:
+        raise ConfigError(f"resume: {out} is at step {done} already and steps is "
+                          f"{given.steps}; pass more steps to train on, or leave steps out")
     if differ:
         raise ConfigError(
             f"resume continues {out} with the settings it was trained with, and "
@@ -69,8 +74,9 @@ def check_resume_data(out: Path, data_hash: str) -> None:
     try:
         saved = json.loads((found / STATE).read_text(encoding="utf-8")).get("data_hash")
     except (OSError, ValueError, AttributeError) as exc:
-        raise CorruptFileError(f"{found / STATE} cannot be read ({exc}); resume from an "
-                               "earlier checkpoint or start the run again") from None
+        raise CorruptFileError(f"{found / STATE} cannot be read ({exc}); delete {found} to "
+                               "resume from the checkpoint before it, or start the run "
+                               "again") from None
     if saved is not None and saved != data_hash:
         raise ConfigError(
             f"resume: {found} was trained on other data (hash {str(saved)[:12]}..., this "

@@ -52,6 +52,8 @@ class RunFolder:
 def check_out(out: Any) -> Path:
     """``out`` as a path a run folder can be at: a string or path, not a file, no file
     among its parents, its nearest existing parent writable. Creates nothing."""
+    if isinstance(out, str) and not out.strip():
+        raise ArgumentTypeError("out is an empty path: pass the folder the run is written to")
     if not isinstance(out, str | os.PathLike) or str(out) == "":
         raise ArgumentTypeError(
             f"out must be a folder path (str or pathlib.Path), got {type(out).__name__} "
@@ -72,6 +74,18 @@ def check_out(out: Any) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PathError(f"out {out} is not writable here ({parent}): choose another path")
     return out
+
+
+def _killed_early(out: Path) -> bool:
+    """``out`` holds only what a run writes before its first checkpoint (its settings and
+    log): a run killed then (SIGKILL, power loss), with nothing to keep or resume. The
+    caller holds ``out``'s lock, so that run is not alive."""
+    from pe_core.training.metrics_log import LOG_NAME
+    from pe_core.training.settings import SETTINGS_NAME
+
+    early = {SETTINGS_NAME, LOG_NAME, CHECKPOINTS}
+    return (not has_checkpoint(out) and (out / SETTINGS_NAME).is_file()
+            and {p.name for p in out.iterdir()} <= early)
 
 
 def has_checkpoint(folder: Path) -> bool:
@@ -96,7 +110,7 @@ def plan_run_folder(out: Any, resume: bool, overwrite: bool, writes: bool = True
             raise ConfigError(f"--resume: no checkpoint under {out / CHECKPOINTS}; start the "
                               "run without resume=True (--resume)")
         return RunFolder(out, writes=writes)
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(out.iterdir()) or _killed_early(out):
         return RunFolder(out, writes=writes)
     if overwrite:
         return RunFolder(out, staged=True, writes=writes)
@@ -115,12 +129,11 @@ def plan_run_folder(out: Any, resume: bool, overwrite: bool, writes: bool = True
 def run_lock(out: Any, writes: bool = True) -> Iterator[None]:
     """Hold ``out``'s lock for the length of a run: a second run into the same folder
     (``--overwrite`` twice at once, a ``--resume`` beside a live run) fails at once with a
-    :class:`PathError` instead of racing the first for the folder. The lock file sits
-    beside ``out`` (``.<name>.lock``), since a staged run renames ``out`` itself; the
-    operating system releases it when the process dies, so a killed run leaves no stale
-    lock. ``writes=False`` (ranks other than 0) takes none."""
-    from filelock import FileLock, Timeout
-
+    :class:`PathError` instead of racing the first for the folder. The lock is an
+    ``flock`` on ``.<name>.lock`` beside ``out`` (a staged run renames ``out`` itself);
+    the operating system drops it when the process dies, so a killed run blocks no one,
+    and the file is removed when the run ends. ``writes=False`` (ranks other than 0)
+    takes none."""
     out = check_out(out)
     if not writes:
         yield
@@ -128,18 +141,45 @@ def run_lock(out: Any, writes: bool = True) -> Iterator[None]:
     path = out.parent / f".{out.name}.lock"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path), timeout=0)
-        lock.acquire()
-    except Timeout:
-        raise PathError(f"{out} is being written by another run (it holds {path}): wait "
-                        "for that run to end, or choose another out folder") from None
+        fd = _lock(path)
     except OSError as exc:
         raise PathError(f"cannot lock {out} ({path}: {exc.strerror or exc}); choose "
                         "another out folder") from None
+    if fd is None:
+        raise PathError(f"{out} is being written by another run (it holds {path}): wait "
+                        "for that run to end, or choose another out folder")
     try:
         yield
     finally:
-        lock.release()
+        # removed while still held: a process that opened the old file before this
+        # unlink finds, once it gets the lock, that the path names another file or none,
+        # and tries again (see _lock)
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _lock(path: Path) -> int | None:
+    """An open, exclusively locked descriptor of ``path``; None when another holds it."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        held = os.fstat(fd)
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+            return fd
+        os.close(fd)  # the file was removed by the run before us: lock the new one
 
 
 @contextmanager

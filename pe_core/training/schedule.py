@@ -27,6 +27,17 @@ def warmup_linear(warmup_steps: int, total_steps: int, floor: float = 0.0) -> An
     return factor
 
 
+def run_steps(steps: int | None, epochs: float, per_epoch: int) -> int:
+    """Optimizer steps of a run: ``steps`` when given, else ``epochs`` passes of
+    ``per_epoch`` batches (at least one)."""
+    return steps or max(1, math.ceil(epochs * per_epoch))
+
+
+def warmup_count(warmup: float, total_steps: int) -> int:
+    """Warmup steps: ``warmup`` below 1 is a fraction of the run, else a step count."""
+    return int(warmup * total_steps) if warmup < 1 else int(warmup)
+
+
 def make_scheduler(optimizer: Any, warmup_steps: int, total_steps: int) -> Any:
     import torch
 

@@ -38,7 +38,7 @@ from pe_core.training.guard import DivergenceGuard, chance_loss
 from pe_core.training.methods import Method, StepInfo
 from pe_core.training.metrics_log import LOG_NAME, MetricsLog, read_log
 from pe_core.training.run_folder import CHECKPOINTS
-from pe_core.training.schedule import gumbel_tau, make_scheduler
+from pe_core.training.schedule import gumbel_tau, make_scheduler, run_steps, warmup_count
 from pe_core.training.settings import TrainSettings
 
 
@@ -145,7 +145,7 @@ class Trainer:
         self.dist = dist_util.info()
         self.batches = TaskBatches(data, settings.batch_size, settings.seed, self.dist.world)
         self.per_epoch = len(self.batches)
-        self.total = settings.steps or max(1, math.ceil(settings.epochs * self.per_epoch))
+        self.total = run_steps(settings.steps, settings.epochs, self.per_epoch)
         self.log = MetricsLog(self.out / LOG_NAME, enabled=self.dist.is_main)
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
         self._candidates = 2  # documents each query of the last step was scored against
@@ -156,7 +156,7 @@ class Trainer:
         s = self.settings
         groups = self.method.param_groups(s)
         optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=(0.9, 0.999))
-        warmup = int(s.warmup * self.total) if s.warmup < 1 else int(s.warmup)
+        warmup = warmup_count(s.warmup, self.total)
         return optimizer, make_scheduler(optimizer, warmup, self.total)
 
     def _check_frozen(self, optimizer: torch.optim.Optimizer) -> None:
