@@ -150,3 +150,4 @@ def _replace(spec: BackboneSpec, **changes: Any) -> BackboneSpec:
     from dataclasses import replace
 
     return replace(spec, **changes)
+
