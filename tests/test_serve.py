@@ -119,6 +119,8 @@ def test_health_models_and_metrics(server, client):
 LONG = "word " * (MAX_TOKENS * 2)
 BAD = [  # (id, body, key, status, code)
     ("malformed-json", b'{"model": "pe", "input": [', KEY, 400, None),
+    ("lone-surrogate", b'{"model": "pe", "input": ["a\\ud800b"]}', KEY, 400, None),
+    ("invalid-utf8", b'{"model": "pe", "input": ["\xff"]}', KEY, 400, None),
     ("not-an-object", b'["hello"]', KEY, 422, "invalid_input"),
     ("empty-list", {"model": "pe", "input": []}, KEY, 422, "invalid_input"),
     ("non-string-item", {"model": "pe", "input": ["a", {"t": 1}]}, KEY, 422, "invalid_input"),
@@ -214,6 +216,10 @@ def test_embeddings_path_dimensions_and_prompt_name(server, client, direct):
         named = oa.embeddings.create(model="pe", input=batch, extra_body={"prompt_name": name})
         np.testing.assert_allclose([d.embedding for d in named.data],
                                    direct.encode(batch, prompt_name=name), atol=ATOL)
+    # an empty instruction is one too (its own soft prompt), as in encode
+    empty = post(client, server.url, {"model": "pe", "input": batch, "instruction": ""}, KEY)
+    np.testing.assert_allclose(embeddings(empty), direct.encode(batch, instruction=""),
+                               atol=ATOL)
     query = direct.config.prompts["query"]
     np.testing.assert_allclose(direct.encode(batch, prompt_name="query"),
                                direct.encode(batch, instruction=query), atol=ATOL)
@@ -240,6 +246,8 @@ def test_client_errors_name_what_is_known(server, client):
 
 
 def test_error_messages_name_the_fix(server, client):
+    surrogate = post(client, server.url, b'{"model": "pe", "input": ["\\ud800"]}', KEY)
+    assert "hex escape at line 1 column" in surrogate.json()["error"]["message"]
     long = post(client, server.url, {"model": "pe", "input": ["a", LONG]}, KEY).json()
     assert "input 1 has" in long["error"]["message"] and "--truncate" in long["error"]["message"]
     many = post(client, server.url, {"model": "pe", "input": ["a"] * 65}, KEY).json()

@@ -124,9 +124,10 @@ class Graph:
         return 100
 
     def encode(self, texts, instruction=None, prompt=None, **kw):
-        self.calls.append(prompt)
-        if (prompt or None) != self.instruction:
-            raise ConfigError(f"baked {self.instruction!r}, asked {prompt!r}")
+        asked = instruction if prompt is None else prompt or None
+        self.calls.append(asked)
+        if asked != self.instruction:
+            raise ConfigError(f"baked {self.instruction!r}, asked {asked!r}")
         return np.zeros((len(texts), self.dim), dtype=np.float32)
 
 

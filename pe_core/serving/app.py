@@ -90,9 +90,12 @@ def body_too_large(size: int, limit: int) -> RequestError:
 def invalid_body(exc: ValidationError) -> RequestError:
     """400 for a body that is not JSON, 422 naming each field that is wrong."""
     errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return RequestError('the body is not valid JSON: send a JSON object such as '
-                            '{"model": "pe", "input": ["some text"]}', status=400)
+    bad = [e for e in errors if e.get("type") == "json_invalid"]
+    if bad:  # the parser's words say where (a lone surrogate such as \ud800 fails here)
+        where = str(bad[0].get("msg", "")).removeprefix("Invalid JSON: ")
+        return RequestError(f"the body is not valid JSON ({where}; strings must be valid "
+                            'Unicode): send a JSON object such as {"model": "pe", '
+                            '"input": ["some text"]}', status=400)
     parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or 'body'}: {e.get('msg')}"
              for e in errors]
     return RequestError("; ".join(parts), status=422, code="invalid_input")

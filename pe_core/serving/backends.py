@@ -67,6 +67,12 @@ class Route:
         """Requests with equal keys are encoded together."""
         return id(self.encoder), self.instruction
 
+    @property
+    def chosen(self) -> dict[str, str | None]:
+        """``encode``'s keyword for this route's resolved instruction: ``prompt=""`` for
+        none, since ``instruction=None`` would mean the model's default."""
+        return {"prompt": ""} if self.instruction is None else {"instruction": self.instruction}
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as ``encode`` sees them (special tokens included, untruncated).
 
@@ -202,7 +208,7 @@ class ServedModel:
         """``encode`` of the encoder that serves the instruction asked for (the ONNX
         graph baked with it)."""
         route = self.route(self.resolve(instruction, prompt_name, prompt))
-        return route.encoder.encode(texts, prompt=route.instruction or "", **kw)
+        return route.encoder.encode(texts, **route.chosen, **kw)
 
 
 def load_torch(name: str, **load_args: Any) -> ServedModel:

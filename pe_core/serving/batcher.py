@@ -177,8 +177,8 @@ class Batcher:
         limit = self.settings.max_tokens or route.max_length
         out = np.empty((len(texts), route.encoder.dim), dtype=np.float32)
         for rows in length_groups(lengths):
-            out[rows] = route.encoder.encode(  # prompt: the resolved instruction, "" for none
-                [texts[i] for i in rows], prompt=route.instruction or "",
+            out[rows] = route.encoder.encode(
+                [texts[i] for i in rows], **route.chosen,
                 batch_size=self.settings.max_batch_size, max_length=limit,
                 show_progress_bar=False,
             )
