@@ -98,6 +98,10 @@ def main() -> None:
     p.add_argument("--name", help="file names (default: quality toy, quality-real real)")
     p.add_argument("--work", help="keep runs here (default: a temp folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--widths", metavar="D,D,...",
+                   help="also train the suffix run with --matryoshka-dims D,D,... and without, "
+                        "and report the test score per width and per precision "
+                        "(benchmarks/widths.py)")
     args = p.parse_args()
     tier = TIERS[args.tier]
     for key, value in (REAL if args.tier == "real" else TOY).items():
@@ -131,6 +135,10 @@ def main() -> None:
         {"args": vars(args), "rows": bench.rows, "equal_time": bench.equal_time(),
          "lora_sweeps": bench.sweeps, "curves": bench.curves}, indent=2))
     table = render(bench, args)
+    if args.widths:
+        from widths import in_quality
+
+        table += "\n\n" + in_quality(bench, args, out)
     (out / f"{args.name}.md").write_text(table + "\n")
     plot_bars(bench.rows, args.tasks[0], out / f"{args.name}.png", args.tier)
     plot_curves(bench.curves, out / f"{args.name}-curves.png",

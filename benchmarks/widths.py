@@ -29,6 +29,7 @@ the same comparison inside a quality run. Not a test: toy, about 10 minutes on 2
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,15 +37,17 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from benchmarks import harness
-from benchmarks.tiers import TOY_PROMPTING, parse_ref
-
+# the benchmarks package is imported inside the functions that need it, so that
+# benchmarks/quality.py (run as a script) can import this module for its --widths
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 PLAIN, NESTED = "without Matryoshka", "with Matryoshka"
 TOP = 10
 
 
 def main(argv: list[str] | None = None) -> None:
+    from benchmarks import harness
+    from benchmarks.tiers import TOY_PROMPTING
+
     p = harness.parser(__doc__, threads=None)
     p.add_argument("--backbone", default="llama:pe-default:llama", help="family:model trained")
     p.add_argument("--prompting", default=TOY_PROMPTING)
@@ -71,6 +74,7 @@ def ints(text: str) -> list[int]:
 def measure(args: argparse.Namespace) -> dict:
     """Train both runs, then score them."""
     import pe_core
+    from benchmarks.tiers import parse_ref
     from pe_core.data.corpus import write_training_jsonl
 
     work = Path(args.work or tempfile.mkdtemp(prefix="pe-widths-"))
@@ -89,6 +93,24 @@ def measure(args: argparse.Namespace) -> dict:
             progress=False)
         models[label] = run.model
     return compare(models, ints(args.widths), args.rescore, args.limit, dims=ints(args.dims))
+
+
+def in_quality(bench: Any, args: argparse.Namespace, out: Path) -> str:
+    """``benchmarks/quality.py --widths D,D,...``: its first backbone and Prompting LLM
+    trained twice more (suffix, ``--steps``), without and with ``matryoshka_dims``, on
+    its data; writes NAME-widths.json and NAME-widths.png beside its other files and
+    returns the tables for its Markdown."""
+    dims = ints(args.widths)
+    models = {}
+    for label, these in ((PLAIN, ()), (NESTED, tuple(dims))):
+        models[label], _ = bench.train(f"{label}, suffix", args.backbones[0], args.prompting[0],
+                                       "widths-" + ("nested" if these else "plain"),
+                                       steps=args.steps, placement="suffix", pooling="last",
+                                       matryoshka_dims=these)
+    results = compare(models, sorted({d // 2 for d in dims} | set(dims)), rescore=4, dims=dims)
+    (out / f"{args.name}-widths.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, out / f"{args.name}-widths.png", f"score per width ({args.tier} tier)")
+    return markdown(results, vars(args))
 
 
 def compare(models: dict[str, Any], widths: list[int], rescore: int,
