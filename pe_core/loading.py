@@ -11,6 +11,7 @@ from typing import Any
 from pe_core.errors import (
     ArgumentTypeError,
     ConfigError,
+    CorruptFileError,
     DimensionMismatchError,
     MissingFileError,
     ModelTypeMismatchError,
@@ -143,6 +144,11 @@ def resolve_alignment(ref: str | Path) -> Path:
                 raise MissingFileError(f"{found} has no {ALIGNMENT_WEIGHTS_NAME}")
             check_manifest_beside(found)
             return Path(found)
+    if Path(ref).expanduser().is_file():
+        raise MissingFileError(
+            f"alignment {str(ref)!r} is a file: pass the folder that holds "
+            f"{ALIGNMENT_WEIGHTS_NAME} and {CONFIG_NAME}"
+        )
     others = [r.name for r in resolvers if r.name != "folder"]
     hint = (f"no installed resolver ({', '.join(others)}) knows it: check the name and "
             "version (`pe list` shows the local registry)" if others
@@ -257,15 +263,15 @@ def assemble(
 
 
 def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
-    """``AutoTokenizer.from_pretrained(folder)``; a folder whose tokenizer files cannot be
-    read is a :class:`MissingFileError` naming them, not transformers' own exception
-    (an ``AttributeError`` when only ``tokenizer_config.json`` is left)."""
+    """``AutoTokenizer.from_pretrained(folder)``; tokenizer files that cannot be read
+    are a :class:`CorruptFileError` naming the folder, not transformers' or tokenizers'
+    own exception (missing ones are caught earlier, by ``check_model_folder``)."""
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
-        raise MissingFileError(
+    except Exception as exc:  # transformers' and tokenizers' own, of many types
+        raise CorruptFileError(
             f"{folder}: its tokenizer could not be read ({type(exc).__name__}: "
             f"{str(exc)[:200]}); copy the model's tokenizer files (tokenizer.json, or "
             "tokenizer.model / vocab.json + merges.txt) back into it"

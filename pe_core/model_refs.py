@@ -5,11 +5,12 @@ a name a plugin resolver knows (e.g. the local registry), or a Hub id (``org/nam
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from pe_core.checkpoints.hub import download, split_revision
-from pe_core.errors import MissingFileError
+from pe_core.errors import ConfigError, MissingFileError
 from pe_core.safe_io import check_safetensors
 
 DEFAULT_PREFIX = "pe-default:"
@@ -78,11 +79,26 @@ def resolve_model(ref: str | os.PathLike[str], model_types: tuple[str, ...] = ()
     return check_model_folder(download(ref))
 
 
+def check_model_config(path: Path) -> None:
+    """A model's ``config.json`` is a JSON object naming its ``model_type`` (what
+    transformers builds the model from); :class:`ConfigError` otherwise, before
+    transformers reads it and raises its own errors."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}): copy the model's config.json "
+                          "back") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ConfigError(f"{path} names no model_type: it is not a transformers model "
+                          "config; copy the model's config.json back")
+
+
 def check_model_folder(path: Path) -> Path:
     """Raise a typed error if a model folder lacks its config, weights or tokenizer, or
     if a weights file is truncated."""
     if not (path / "config.json").is_file():
         raise MissingFileError(f"{path} has no config.json: not a transformers model folder")
+    check_model_config(path / "config.json")
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         extra = " (only pickle .bin weights, which pe refuses to load)" if list(

@@ -100,6 +100,26 @@ def prompting_wrong_shape(folder: Path) -> None:
     edit_tensors(folder / "prompting" / "model.safetensors", change)
 
 
+def bias_of_wrong_shape(t: dict) -> None:
+    t["bias"] = torch.zeros(7)
+
+
+def header_not_int(folder: Path) -> None:
+    path = folder / "alignment.safetensors"
+    save_file(load_file(path), path, {"format": "pe-alignment/1", "d_P": "abc", "d_B": "32"})
+
+
+def prompting_embed_int32(folder: Path) -> None:
+    def change(t: dict) -> None:
+        t["model.embed_tokens.weight"] = (t["model.embed_tokens.weight"] * 100).to(torch.int32)
+    edit_tensors(folder / "prompting" / "model.safetensors", change)
+
+
+def settings_unreadable_and_prompting_gone(folder: Path) -> None:
+    shutil.rmtree(folder / "prompting")
+    (folder / "train_settings.json").write_text("{cut sh")
+
+
 CASES = [
     ("alignment-nan", edit_alignment(set_nan), NonFiniteWeightsError, "NaN or inf"),
     ("alignment-inf", edit_alignment(set_inf), NonFiniteWeightsError, "NaN or inf"),
@@ -119,6 +139,20 @@ CASES = [
      ConfigError, "template"),
     ("template-lone-brace", edit_config(lambda d: d.update(template="{instruction} {")),
      ConfigError, "template"),
+    ("alignment-bias-shape", edit_alignment(bias_of_wrong_shape), DimensionMismatchError,
+     "'bias' has shape"),
+    ("alignment-header-not-int", header_not_int, CorruptFileError, "not integers"),
+    ("prompting-embeddings-int32", prompting_embed_int32, WeightsMismatchError, "dtype"),
+    ("prompting-config-not-json", lambda f: (f / "prompting" / "config.json").write_text("{x"),
+     ConfigError, "config.json is not valid JSON"),
+    ("prompting-config-no-model-type",
+     lambda f: (f / "prompting" / "config.json").write_text('{"hidden_size": 24}'),
+     ConfigError, "model_type"),
+    ("prompting-tokenizer-garbage",
+     lambda f: (f / "prompting" / "tokenizer.json").write_text('{"version": "1.0"}'),
+     CorruptFileError, "tokenizer could not be read"),
+    ("settings-unreadable-prompting-gone", settings_unreadable_and_prompting_gone,
+     MissingFileError, "cannot be read"),
 ]
 IDS = [c[0] for c in CASES]
 
@@ -165,6 +199,12 @@ def test_pe_align_from_a_damaged_run_is_refused(tiny_folders, bad, tmp_path, cas
                       out=tmp_path / "moved", steps=1, batch_size=8, progress=False)
     assert isinstance(info.value, PEError)
     assert not (tmp_path / "moved").exists()
+
+
+def test_alignment_given_as_its_file_names_the_folder(tiny_folders, run):
+    with pytest.raises(MissingFileError, match="is a file: pass the folder"):
+        pe_core.load(backbone="llama", model=str(tiny_folders["model"]),
+                     alignment=str(run / "alignment.safetensors"), device="cpu")
 
 
 def test_the_undamaged_run_loads_everywhere(tiny_folders, run, tmp_path):

@@ -83,12 +83,15 @@ def from_pretrained(auto: Any, folder: str | Path, ignore_missing: tuple[str, ..
     try:
         model, info = auto.from_pretrained(folder, output_loading_info=True, **kwargs)
     except RuntimeError as exc:
-        if "size mismatch" not in str(exc) and "shape" not in str(exc):
+        # torch's load_state_dict: a tensor of another shape, or one it cannot copy into
+        # its parameter (an int32 tensor where a float weight belongs)
+        if "state_dict" not in str(exc) and "size mismatch" not in str(exc):
             raise
-        first = str(exc).strip().splitlines()[-1].strip()[:300]
+        last = str(exc).strip().splitlines()[-1].strip()[:300]
         raise WeightsMismatchError(
-            f"{folder}: a weight's shape is not the one its config.json gives ({first}); "
-            "the checkpoint and its config.json do not belong together: save the model again"
+            f"{folder}: a weight's shape or dtype is not the one its config.json gives "
+            f"({last}); the checkpoint and its config.json do not belong together: save "
+            "the model again"
         ) from None
     check_loading_info(info, folder, ignore_missing=ignore_missing)
     check_weights(model.named_parameters(), folder)

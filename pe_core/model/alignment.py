@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pe_core.errors import DimensionMismatchError
+from pe_core.errors import CorruptFileError, DimensionMismatchError
 from pe_core.model.config import ALIGNMENT_FORMAT
 from pe_core.safe_io import load_tensors, save_tensors
 
@@ -112,13 +112,25 @@ class Alignment(nn.Module):
             raise DimensionMismatchError(f"{path} holds no 2-D 'weight' tensor")
         weight = tensors["weight"]
         rows, cols = weight.shape
-        declared = (int(meta.get("d_P", rows)), int(meta.get("d_B", cols)))
+        try:
+            declared = (int(meta.get("d_P", rows)), int(meta.get("d_B", cols)))
+        except ValueError:
+            raise CorruptFileError(
+                f"{path}: the header's d_P/d_B ({meta.get('d_P')!r}, {meta.get('d_B')!r}) are "
+                "not integers; the file was edited or written by something else: save it again"
+            ) from None
         if declared != (rows, cols):
             raise DimensionMismatchError(
                 f"{path}: header declares d_P x d_B = {declared[0]} x {declared[1]} but the "
                 f"weights are {rows} x {cols}; the file was written inconsistently"
             )
         _check_dims(path, rows, cols, d_P, d_B)
+        bias = tensors.get("bias")
+        if bias is not None and tuple(bias.shape) != (cols,):
+            raise DimensionMismatchError(
+                f"{path}: 'bias' has shape {tuple(bias.shape)}, the weight maps into "
+                f"d_B={cols}; the file was written inconsistently: save it again"
+            )
         align = cls(rows, cols, bias="bias" in tensors)
         with torch.no_grad():
             align.weight.copy_(weight)

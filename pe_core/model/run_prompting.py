@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from pe_core.errors import MissingFileError
+from pe_core.training.settings import SETTINGS_NAME
 
 PROMPTING_DIR = "prompting"
 
@@ -33,7 +34,14 @@ def trained_prompting(folder: str | Path) -> Path | None:
     own = folder / PROMPTING_DIR
     if (own / "config.json").is_file():
         return own
-    if run_method(folder) == "pe":
+    method = run_method(folder)
+    if method == "unreadable":
+        raise MissingFileError(
+            f"{folder} has no {own} and its {SETTINGS_NAME} cannot be read, so whether its "
+            "alignment needs a trained Prompting LLM cannot be told: restore the file (or "
+            f"{own})"
+        )
+    if method == "pe":
         raise MissingFileError(
             f"{folder} is a `pe train` run without {own} (the trained Prompting LLM its "
             f"alignment was trained with): restore {own} from a backup, or train again; "
@@ -43,11 +51,13 @@ def trained_prompting(folder: str | Path) -> Path | None:
 
 
 def run_method(folder: Path) -> str | None:
-    """The ``method`` a run folder's ``train_settings.json`` records (None without one)."""
-    from pe_core.training.settings import SETTINGS_NAME
-
-    try:
-        method = json.loads((folder / SETTINGS_NAME).read_text(encoding="utf-8")).get("method")
-    except (OSError, ValueError, AttributeError):
+    """The ``method`` a run folder's ``train_settings.json`` records: None without the
+    file, ``"unreadable"`` when it is there but is not a settings object."""
+    path = folder / SETTINGS_NAME
+    if not path.is_file():
         return None
-    return method if isinstance(method, str) else None
+    try:
+        method = json.loads(path.read_text(encoding="utf-8")).get("method")
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"
+    return method if isinstance(method, str) else "unreadable"

@@ -131,7 +131,7 @@ def test_alignment_for_a_local_prompting_folder_is_found(run, registry, tmp_path
         m.alignment.weight.mul_(1.5)
     m.clear_prompt_cache()
     expected = encode(m)
-    pe_registry.push(m.save(tmp_path / "align"), "exact")  # no prompting/: ids as recorded
+    pe_registry.push(m.save(tmp_path / "align", save_prompting=False), "exact")  # ids as recorded
     pe_registry.push(run.dir, "mytiny")  # same model, other prompting: not this one
     monkeypatch.chdir(folders["model"].parent)
     found = load(model="backbone", prompting=Path("prompting"))
