@@ -251,9 +251,11 @@ class PromptEmbedder(nn.Module):
     def save(self, folder: str | Path, save_prompting: bool = True) -> Path:
         """Write ``alignment.safetensors``, ``pe_config.json`` (named prompts included)
         and the Prompting LLM with its tokenizer under ``prompting/``: what another
-        machine needs besides the frozen backbone, which ``config.model_id`` names.
-        ``save_prompting=False`` leaves the Prompting LLM out (an alignment trained for
-        an unchanged, published Prompting LLM that ``config.prompting_id`` names)."""
+        machine needs besides the frozen backbone, which ``config.model_id`` names (a
+        Hub or ``pe-real:`` id travels; a local folder path does not: there, load with
+        ``pe_core.load(folder, model=...)``). ``save_prompting=False`` leaves the
+        Prompting LLM out (an alignment trained for an unchanged, published Prompting
+        LLM that ``config.prompting_id`` names)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.alignment.save(folder / ALIGNMENT_WEIGHTS_NAME)

@@ -212,6 +212,8 @@ class OnnxEmbedder:
         keywords and conventions of ``PromptEmbedder.encode`` (``prompt_name``,
         ``truncate_dim``, ``precision``, sentence-transformers' names).
 
+        ``precision`` here is the output's (``int8``, ``binary``...: sentence-transformers'
+        ``quantize_embeddings``), not the graph's (the constructor's ``fp32``/``int8``).
         The instruction (given, or the prompt ``prompt_name`` names) must be the one
         baked into the graph, which is also the default: one graph holds one soft prompt.
         The graph's output is already unit length, so ``normalize=False`` raises rather
