@@ -45,34 +45,34 @@ class ServeSettings:
     port: int = option(8080, help="port; 0 picks a free one", cli=SERVE, group="server",
                        ge=0, le=65535)
     model_name: str = option("pe", help="the model name /v1/models lists", cli=SERVE,
-                             group="server", flag="--name")
+                             group="server", flag="--name", metavar="NAME")
     strict_model: bool = option(
         False, cli=SERVE, group="server",
         help="answer 404 to a request that names another model (default: any name is "
              "answered, with one warning in the log)")
     api_key: str | None = option(
-        None, help="require this bearer key", cli=SERVE, group="server",
+        None, help="require this bearer key", cli=SERVE, group="server", metavar="KEY",
         default_text=f"default: ${API_KEY_ENV}, else none")
     max_batch_size: int = option(32, help="texts per forward pass", cli=SERVE,
-                                 group="batching", gt=0)
+                                 group="batching", gt=0, metavar="N")
     batch_wait_ms: float = option(0.0, help="how long the first request of a batch waits "
-                                  "for more", cli=SERVE, group="batching", ge=0)
+                                  "for more", cli=SERVE, group="batching", ge=0, metavar="MS")
     batching: bool = option(True, help="encode each request alone", cli=SERVE,
                             group="batching", flag="--no-batching")
     max_queue: int = option(4096, help="texts waiting at most; beyond it requests get 429",
-                            cli=SERVE, group="limits", gt=0)
-    max_inputs: int = option(2048, help="texts per request (413 above)", cli=SERVE,
-                             group="limits", gt=0)
+                            cli=SERVE, group="limits", gt=0, metavar="N")
+    max_inputs: int = option(2048, help="texts per request; beyond it 413", cli=SERVE,
+                             group="limits", gt=0, metavar="N")
     max_tokens: int | None = option(
-        None, help="tokens per text", cli=SERVE, group="limits", ge=1,
+        None, help="tokens per text", cli=SERVE, group="limits", ge=1, metavar="N",
         default_text="default: the model's max_length")
     truncate: bool = option(False, help="truncate longer texts instead of answering 413",
                             cli=SERVE, group="limits")
-    max_body_mb: float = option(64.0, help="request body size at most (413 above)",
-                                cli=SERVE, group="limits", gt=0)
+    max_body_mb: float = option(64.0, help="request body size at most; beyond it 413",
+                                cli=SERVE, group="limits", gt=0, metavar="MB")
     request_timeout_s: float = option(60.0, help="seconds before a request is answered 504",
                                       cli=SERVE, group="limits", gt=0,
-                                      flag="--request-timeout")
+                                      flag="--request-timeout", metavar="SECONDS")
     log_level: str = option("info", help="log level", cli=SERVE, group="logging",
                             choices=LOG_LEVELS)
     access_log: bool = option(True, help="no line per request (the metrics still count "
