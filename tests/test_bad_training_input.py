@@ -662,3 +662,22 @@ def test_align_resume_and_lock_take_the_same_checks(old_run, pairs, qwen_model, 
     with run_lock(out), pytest.raises(PathError, match="being written by another run"):
         pe_core.align(old_run, str(pairs), resume=True, steps=2, **kw)
     assert tree_digest(out) == before
+
+
+def test_resume_builds_the_model_the_run_was_trained_as(pairs, tiny_folders, tmp_path):
+    """Model options are saved with the settings: left out on resume they are the run's
+    (not the defaults), given otherwise they are refused before anything is written."""
+    from pe_core.training.settings import SETTINGS_NAME
+
+    out = tmp_path / "run"
+    _train(pairs, tiny_folders, out, num_soft_tokens=3, placement="prefix")
+    assert json.loads((out / SETTINGS_NAME).read_text())["model_options"] == {
+        "num_soft_tokens": 3, "placement": "prefix"}
+    before = tree_digest(out)
+    with pytest.raises(ConfigError, match=r"num_soft_tokens=4 \(the run has 3\)"):
+        _train(pairs, tiny_folders, out, resume=True, steps=3, num_soft_tokens=4)
+    with pytest.raises(ConfigError, match=r"pooling='mean' \(the run has 'the default'\)"):
+        _train(pairs, tiny_folders, out, resume=True, steps=3, pooling="mean")
+    assert tree_digest(out) == before
+    result = _train(pairs, tiny_folders, out, resume=True, steps=3)
+    assert (result.model.config.K, result.model.config.placement) == (3, "prefix")

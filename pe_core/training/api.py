@@ -149,6 +149,7 @@ def train(
                  "alignment": alignment}, resume, overwrite, dtype, on_step)
     settings_kw, config_kw = split_kwargs(kwargs)
     s = _settings(settings, method, settings_kw, out if resume else None)
+    config_kw = _resumed_options(out, config_kw) if resume else config_kw
     if s.method == "align":
         raise ConfigError("method 'align' trains through pe_core.align(source, ...)")
     if s.method in ("lora", "full") and config_kw.keys() - {"max_length"}:
@@ -161,11 +162,19 @@ def train(
             backbone, model, prompting, alignment, s, config_kw, device, dtype, train_data
         )
 
-    return _run(build, s, data, dev_data, out, resume, overwrite, device, on_step)
+    return _run(build, s, data, dev_data, out, resume, overwrite, device, on_step, config_kw)
+
+
+def _resumed_options(out: Any, given: dict[str, Any]) -> dict[str, Any]:
+    from pe_core.training.resume import resumed_options
+    from pe_core.training.run_folder import check_out
+
+    return resumed_options(check_out(out), given)
 
 
 def _run(build: Any, s: TrainSettings, data: Any, dev_data: Any, out: str | Path,
-         resume: bool, overwrite: bool, device: str | None, on_step: Any) -> Any:
+         resume: bool, overwrite: bool, device: str | None, on_step: Any,
+         options: dict[str, Any]) -> Any:
     """:func:`_run_locked` while holding ``out``'s lock (rank 0 alone writes, so it alone
     locks): a second run into the same folder fails at once."""
     import os
@@ -173,12 +182,13 @@ def _run(build: Any, s: TrainSettings, data: Any, dev_data: Any, out: str | Path
     from pe_core.training.run_folder import run_lock
 
     with run_lock(out, writes=os.environ.get("RANK", "0") == "0"):
-        return _run_locked(build, s, data, dev_data, out, resume, overwrite, device, on_step)
+        return _run_locked(build, s, data, dev_data, out, resume, overwrite, device, on_step,
+                           options)
 
 
 def _run_locked(
     build: Any, s: TrainSettings, data: Any, dev_data: Any, out: str | Path, resume: bool,
-    overwrite: bool, device: str | None, on_step: Any,
+    overwrite: bool, device: str | None, on_step: Any, options: dict[str, Any],
 ) -> Any:
     """The sequence every run shares: check the device, read the data and decide where
     the run writes (:mod:`~pe_core.training.run_folder`) before anything is built or
@@ -191,7 +201,7 @@ def _run_locked(
     from pe_core.training.device import training_device
     from pe_core.training.loss import check_matryoshka_dims
     from pe_core.training.preflight import check_max_length, check_trainable
-    from pe_core.training.resume import check_resume_data
+    from pe_core.training.resume import check_resume_data, save_settings
     from pe_core.training.run_folder import plan_run_folder, writing
     from pe_core.training.trainer import Trainer
     from pe_core.validate import device as check_device
@@ -214,7 +224,7 @@ def _run_locked(
     with writing(folder) as work:
         if dist_info.is_main:
             work.mkdir(parents=True, exist_ok=True)
-            s.save(work)
+            save_settings(work, s, options)
         trainer = Trainer(method, train_data, s, work, save, dev, dev_, on_step,
                           resumable=not folder.staged)
         result = trainer.fit(resume=resume)
@@ -338,6 +348,7 @@ def align(
     if fixed:
         raise ConfigError(f"{sorted(fixed)} come from the source run and cannot change in align")
     s = _settings(settings, "align", settings_kw, out if resume else None)
+    config_kw = _resumed_options(out, config_kw) if resume else config_kw
     check_init(init)
     source = Path(source)
     _check_apart(source, out)
@@ -372,7 +383,7 @@ def align(
 
         return embedder, AlignMethod(embedder, s), save
 
-    return _run(build, s, data, dev_data, out, resume, overwrite, device, on_step)
+    return _run(build, s, data, dev_data, out, resume, overwrite, device, on_step, config_kw)
 
 
 def _check_apart(source: Path, out: Any) -> None:

@@ -25,6 +25,8 @@ from pe_core.training.checkpoint import STATE, latest_checkpoint
 from pe_core.training.run_folder import CHECKPOINTS
 from pe_core.training.settings import SETTINGS_NAME, TrainSettings
 
+MODEL_OPTIONS = "model_options"  # the key of train_settings.json that holds them
+_UNSET = object()
 # the length of the run, bookkeeping, and ways to compute the same steps
 MAY_CHANGE = frozenset({
     "steps", "epochs", "save_every", "keep_checkpoints", "eval_every", "eval_batch_size",
@@ -64,6 +66,38 @@ def resumed_settings(out: Path, given: TrainSettings, named: set[str]) -> TrainS
             "may change on resume"
         )
     return TrainSettings(**values)
+
+
+def resumed_options(out: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """The model options (``num_soft_tokens``, ``placement``, ...) a resumed run builds
+    with: those saved with the run's settings, with the ``given`` ones checked against
+    them; none may change (the checkpoint was trained with those). A run saved without
+    them (an older pe) keeps ``given``."""
+    if latest_checkpoint(out / CHECKPOINTS) is None:
+        return given
+    saved = _saved(out / SETTINGS_NAME).get(MODEL_OPTIONS)
+    if not isinstance(saved, dict):
+        return given
+    differ = [f"{k}={v!r} (the run has {saved.get(k, 'the default')!r})"
+              for k, v in sorted(given.items()) if _jsonable(v) != saved.get(k, _UNSET)]
+    if differ:
+        raise ConfigError(
+            f"resume continues {out} with the model it was trained as, and "
+            f"{'; '.join(differ)}: leave them out to continue the run, or start a new one "
+            "(overwrite=True / --overwrite, or another out folder)"
+        )
+    return dict(saved)
+
+
+def save_settings(folder: Path, settings: TrainSettings, options: dict[str, Any]) -> None:
+    """``train_settings.json``: the settings, and the model options given to the run
+    (what a resume builds the same model from)."""
+    settings.save(folder, {MODEL_OPTIONS: _jsonable(options)})
+
+
+def _jsonable(value: Any) -> Any:
+    # through JSON and back, as the saved copy was: tuples become lists, as on disk
+    return json.loads(json.dumps(value, default=str))
 
 
 def check_resume_data(out: Path, data_hash: str) -> None:

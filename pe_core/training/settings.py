@@ -161,8 +161,10 @@ class TrainSettings:
     def names(cls) -> set[str]:
         return {f.name for f in fields(cls)}
 
-    def save(self, folder: Path) -> None:
-        (folder / SETTINGS_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
+        """``train_settings.json``, with ``extra`` keys beside the fields."""
+        record = {**self.to_dict(), **(extra or {})}
+        (folder / SETTINGS_NAME).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
