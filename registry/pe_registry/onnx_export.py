@@ -93,8 +93,8 @@ def export_onnx(
             kernels and, with suffix + last-token pooling, compute the last layer for
             the pooled row only (:mod:`pe_registry.onnx_optimize`); kept only if it
             passes the parity check, else the unfused graph is written (with a
-            warning). On by default: 1.3x to 1.6x faster on the CPU; False writes the
-            plain exported graph (standard ONNX ops only, for other runtimes).
+            warning). On by default: faster on the CPU (docs/benchmarks/inference.md);
+            False writes the plain exported graph (standard ONNX ops only, for other runtimes).
         int8_max_drop: the largest ``1 - mean cosine`` of int8 to fp32 embeddings
             on those texts that is accepted (default ``0.01``).
         force_int8: write an int8 graph above ``int8_max_drop`` (with a warning).
