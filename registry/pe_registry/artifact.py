@@ -30,6 +30,7 @@ from pe_core.errors import (
     CorruptFileError,
     DimensionMismatchError,
     MissingFileError,
+    NonFiniteWeightsError,
 )
 from pe_core.integrations.st_files import write_st_files
 from pe_core.model.config import (
@@ -94,6 +95,47 @@ def safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]
     return header, {str(k): str(v) for k, v in meta.items()}
 
 
+# how each float dtype of a safetensors header marks inf and NaN: every exponent bit set
+_NONFINITE = {"F16": ("<u2", 0x7C00), "BF16": ("<u2", 0x7F80), "F32": ("<u4", 0x7F800000),
+              "F64": ("<u8", 0x7FF0000000000000)}
+_CHUNK = 1 << 24  # elements scanned at a time, so a large model needs little memory
+
+
+def check_weights_file(path: str | Path) -> None:
+    """Every tensor of a safetensors file is floating point and finite, read from its
+    raw bytes (no torch): what ``pe_core``'s loader refuses is refused before it is
+    published, not after someone pulled it.
+
+    Raises :class:`CorruptFileError` (a non-float tensor) or
+    :class:`NonFiniteWeightsError`.
+    """
+    import numpy as np
+
+    path = Path(path)
+    tensors, _ = safetensors_header(path)
+    if not tensors:
+        return
+    with open(path, "rb") as fh:
+        start = 8 + int.from_bytes(fh.read(8), "little")
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=start)
+    for name, entry in tensors.items():
+        form = _NONFINITE.get(entry["dtype"])
+        if form is None:
+            raise CorruptFileError(
+                f"{path}: tensor {name!r} is {entry['dtype']}, not floating point; the "
+                "weights were written wrongly: save them again from the trained model"
+            )
+        lo, hi = (int(x) for x in entry["data_offsets"])
+        bits, mask = data[lo:hi].view(form[0]), form[1]
+        for i in range(0, len(bits), _CHUNK):
+            if ((bits[i:i + _CHUNK] & mask) == mask).any():
+                raise NonFiniteWeightsError(
+                    f"{path}: tensor {name!r} holds NaN or inf values, so every embedding "
+                    "would be NaN; the run diverged or the file is damaged: publish an "
+                    "earlier checkpoint or train again"
+                )
+
+
 def check_alignment(folder: str | Path) -> EmbedderConfig:
     """The alignment's config, after checking that the weights agree with ``d_P``/``d_B``
     in the safetensors header and in ``pe_config.json``.
@@ -131,6 +173,7 @@ def check_alignment(folder: str | Path) -> EmbedderConfig:
         raise DimensionMismatchError(
             f"{weights}: bias has shape {bias['shape']}, expected [{cols}]"
         )
+    check_weights_file(weights)
     return cfg
 
 
@@ -141,6 +184,8 @@ def check_prompting_model(folder: str | Path, d_P: int) -> None:
 
     folder = Path(folder)
     check_model_folder(folder)
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_weights_file(weights)
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text())

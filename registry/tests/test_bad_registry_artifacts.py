@@ -97,3 +97,37 @@ def test_list_names_the_missing_manifest_not_pe_prompting_json(tmp_path, registr
     assert "BROKEN" in out and "pe_prompting" not in out
     with pytest.raises(PEError, match="pe_manifest.json"):
         registry.get("align@1")
+
+
+def _edit_weight(path, change):
+    from safetensors.torch import load_file, save_file
+
+    raw = path.read_bytes()
+    meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]).get("__metadata__")
+    tensors = load_file(path)
+    change(tensors)
+    save_file(tensors, path, meta)
+
+
+@pytest.mark.parametrize(("where", "change", "error", "match"), [
+    ("alignment.safetensors", lambda t: t["weight"].__setitem__((0, 0), float("nan")),
+     "NonFiniteWeightsError", "NaN or inf"),
+    ("alignment.safetensors", lambda t: t.update(weight=t["weight"].to(__import__("torch").int32)),
+     "CorruptFileError", "not floating point"),
+    ("prompting/model.safetensors",
+     lambda t: t["embed_tokens.weight"].__setitem__((1, 1), float("inf")),
+     "NonFiniteWeightsError", "embed_tokens"),
+], ids=["alignment-nan", "alignment-int32", "prompting-inf"])
+def test_push_of_weights_that_would_embed_wrong_is_refused(tmp_path, registry, where, change,
+                                                           error, match):
+    """What pe_core.load refuses is refused before it is published (read from the raw
+    bytes, no torch), and nothing is written."""
+    from pe_core import errors
+
+    registry.push(write_alignment(tmp_path / "other"), "other")
+    before = snapshot(registry.root)
+    run = write_run(tmp_path / "run")
+    _edit_weight(run / where, change)
+    with pytest.raises(getattr(errors, error), match=match):
+        pe_registry.push(run, "run")
+    assert snapshot(registry.root) == before
