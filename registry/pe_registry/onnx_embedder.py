@@ -195,10 +195,10 @@ class OnnxEmbedder:
         """One graph holds one soft prompt and ends in a normalisation: refuse, before any
         work, an encode that asks for another instruction or for raw vectors."""
         if args.instruction != self.instruction:
+            asked = "no instruction" if args.instruction is None else repr(args.instruction)
             raise ConfigError(
                 f"this ONNX graph has the instruction {self.instruction!r} baked in, not "
-                f"{args.instruction!r}: export one graph per instruction "
-                "(pe export onnx --instruction ...)"
+                f"{asked}: export one graph per instruction (pe export onnx --instruction ...)"
             )
         if not args.normalize:
             raise ConfigError(

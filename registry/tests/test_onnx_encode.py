@@ -53,6 +53,8 @@ def test_named_prompts_route_to_the_baked_instruction(pair: Any) -> None:
                  lambda: onnx.encode(TEXTS, prompt_name="document")):
         with pytest.raises(ConfigError, match="one graph per instruction"):
             call()
+    with pytest.raises(ConfigError, match="baked in, not no instruction"):
+        onnx.encode(TEXTS, prompt="")  # "" is no soft prompt
     with pytest.raises(ConfigError, match=r"unknown prompt_name 'nope'"):
         onnx.encode(TEXTS, prompt_name="nope")
     assert onnx.get_sentence_embedding_dimension() == embedder.dim
