@@ -140,8 +140,11 @@ def resolve_alignment(ref: str | Path) -> Path:
     for resolver in resolvers:
         found = resolver.resolve(str(ref))
         if found is not None:
-            if not (Path(found) / ALIGNMENT_WEIGHTS_NAME).is_file():
-                raise MissingFileError(f"{found} has no {ALIGNMENT_WEIGHTS_NAME}")
+            weights = Path(found) / ALIGNMENT_WEIGHTS_NAME
+            if not weights.is_file():
+                what = "is not a file" if weights.exists() else "is missing"
+                raise MissingFileError(f"{weights} {what}: {found} is not a saved alignment "
+                                       "(save one with model.save, or pass another folder)")
             check_manifest_beside(found)
             return Path(found)
     if Path(ref).expanduser().is_file():

@@ -120,6 +120,11 @@ def settings_unreadable_and_prompting_gone(folder: Path) -> None:
     (folder / "train_settings.json").write_text("{cut sh")
 
 
+def alignment_made_a_folder(folder: Path) -> None:
+    (folder / "alignment.safetensors").unlink()
+    (folder / "alignment.safetensors").mkdir()
+
+
 CASES = [
     ("alignment-nan", edit_alignment(set_nan), NonFiniteWeightsError, "NaN or inf"),
     ("alignment-inf", edit_alignment(set_inf), NonFiniteWeightsError, "NaN or inf"),
@@ -153,6 +158,7 @@ CASES = [
      CorruptFileError, "tokenizer could not be read"),
     ("settings-unreadable-prompting-gone", settings_unreadable_and_prompting_gone,
      MissingFileError, "cannot be read"),
+    ("alignment-is-a-folder", alignment_made_a_folder, MissingFileError, "is not a file"),
 ]
 IDS = [c[0] for c in CASES]
 
