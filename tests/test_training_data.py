@@ -150,6 +150,10 @@ def test_hard_negatives_training_would_drop_are_refused(negatives, cap, message)
     with pytest.raises(DataError, match=message):
         check_negatives(read_pairs(rows), cap)
     check_negatives(read_pairs(rows), 0)  # 0: negatives ignored, nothing dropped by surprise
+    plain = [{"query": f"q{i}", "positive": f"p{i}"} for i in range(4)]
+    check_negatives(read_pairs(plain), 1)  # the default: use one where records have them
+    with pytest.raises(DataError, match="hard_negatives is 2 but no record has"):
+        check_negatives(read_pairs(plain), 2)
 
 
 def test_hard_negatives_that_fit_or_tasks_without_any_pass():

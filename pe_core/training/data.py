@@ -281,9 +281,14 @@ def check_negatives(data: PairData, cap: int) -> None:
     """Hard negatives that training would not use as given are refused, not dropped: a
     batch takes the same number from every row (equal tensor shapes, across processes
     too), so within a task every record must have ``cap`` or more, or none at all.
-    ``cap`` 0 ignores them."""
+    ``cap`` 0 ignores them; above the default of 1, data without any is refused too
+    (the setting asks for negatives the data does not have)."""
     if cap <= 0:
         return
+    if cap > 1 and not any(ex.negatives for ex in data.examples):
+        raise DataError(f"{data.source}: hard_negatives is {cap} but no record has "
+                        "'negatives': add them to the records, or leave hard_negatives "
+                        "(--hard-negatives) out to train on in-batch negatives")
     for task, rows in data.tasks().items():
         counts = [len(data.examples[i].negatives) for i in rows]
         if not any(counts):
