@@ -148,10 +148,12 @@ class EmbedderConfig:
                 f"{CONFIG_NAME} lacks the required keys {missing}; it was cut short or edited "
                 "by hand: save the alignment again"
             )
-        document = data.get("prompts", {}).get("document") if isinstance(
-            data.get("prompts"), dict) else None
-        if document is not None and document != (data.get(
-                "document_instruction", DOCUMENT_INSTRUCTION) or ""):
+        prompts = data.get("prompts")
+        document = prompts.get("document") if isinstance(prompts, dict) else None
+        instruction = data.get("document_instruction", DOCUMENT_INSTRUCTION)
+        # (values of the wrong type are left to the type check, which names them)
+        if isinstance(document, str) and isinstance(instruction, str | None) and \
+                document != (instruction or ""):
             raise ConfigError(
                 f"{CONFIG_NAME}: prompts['document'] {document!r:.60} differs from "
                 "document_instruction: the document prompt is document_instruction, change "
