@@ -10,21 +10,23 @@ run's dev curve and says whether it collapsed:
 
 The final score is the one of the model the run saved (with the divergence guard on, a
 run that ended below 0.8x its best saves its best state: ``final_raw`` keeps the last
-evaluation before that). Resumable: a cell already in the result file is skipped, and
-each finished cell is appended at once, so the grid can be run in pieces over days.
+evaluation before that). Resumable: every finished cell goes at once into
+``WORK/cells.json``, and a cell already there is not trained again, so the grid can be
+run in pieces over days; each invocation's record (``benchmarks.harness``) holds every
+cell of the grid it was asked for that is finished.
 
-    python benchmarks/stability.py --threads 2                         # the full grid
-    python benchmarks/stability.py --backbones llama:pe-real:smollm2-135m \\
+    python -m benchmarks.stability --threads 1                         # the full grid
+    python -m benchmarks.stability --backbones llama:pe-real:smollm2-135m \\
         --promptings pe-default:prompting --seeds 0 1 --steps 40       # a corner of it
-    python benchmarks/stability.py --extra=--no-divergence-guard --variant guard-off
-    python benchmarks/stability.py --report                            # table + plot only
+    python -m benchmarks.stability --extra=--no-divergence-guard --variant guard-off
+    python -m benchmarks.stability --report                            # nothing trained
 
 Size: batch 8 x 64-token texts, 40 steps, dev score every 10 steps on 64 dev pairs of the
 local corpus (the size of the earlier lever runs, README: Attention sinks), training on
-the corpus's train split. Writes ``OUT/NAME.json`` (every cell, with the command, git
-commit and machine of the invocation that ran it), ``NAME.md`` (the table, per seed) and
-``NAME.png`` (dev curves per backbone x Prompting LLM). Not a test: on 2 CPU cores a
-cell takes 3-10 minutes.
+the corpus's train split. Each cell keeps the ``pe train`` command, git commit and
+machine that ran it; ``python -m benchmarks.render`` draws the per-seed table and the dev
+curves per backbone x Prompting LLM. Not a test: a cell is 40 real-backbone steps plus 5
+dev evaluations (3-30 minutes on 2 shared CPU cores).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -40,15 +41,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tiers import REAL_PROMPTING, TIERS, TOY_PROMPTING, parse_ref, short
+from benchmarks import harness
+from benchmarks.tiers import REAL_PROMPTING, TIERS, TOY_PROMPTING, parse_ref, short
 
 DROP = 0.8  # final < DROP x best: collapsed
 NEAR_FROZEN = 0.05  # final within this of the frozen backbone: collapsed
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    p = harness.parser(__doc__, threads=1,
+                       threads_help="threads of each pe train run (OMP_NUM_THREADS; default "
+                                    "1: on a shared machine more threads only contend)")
     p.add_argument("--backbones", nargs="+", default=list(TIERS["real"].backbones),
                    help="family:model refs (default: the real tier's)")
     p.add_argument("--promptings", nargs="+", default=[TOY_PROMPTING, REAL_PROMPTING],
@@ -62,20 +65,31 @@ def main() -> None:
     p.add_argument("--extra", default="", help="more pe train flags, one string")
     p.add_argument("--variant", default="default",
                    help="the name these cells are kept under (use one per --extra)")
-    p.add_argument("--threads", type=int, help="threads of each run (OMP_NUM_THREADS)")
-    p.add_argument("--work", default="runs/stability", help="run folders")
-    p.add_argument("--out", default="benchmarks/results/stability")
-    p.add_argument("--name", default="stability")
-    p.add_argument("--report", action="store_true", help="only write the table and plot")
-    args = p.parse_args()
-    out = Path(args.out)
-    result_path = out / f"{args.name}.json"
-    results = _read(result_path)
+    p.add_argument("--work", default="runs/stability",
+                   help="run folders and cells.json, the finished cells")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: record the finished cells of the grid")
+    args = harness.parse(p, argv, quick={
+        "backbones": ["llama:pe-default:llama"], "promptings": [TOY_PROMPTING], "seeds": [0],
+        "steps": 4, "eval_every": 2, "dev": 16})
+    harness.run("stability", args, measure, argv)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    state_path = Path(args.work) / "cells.json"
+    state = _read(state_path)
     if not args.report:
-        run_grid(args, results, result_path)
-    (out / f"{args.name}.md").write_text(render(results) + "\n")
-    plot(results, out / f"{args.name}.png")
-    print(render(results))
+        run_grid(args, state, state_path)
+    size = _size(args)
+    keys = [cell_key(b, pr, seed, args.variant, size) for b, pr, seed in cells(args)]
+    done = [state["cells"][k] for k in keys if k in state["cells"]]
+    return {"size": size, "cells": done,
+            "frozen": {short(b): state["frozen"][short(b)] for b in args.backbones
+                       if short(b) in state["frozen"]}}
+
+
+def _size(args: argparse.Namespace) -> str:
+    return f"{args.steps}x{args.batch_size}x{args.max_length}"
 
 
 # -- the grid -------------------------------------------------------------------------
@@ -97,9 +111,9 @@ def cell_key(backbone: str, prompting: str, seed: int, variant: str, size: str) 
 def run_grid(args: argparse.Namespace, results: dict, path: Path) -> None:
     work = Path(args.work)
     data, dev = _data(work, args.dev)
-    size = f"{args.steps}x{args.batch_size}x{args.max_length}"
-    invocation = {"command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-                  "git_commit": _git_commit(), "machine": _machine(args.threads),
+    size = _size(args)
+    commit, dirty = harness.git_state()
+    invocation = {"git_commit": commit, "dirty": dirty, "machine": harness.machine(args.threads),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for backbone, prompting, seed in cells(args):
         key = cell_key(backbone, prompting, seed, args.variant, size)
@@ -145,9 +159,10 @@ def read_run(log: Path, frozen: float) -> dict[str, Any]:
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     evals = [r for r in records if "dev_score" in r and "restored_best" not in r]
     restored = [r for r in records if "restored_best" in r]
-    curve = [(r["step"], round(r["dev_score"], 4)) for r in evals]
-    best = max(v for _, v in curve)
-    final_raw = curve[-1][1]
+    curve = [(r["step"], round(r.get("train_time_s", 0.0), 1), round(r["dev_score"], 4))
+             for r in evals]
+    best = max(v for _, _, v in curve)
+    final_raw = curve[-1][2]
     final = round(restored[-1]["dev_score"], 4) if restored else final_raw
     losses = [r["loss"] for r in records if "loss" in r]
     return {"best": best, "final": final, "final_raw": final_raw, "frozen": round(frozen, 4),
@@ -207,11 +222,16 @@ def _data(work: Path, n_dev: int) -> tuple[Path, Path]:
     return data, dev
 
 
-# -- reporting ------------------------------------------------------------------------
-def render(results: dict) -> str:
-    rows = sorted(results["cells"].values(),
-                  key=lambda c: (c["variant"], c["backbone"], c["prompting"], c["seed"]))
-    lines = ["| variant | backbone | Prompting LLM | seed | best dev | final dev | frozen | "
+# -- reporting (python -m benchmarks.render) ---------------------------------------------
+def markdown(results: dict, args: dict) -> str | None:
+    """The per-seed table and the collapses per backbone x Prompting LLM."""
+    rows = results.get("cells")
+    if not rows:
+        return None
+    lines = [f"Size {results.get('size')} (steps x batch x tokens). Collapsed: final < "
+             f"{DROP:g}x best, or within {NEAR_FROZEN:g} of the frozen backbone (better "
+             "pooling, no prompt, same dev pairs).", "",
+             "| variant | backbone | Prompting LLM | seed | best dev | final dev | frozen | "
              "collapsed | rollbacks | train s |", "|---|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for c in rows:
         if "error" in c:
@@ -235,39 +255,23 @@ def render(results: dict) -> str:
         lines.append(f"| {variant} | {backbone} | {prompting} | {len(group)} | "
                      f"{sum(c['collapsed'] for c in group)} | {mean:.4f} |")
     frozen = ", ".join(f"{b}: last {s['last']:.4f} / mean {s['mean']:.4f}"
-                       for b, s in results["frozen"].items())
+                       for b, s in results.get("frozen", {}).items())
     return "\n".join(lines + ["", f"Frozen backbone, no prompt, dev nDCG@10: {frozen}"])
 
 
-def plot(results: dict, path: Path) -> None:
-    cells_ = [c for c in results["cells"].values() if "curve" in c]
-    if not cells_:
-        return
-    import matplotlib
+def plot_panels(results: dict) -> dict[str, dict[str, list]]:
+    """One panel per backbone x Prompting LLM, one dev curve per variant and seed."""
+    panels: dict[str, dict[str, list]] = {}
+    for c in results.get("cells", []):
+        if "curve" in c:
+            label = f"{c['variant']} seed {c['seed']}" + (" (collapsed)" if c["collapsed"]
+                                                          else "")
+            panels.setdefault(f"{c['backbone']} / {c['prompting']}", {})[label] = c["curve"]
+    return panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    panels = sorted({(c["backbone"], c["prompting"]) for c in cells_})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (backbone, prompting) in zip(axes[0], panels, strict=True):
-        for c in sorted(cells_, key=lambda c: (c["variant"], c["seed"])):
-            if (c["backbone"], c["prompting"]) != (backbone, prompting):
-                continue
-            steps, scores = zip(*c["curve"], strict=True)
-            style = "-" if c["variant"] == "default" else ":"
-            ax.plot(steps, scores, style, marker="o", ms=3,
-                    label=f"{c['variant']} seed {c['seed']}" + (" (collapsed)"
-                                                               if c["collapsed"] else ""))
-        frozen = max(results["frozen"].get(backbone, {"-": 0.0}).values())
-        ax.axhline(frozen, color="grey", ls="--", lw=1, label="frozen, no prompt")
-        ax.set_title(f"{backbone} / {prompting}", fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_ylabel("dev nDCG@10")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+def plot_marks(results: dict) -> dict[str, float]:
+    return {f"frozen {b}": max(s.values()) for b, s in results.get("frozen", {}).items()}
 
 
 def _read(path: Path) -> dict:
@@ -281,27 +285,6 @@ def _write(path: Path, results: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     os.replace(tmp, path)
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def _machine(threads: int | None) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 if __name__ == "__main__":
