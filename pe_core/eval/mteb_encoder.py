@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pe_core.errors import ConfigError
 from pe_core.eval.instructions import instruction_for
 from pe_core.eval.mteb_env import prepare_mteb
 
@@ -136,6 +137,8 @@ def register(meta: ModelMeta) -> ModelMeta:
     there before it asks the Hub)."""
     from mteb.models.model_implementations import MODEL_REGISTRY
 
+    if not meta.name:
+        raise ConfigError("a ModelMeta needs a name to be registered")
     MODEL_REGISTRY[meta.name] = meta
     return meta
 
