@@ -1,0 +1,73 @@
+"""benchmarks/stability.py's reading of a run: best, final (the saved model's), the
+collapse verdict, and the order the grid runs in."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+
+@pytest.fixture
+def stability(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from benchmarks import stability
+
+    return stability
+
+
+def _log(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_a_run_the_guard_restored_reads_its_saved_score(stability, tmp_path):
+    log = _log(tmp_path / "log.jsonl", [
+        {"step": 0, "dev_score": 0.30, "train_time_s": 0.0},
+        {"step": 1, "loss": 2.5, "train_time_s": 1.0},
+        {"step": 10, "dev_score": 0.50, "train_time_s": 10.0},
+        {"step": 12, "rollback": {"step": 12, "reason": "dev drop"}},
+        {"step": 20, "dev_score": 0.10, "train_time_s": 20.0},
+        {"step": 20, "restored_best": {"restored_step": 10}, "dev_score": 0.50,
+         "train_time_s": 20.0},
+    ])
+    got = stability.read_run(log, frozen=0.2)
+    assert (got["best"], got["final"], got["final_raw"]) == (0.5, 0.5, 0.1)
+    assert got["restored_best"] and got["rollbacks"] == 1 and not got["collapsed"]
+    assert got["curve"] == [(0, 0.0, 0.3), (10, 10.0, 0.5), (20, 20.0, 0.1)]
+
+
+@pytest.mark.parametrize(("final", "best", "frozen", "verdict"), [
+    (0.50, 0.55, 0.30, False),
+    (0.40, 0.55, 0.10, True),   # below 0.8x the best
+    (0.33, 0.34, 0.30, True),   # within 0.05 of the frozen backbone
+    (0.20, 0.20, 0.35, True),   # below the frozen backbone
+])
+def test_collapse_verdict(stability, final, best, frozen, verdict):
+    assert stability.collapsed(final, best, frozen) is verdict
+
+
+def test_cheapest_most_collapse_prone_cells_first(stability):
+    args = argparse.Namespace(
+        backbones=["gemma:pe-real:gemma3-270m", "llama:pe-real:smollm2-135m"],
+        promptings=["pe-real:smollm2-135m", "pe-default:prompting"], seeds=[0, 1])
+    order = [(b.split(":")[-1], p.split(":")[-1], s) for b, p, s in stability.cells(args)]
+    assert order[:3] == [("smollm2-135m", "prompting", 0), ("smollm2-135m", "prompting", 1),
+                         ("gemma3-270m", "prompting", 0)]
+    assert len(order) == 8
+
+
+def test_markdown_counts_collapses(stability):
+    cell = {"variant": "default", "backbone": "smollm2-135m", "prompting": "prompting",
+            "seed": 0, "best": 0.5, "final": 0.5, "final_raw": 0.1, "frozen": 0.35,
+            "collapsed": False, "rollbacks": 1, "restored_best": True, "train_s": 100.0,
+            "curve": [(0, 0.0, 0.3)]}
+    text = stability.markdown({"size": "40x8x64", "cells": [cell, {**cell, "seed": 1,
+                               "collapsed": True}], "frozen": {"smollm2-135m":
+                                                              {"last": 0.1, "mean": 0.35}}}, {})
+    assert "0.5000 (last 0.1000)" in text
+    assert "| default | smollm2-135m | prompting | 2 | 1 | 0.5000 |" in text
+    assert stability.plot_marks({"frozen": {"x": {"last": 0.1, "mean": 0.2}}}) == {"frozen x": 0.2}
