@@ -185,6 +185,7 @@ class EncodeArgs:
     max_length: int | None  # checked against the positions by the caller (see max_length)
     truncate_dim: int | None
     precision: str
+    ranges: np.ndarray | None = None  # int8/uint8 bucket ranges (2, width), as given
 
 
 def encode_args(
@@ -193,12 +194,15 @@ def encode_args(
     default_instruction: str | None = None, batch_size_: Any = 32, normalize: Any = None,
     normalize_embeddings: Any = None, convert_to_: Any = None, convert_to_numpy: Any = None,
     convert_to_tensor: Any = None, show_progress_bar: Any = None, max_length_: Any = None,
-    truncate_dim_: Any = None, precision_: Any = "float32", width: int | None = None,
+    truncate_dim_: Any = None, precision_: Any = "float32", ranges_: Any = None,
+    width: int | None = None,
 ) -> EncodeArgs:
     """Check every argument of ``encode`` at once, before any model runs. ``prompts``,
     ``default_prompt_name`` and ``default_instruction`` are the model's; ``width`` is
     its embedding dimension (the bound of ``truncate_dim``)."""
     items, single = texts(texts_)
+    cut = truncate_dim(truncate_dim_, width)
+    kind = precision(precision_)
     return EncodeArgs(
         items, single,
         chosen_instruction(instruction_, prompt, prompt_name, prompts or {},
@@ -218,7 +222,7 @@ def encode_args(
         }, "numpy"),
         optional_flag(show_progress_bar, "show_progress_bar"),
         None if max_length_ is None else integer(max_length_, "max_length"),
-        truncate_dim(truncate_dim_, width), precision(precision_),
+        cut, kind, quantization_ranges(ranges_, kind, cut or width, len(items)),
     )
 
 
@@ -281,6 +285,35 @@ def truncate_dim(value: Any, width: int | None, name: str = "truncate_dim") -> i
         raise ConfigError(f"truncate_dim={n} is more than the model's {width} dimensions: "
                           f"pass 1 to {width}, or None for all")
     return n
+
+
+def quantization_ranges(value: Any, kind: str, width: int | None, n: int) -> np.ndarray | None:
+    """The ``(2, width)`` per-dimension minimum and maximum int8/uint8 buckets span (as
+    sentence-transformers' ``ranges``); None takes them from the vectors of the call,
+    which one vector cannot give (every dimension would be one value: an all -128 int8
+    vector), so that is refused."""
+    if value is None:
+        if kind in ("int8", "uint8") and n == 1:
+            raise ConfigError(
+                f"precision={kind!r} takes its ranges from the vectors of the call, and one "
+                "vector has none: encode many texts at once, or pass ranges= (2, dim) "
+                "from a calibration set, e.g. np.stack([vecs.min(0), vecs.max(0)])"
+            )
+        return None
+    if kind not in ("int8", "uint8"):
+        raise ConfigError(f"ranges only applies to precision 'int8' or 'uint8', not {kind!r}")
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(f"ranges must be a (2, dim) array of numbers, got "
+                                f"{type_name(value)}") from None
+    if array.ndim != 2 or array.shape[0] != 2 or (width is not None and array.shape[1] != width):
+        raise ConfigError(f"ranges must have shape (2, {width or 'dim'}) (minimum and maximum "
+                          f"of each output dimension), got {array.shape}")
+    if not np.isfinite(array).all() or (array[1] < array[0]).any():
+        raise ConfigError("ranges must be finite, with ranges[1] >= ranges[0] in every "
+                          "dimension")
+    return array
 
 
 def precision(value: Any) -> str:

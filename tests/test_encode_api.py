@@ -192,10 +192,33 @@ def test_precision_is_quantize_embeddings(embedder, precision):
     want = quantize_embeddings(floats, precision)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
-    # one text: the row of a one-row call; no texts: the right width and dtype
-    assert embedder.encode(TEXTS[0], precision=precision).shape == want.shape[1:]
+    # with calibration ranges, as quantize_embeddings(ranges=...); one text needs them
+    ranges = np.stack([floats.min(0), floats.max(0)]) if "int8" in precision else None
+    alone = embedder.encode(TEXTS[:1])  # a batch of one pads differently: its own floats
+    one = embedder.encode(TEXTS[0], precision=precision, ranges=ranges)
+    np.testing.assert_array_equal(one, quantize_embeddings(alone, precision,
+                                                           ranges=ranges)[0])
+    if ranges is not None:
+        np.testing.assert_array_equal(output._quantize(alone, precision, ranges)[0], one)
     empty = embedder.encode([], precision=precision)
     assert empty.shape == (0, want.shape[1]) and empty.dtype == want.dtype
+
+
+@pytest.mark.parametrize(("kw", "error", "match"), [
+    ({"texts": "one", "precision": "int8"}, ConfigError, "one vector has none.*ranges="),
+    ({"precision": "uint8", "ranges": np.zeros((2, 5))}, ConfigError, r"shape \(2, 32\)"),
+    ({"precision": "int8", "truncate_dim": 8, "ranges": np.zeros((2, 32))}, ConfigError,
+     r"shape \(2, 8\)"),
+    ({"precision": "binary", "ranges": np.zeros((2, 32))}, ConfigError, "only applies"),
+    ({"precision": "int8", "ranges": np.full((2, 32), np.nan)}, ConfigError, "finite"),
+    ({"precision": "int8", "ranges": np.stack([np.ones(32), np.zeros(32)])}, ConfigError,
+     r"ranges\[1\] >= ranges\[0\]"),
+    ({"precision": "int8", "ranges": "wide"}, ArgumentTypeError, "got str"),
+])
+def test_bad_quantization_ranges(embedder, kw, error, match):
+    kw = dict(kw)
+    with pytest.raises(error, match=match):
+        embedder.encode(kw.pop("texts", TEXTS), **kw)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS[1:])

@@ -187,6 +187,7 @@ class PromptEmbedder(nn.Module):
         max_length: int | None = None,
         truncate_dim: int | None = None,
         precision: str = "float32",
+        ranges: Any = None,
     ) -> Any:
         """Embed ``texts``; returns ``(len(texts), d_B)`` in input order.
 
@@ -201,8 +202,9 @@ class PromptEmbedder(nn.Module):
         sentence-transformers' ``normalize_embeddings`` is accepted and defaults to the
         same); ``truncate_dim`` keeps the first dimensions, re-normalised (Matryoshka);
         ``precision`` is ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` as in
-        sentence-transformers' ``quantize_embeddings`` (int8/uint8 ranges come from the
-        vectors of this call); numpy unless ``convert_to="torch"`` (or
+        sentence-transformers' ``quantize_embeddings`` (int8/uint8 bucket ranges: ``ranges``
+        ``(2, dim)`` from a calibration set, else the vectors of this call, which one
+        text alone cannot give); numpy unless ``convert_to="torch"`` (or
         ``convert_to_tensor=True`` / ``convert_to_numpy=False``). A NaN or inf vector is
         never returned: :class:`~pe_core.errors.NonFiniteOutputError`.
 
@@ -225,7 +227,7 @@ class PromptEmbedder(nn.Module):
             normalize_embeddings=normalize_embeddings, convert_to=convert_to,
             convert_to_numpy=convert_to_numpy, convert_to_tensor=convert_to_tensor,
             show_progress_bar=show_progress_bar, max_length=max_length,
-            truncate_dim=truncate_dim, precision=precision,
+            truncate_dim=truncate_dim, precision=precision, ranges=ranges,
         )
 
     def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> Any:

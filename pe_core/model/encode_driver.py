@@ -74,6 +74,7 @@ def run_encode(
     max_length: Any = None,
     truncate_dim: Any = None,
     precision: Any = "float32",
+    ranges: Any = None,
 ) -> Any:
     """Embed ``texts`` with ``enc``; the arguments are ``PromptEmbedder.encode``'s."""
     args = validate.encode_args(
@@ -84,7 +85,7 @@ def run_encode(
         convert_to_=convert_to, convert_to_numpy=convert_to_numpy,
         convert_to_tensor=convert_to_tensor, show_progress_bar=show_progress_bar,
         max_length_=max_length, truncate_dim_=truncate_dim, precision_=precision,
-        width=enc.width,
+        ranges_=ranges, width=enc.width,
     )
     if isinstance(instruction, str) and instruction in enc.prompts:
         # sentence-transformers' second argument is prompt_name, pe's the instruction

@@ -40,10 +40,12 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, EPS)).astype(np.float32, copy=False)
 
 
-def quantize(vectors: np.ndarray, precision: str) -> np.ndarray:
+def quantize(vectors: np.ndarray, precision: str, ranges: np.ndarray | None = None
+             ) -> np.ndarray:
     """``vectors`` (2-D float32) at ``precision``, with sentence-transformers'
     ``quantize_embeddings`` meaning (int8/uint8: 256 buckets between each dimension's
-    minimum and maximum over these vectors; binary: one bit per dimension, > 0).
+    minimum and maximum, from ``ranges`` or else over these vectors; binary: one bit per
+    dimension, > 0).
 
     sentence-transformers' own function is used when it is installed, so both agree by
     construction; pe-core does not depend on sentence-transformers (a large install for
@@ -53,14 +55,18 @@ def quantize(vectors: np.ndarray, precision: str) -> np.ndarray:
     if importlib.util.find_spec("sentence_transformers") is not None:
         from sentence_transformers.util import quantize_embeddings
 
-        return np.asarray(quantize_embeddings(vectors, precision))  # type: ignore[arg-type]
-    return _quantize(vectors, precision)
+        return np.asarray(quantize_embeddings(vectors, precision,  # type: ignore[arg-type]
+                                              ranges=ranges))
+    return _quantize(vectors, precision, ranges)
 
 
-def _quantize(vectors: np.ndarray, precision: str) -> np.ndarray:
+def _quantize(vectors: np.ndarray, precision: str, ranges: np.ndarray | None = None
+              ) -> np.ndarray:
     if precision.endswith("int8"):
-        starts = vectors.min(axis=0)
-        steps = (vectors.max(axis=0) - starts) / 255
+        if ranges is None:
+            ranges = np.stack([vectors.min(axis=0), vectors.max(axis=0)])
+        starts = ranges[0]
+        steps = (ranges[1] - starts) / 255
         steps = np.where(steps == 0, 1, steps)
         buckets = np.clip(np.floor((vectors - starts) / steps), 0, 255)
         return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(
@@ -85,7 +91,7 @@ def finish(vectors: np.ndarray, args: EncodeArgs) -> Any:
     if args.normalize:
         vectors = normalized(vectors)
     if len(vectors):
-        vectors = quantize(vectors, args.precision)
+        vectors = quantize(vectors, args.precision, args.ranges)
     else:
         vectors = empty(vectors.shape[1], args.precision)
     result = vectors[0] if args.single else vectors
