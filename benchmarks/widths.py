@@ -23,7 +23,7 @@ that task's instruction, documents with the model's document instruction, as
 
 The record goes to ``benchmarks/results/widths/``; ``python -m benchmarks.render`` draws
 its tables and the score-per-width plot. ``benchmarks/quality.py --widths D,D,...`` runs
-the same comparison inside a quality run. Not a test: toy, about 10 minutes on 2 cores.
+the same comparison inside a quality run. Not a test: toy, about 5 minutes (1 thread).
 """
 
 from __future__ import annotations
