@@ -96,5 +96,5 @@ def test_meta_of_a_folder_without_pe_files_is_missing_file_error(tmp_path):
     from pe_core.eval.mteb_encoder import pe_model_meta
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MissingFileError, match="empty has no alignment.safetensors"):
+    with pytest.raises(MissingFileError, match="alignment.safetensors"):
         pe_model_meta(tmp_path / "empty")
