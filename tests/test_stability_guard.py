@@ -72,6 +72,18 @@ def test_rollback_restores_weights_and_optimizer_and_lowers_the_lr():
     torch.testing.assert_close(layer.weight.detach(), before["weight"])
 
 
+def test_the_untrained_start_is_no_best_to_hold():
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-2)
+    guard = DivergenceGuard(dict(layer.named_parameters()), optimizer,
+                            make_scheduler(optimizer, 0, 100))
+    guard.start(0, {"ndcg@10": 0.18})
+    # a dip below the start that recovers, as real backbones do early on
+    assert [guard.dev_sign(s, {"ndcg@10": v}) for s, v in
+            ((10, 0.08), (20, 0.11), (30, 0.2))] == [None, None, None]
+    assert guard.at_end(40, {"ndcg@10": 0.21}) == ({"ndcg@10": 0.21}, None)
+
+
 def test_dev_drop_rolls_back_to_the_best_dev_state_and_the_end_restores_it():
     guard, layer, _ = _guard(max_rollbacks=1)
     assert guard.dev_sign(2, {"ndcg@10": 0.5}) is None  # new best: the snapshot

@@ -6,9 +6,11 @@ the dev score falls to chance and never recovers, or the loss jumps to several
 times its running mean. The guard watches three signs:
 
 * **dev drop** (when dev evaluation runs during training): the dev score is below
-  ``DEV_DROP`` x the run's best at ``DEV_PATIENCE`` evaluations in a row. ``DEV_DROP`` is
-  the collapse criterion of ``benchmarks/stability.py``; the patience is there because
-  early dips recover (below);
+  ``DEV_DROP`` x the best score *training reached* at ``DEV_PATIENCE`` evaluations in a
+  row. ``DEV_DROP`` is the collapse criterion of ``benchmarks/stability.py``. The score
+  before the first step does not count as a best: a real backbone's dev score often dips
+  below its untrained start and then climbs past it, and a rollback to the start with a
+  lower lr discards what was learnt (measured, below);
 * **loss spike**: the step's loss is above ``SPIKE`` x its running mean *and* above
   chance (``ln`` of the candidates each query is scored against: a model that ranks
   positives below a random guess). Both, because batches come one task at a time and an
@@ -38,10 +40,12 @@ from typing import Any
 import torch
 
 DEV_DROP = 0.8
-# two readings, not one: SmolLM2-135M with the toy Prompting LLM, seed 1 (40 steps of
-# batch 8, dev every 10): dev fell from 0.178 to 0.080 at step 10 and, left alone,
-# climbed to 0.539 by step 40; rolled back at that first low reading (lr halved) it
-# ended at 0.150 (benchmarks/results/stability/)
+# two readings, not one, and only against trained scores: SmolLM2-135M with the toy
+# Prompting LLM (40 steps of batch 8, dev every 10), seed 1: dev fell from its untrained
+# 0.178 to 0.080 at step 10 and, left alone, climbed to 0.539 by step 40; rolled back to
+# the start at that reading (lr halved) it ended at 0.150. Seed 3: 0.178 -> 0.077 ->
+# 0.114, rolled back to the start at step 20 it ended at 0.215, left alone at 0.379
+# (benchmarks/results/stability/)
 DEV_PATIENCE = 2
 SPIKE = 2.0
 CHANCE_TOL = 0.03
@@ -101,10 +105,9 @@ class DivergenceGuard:
         )
 
     def start(self, step: int, dev: dict[str, float] | None = None) -> None:
-        """The state training starts from is the first snapshot."""
+        """The state training starts from is the first snapshot (what a loss sign
+        before any better state rolls back to); its dev score is no best to hold."""
         self._snapshot(step, dev)
-        if dev:
-            self.best_dev = _main(dev)
 
     def _restore(self) -> _Snapshot:
         assert self.best is not None
@@ -183,7 +186,7 @@ class DivergenceGuard:
         """A final dev score below ``DEV_DROP`` x the best restores the best state (the
         saved model is then the best one); returns the scores that now hold and the
         event, if any."""
-        if not dev or self.best is None or not self.best.dev:
+        if not dev or self.best is None or not self.best.dev or self.best_dev == -math.inf:
             return dev, None
         if _main(dev) >= DEV_DROP * self.best_dev:
             return dev, None
