@@ -16,9 +16,9 @@ graph through onnxruntime).
 
 Example::
 
-    python benchmarks/serving.py                                  # toy default llama
-    python benchmarks/serving.py --backbone llama --model pe-real:smollm2-135m
-    python benchmarks/serving.py --onnx onnx/ --out benchmarks/results/serving-onnx.md
+    python -m benchmarks.serving                                  # toy default llama
+    python -m benchmarks.serving --backbone llama --model pe-real:smollm2-135m --name real
+    python -m benchmarks.serving --onnx onnx/ --name onnx
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks import harness
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__.splitlines()[0], threads=1, seed=None)
     p.add_argument("--backbone", default="llama")
     p.add_argument("--model")
     p.add_argument("--prompting")
@@ -48,9 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-wait-ms", type=float, default=0.0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/serving.md")
-    return p.parse_args(argv)
+    return harness.parse(p, argv, quick={"concurrency": [1, 2], "requests": 8})
 
 
 def model_args(args: argparse.Namespace) -> list[str]:
@@ -173,14 +171,15 @@ def serve_rows(args: argparse.Namespace, texts: list[str]) -> list[dict[str, Any
 
 
 def table(args: argparse.Namespace, rows: list[dict[str, Any]],
-          direct: dict[str, tuple[float, float]], load: tuple[float, float]) -> str:
+          direct: dict[str, tuple[float, float]], load: tuple[float, float],
+          cores: int | None) -> str:
     what = f"--onnx {args.onnx}" if args.onnx else " ".join(model_args(args))
     lines = [
         f"`pe serve {what}`, {args.texts_per_request} text(s) per request, "
         f"{args.requests} requests per level, max batch {args.max_batch_size}, "
         f"batch wait {args.batch_wait_ms:g} ms, {args.threads} thread(s); machine load "
         f"average {load[0]:.1f} at the start, {load[1]:.1f} at the end "
-        f"({os.cpu_count()} cores)",
+        f"({cores} cores)",
         "",
         "| mode | clients | texts/s | p50 ms | p99 ms | texts/s vs direct (batch "
         f"{args.max_batch_size}) | server CPU ms/text |",
@@ -197,18 +196,34 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]],
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def markdown(results: dict[str, Any], args: dict[str, Any]) -> str | None:
+    """For ``python -m benchmarks.render``: the table of one record (None for a record
+    in another shape)."""
+    if "direct" not in results:
+        return None
+    full = argparse.Namespace(**{**vars(parse_args([])), **args})
+    direct = {k: (v["texts_per_s"], v["cpu_ms_per_text"]) for k, v in results["direct"].items()}
+    return table(full, results["rows"], direct, tuple(results["load_average"]),
+                 results["cores"])
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     texts = workload(max(512, args.requests * args.texts_per_request))
     load_start = os.getloadavg()[0]  # other work on the machine moves wall-clock rows
     direct = direct_encode(args, texts)
     print(f"direct encode: {direct}", file=sys.stderr)
     rows = serve_rows(args, texts)
-    text = table(args, rows, direct, (load_start, os.getloadavg()[0]))
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    results = {"direct": {k: {"texts_per_s": tps, "cpu_ms_per_text": cpu}
+                          for k, (tps, cpu) in direct.items()},
+               "rows": rows, "load_average": [load_start, os.getloadavg()[0]],
+               "cores": os.cpu_count()}
+    print(markdown(results, vars(args)))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    harness.run("serving", parse_args(argv), measure, argv)
 
 
 if __name__ == "__main__":
