@@ -10,15 +10,15 @@ trains the cheaper of the two for as long as the dearer took and scores it on th
 tasks. Learning rates are chosen on dev for both methods: LoRA's among ``--lora-lr``,
 PromptEmbedder's and align's alignment lr among ``--alignment-lr`` (each run once per
 lr, the best final dev score kept, per backbone, Prompting LLM and placement).
-Writes NAME.md, NAME.json, a bar chart NAME.png and the dev score against
-training time per backbone, NAME-curves.png.
+Records every row, the equal-time readings, the lr sweeps and the dev curves
+(``benchmarks/results/quality/``); ``python -m benchmarks.render`` draws the tables, the
+curves per backbone and a bar chart of the first task's scores.
 
-    python benchmarks/quality.py --out benchmarks/results            # the toy tier
-    python benchmarks/quality.py --tier real --work runs/q-real      # SmolLM2 and Gemma 3
-    python benchmarks/quality.py --tier real --steps 2 --batch-size 4 --max-length 32 \\
-        --dev 16 --eval-every 1 --align-steps 2 --out /tmp/q       # a smoke test
+    python -m benchmarks.quality --name toy                          # the toy tier
+    python -m benchmarks.quality --tier real --work runs/q-real      # SmolLM2 and Gemma 3
+    python -m benchmarks.quality --tier real --quick --json /tmp/q.json   # a smoke test
 
-Models (``--tier``, benchmarks/tiers.py): ``toy`` the embedded default family
+Models (``--tier``, ``benchmarks/tiers.py``): ``toy`` the embedded default family
 (``pe-default:*``, llama trained, mistral/qwen/gemma as transfer targets); ``real``
 SmolLM2-135M-Instruct and Gemma 3 270M, each trained and each the other's transfer
 target, with the toy Prompting LLM and SmolLM2-135M-Instruct as Prompting LLM. Data: the
@@ -31,14 +31,14 @@ WordNet retrieval; ``--tasks`` to choose). Not a test: run it by hand (toy: abou
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-from curves import plot_curves, read_curve, score_at
-from tiers import TIERS, given, parse_ref, short
+from benchmarks import harness
+from benchmarks.curves import read_curve, score_at
+from benchmarks.tiers import TIERS, given, parse_ref, short
 
 TOY = dict(steps=150, align_steps=40, lora_lr=[3e-3], eval_every=10, dev=334)
 # LoRA's lr for real LLMs is not the toy one: swept on dev (E5-mistral used 1e-4 at 7B)
@@ -48,8 +48,9 @@ BASELINES = ("bm25", "minilm", "frozen", "lora")
 MINILM = "all-MiniLM-L6-v2"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    # --seed (shared) is also every run's seed: data order, init
+    p = harness.parser(__doc__, threads=None, threads_help="torch threads (default: torch's)")
     p.add_argument("--tier", choices=sorted(TIERS), default="toy")
     p.add_argument("--backbones", nargs="+", help="family:model refs trained (default: tier's)")
     p.add_argument("--targets", nargs="+", help="transfer targets (default: tier's)")
@@ -92,17 +93,14 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
     p.add_argument("--eval-every", type=int, help="dev score every N steps (toy and real 10)")
     p.add_argument("--dev", type=int, help="dev pairs scored (toy 334, real 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every run (data order, init)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--name", help="file names (default: quality toy, quality-real real)")
     p.add_argument("--work", help="keep runs here (default: a temp folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--widths", metavar="D,D,...",
                    help="also train the suffix run with --matryoshka-dims D,D,... and without, "
                         "and report the test score per width and per precision "
                         "(benchmarks/widths.py)")
-    args = p.parse_args()
+    args = harness.parse(p, argv, quick={"steps": 2, "align_steps": 2, "batch_size": 4,
+                                         "max_length": 32, "dev": 16, "eval_every": 1})
     tier = TIERS[args.tier]
     for key, value in (REAL if args.tier == "real" else TOY).items():
         if getattr(args, key) is None:
@@ -110,8 +108,10 @@ def main() -> None:
     args.backbones = args.backbones or list(tier.backbones)
     args.targets = args.targets or list(tier.targets)
     args.prompting = args.prompting or list(tier.prompting)
-    args.name = args.name or ("quality" if args.tier == "toy" else f"quality-{args.tier}")
+    harness.run("quality", args, measure, argv)
 
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     from pe_core.eval.mteb_env import prepare_mteb
 
     prepare_mteb()
@@ -123,28 +123,19 @@ def main() -> None:
     args.tasks = args.tasks or list(LOCAL_TASKS) + (
         list(REAL_TASKS) + list(MIX_TASKS) if args.tier == "real" else [])
     check_task_data(args.tasks)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     bench = Bench(args, Path(args.work or tempfile.mkdtemp(prefix="pe-quality-")))
     bench.run()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(
-        {"args": vars(args), "rows": bench.rows, "equal_time": bench.equal_time(),
-         "lora_sweeps": bench.sweeps, "curves": bench.curves}, indent=2))
+    results = {"rows": bench.rows, "equal_time": bench.equal_time(),
+               "lora_sweeps": bench.sweeps, "curves": bench.curves}
     table = render(bench, args)
     if args.widths:
-        from widths import in_quality
+        from benchmarks.widths import in_quality
+        from benchmarks.widths import markdown as widths_markdown
 
-        table += "\n\n" + in_quality(bench, args, out)
-    (out / f"{args.name}.md").write_text(table + "\n")
-    plot_bars(bench.rows, args.tasks[0], out / f"{args.name}.png", args.tier)
-    if bench.curves:  # none with --baselines-only
-        plot_curves(bench.curves, out / f"{args.name}-curves.png",
-                    f"dev nDCG@10 against training time ({args.tier} tier, CPU)", log_x=True)
+        results["widths"] = in_quality(bench, args)
+        table += "\n\n" + widths_markdown(results["widths"], vars(args))
     print(table)
+    return results
 
 
 def check_task_data(names: list[str]) -> None:
@@ -519,12 +510,18 @@ def render(bench: Bench, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def plot_bars(rows: list[dict], task: str, path: Path, tier: str) -> None:
+def figure(results: Any, args: dict) -> Any:
+    """For ``python -m benchmarks.render``: the first task's test score of every row as a
+    bar chart (None for a record without per-task scores)."""
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if not rows or "scores" not in rows[0] or not args.get("tasks"):
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    task, tier = args["tasks"][0], args.get("tier", "")
     shown = [r for r in rows if task in r["scores"]]
     labels = [f"{r['model']}\n{r['backbone']} / {r['prompting']}" for r in shown]
     colors = ["#888888" if r["model"] == "BM25" or r["model"].startswith("frozen") else
@@ -536,8 +533,7 @@ def plot_bars(rows: list[dict], task: str, path: Path, tier: str) -> None:
     ax.set_ylabel(f"{task} (test)")
     ax.set_title(f"pe quality on local tasks ({tier} tier, CPU)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def render_page(bench: str, runs: list[tuple[str, dict[str, Any]]],
     own_markdown = getattr(module, "markdown", None)
     own_panels = getattr(module, "plot_panels", None)
     own_marks = getattr(module, "plot_marks", None)
+    own_figure = getattr(module, "figure", None)
     own_plot = getattr(module, "plot", None)
     for name, rec in runs:
         lines += [f"## {name}", "", *provenance(rec), ""]
@@ -111,6 +112,15 @@ def render_page(bench: str, runs: list[tuple[str, dict[str, Any]]],
             own_plot(rec["results"], png, f"{bench}: {name}")
             files[out / "img" / bench / f"{name}.png"] = png.getvalue()
             lines += [f"![{name}](img/{bench}/{name}.png)", ""]
+        fig = own_figure(rec["results"], rec.get("args", {})) if own_figure and plots else None
+        if fig is not None:
+            import matplotlib.pyplot as plt
+
+            png = io.BytesIO()
+            fig.savefig(png, dpi=120)
+            plt.close(fig)
+            files[out / "img" / bench / f"{name}-figure.png"] = png.getvalue()
+            lines += [f"![{name}](img/{bench}/{name}-figure.png)", ""]
             continue
         panels = own_panels(rec["results"]) if own_panels else curves(rec["results"])
         panels = {title: lines for title, lines in panels.items() if lines}
@@ -122,6 +132,15 @@ def render_page(bench: str, runs: list[tuple[str, dict[str, Any]]],
                         marks=own_marks(rec["results"]) if own_marks else None)
             files[out / "img" / bench / f"{name}.png"] = png.getvalue()
             lines += [f"![{name}](img/{bench}/{name}.png)", ""]
+        fig = own_figure(rec["results"], rec.get("args", {})) if own_figure and plots else None
+        if fig is not None:
+            import matplotlib.pyplot as plt
+
+            png = io.BytesIO()
+            fig.savefig(png, dpi=120)
+            plt.close(fig)
+            files[out / "img" / bench / f"{name}-figure.png"] = png.getvalue()
+            lines += [f"![{name}](img/{bench}/{name}-figure.png)", ""]
     return "\n".join(lines)
 
 

@@ -29,11 +29,10 @@ the same comparison inside a quality run. Not a test: toy, about 5 minutes (1 th
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -95,11 +94,10 @@ def measure(args: argparse.Namespace) -> dict:
     return compare(models, ints(args.widths), args.rescore, args.limit, dims=ints(args.dims))
 
 
-def in_quality(bench: Any, args: argparse.Namespace, out: Path) -> str:
-    """``benchmarks/quality.py --widths D,D,...``: its first backbone and Prompting LLM
-    trained twice more (suffix, ``--steps``), without and with ``matryoshka_dims``, on
-    its data; writes NAME-widths.json and NAME-widths.png beside its other files and
-    returns the tables for its Markdown."""
+def in_quality(bench: Any, args: argparse.Namespace) -> dict:
+    """``python -m benchmarks.quality --widths D,D,...``: its first backbone and Prompting
+    LLM trained twice more (suffix, ``--steps``), without and with ``matryoshka_dims``,
+    on its data; returns the results for quality's record (its ``widths`` key)."""
     dims = ints(args.widths)
     models = {}
     for label, these in ((PLAIN, ()), (NESTED, tuple(dims))):
@@ -107,10 +105,7 @@ def in_quality(bench: Any, args: argparse.Namespace, out: Path) -> str:
                                        "widths-" + ("nested" if these else "plain"),
                                        steps=args.steps, placement="suffix", pooling="last",
                                        matryoshka_dims=these)
-    results = compare(models, sorted({d // 2 for d in dims} | set(dims)), rescore=4, dims=dims)
-    (out / f"{args.name}-widths.json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, out / f"{args.name}-widths.png", f"score per width ({args.tier} tier)")
-    return markdown(results, vars(args))
+    return compare(models, sorted({d // 2 for d in dims} | set(dims)), rescore=4, dims=dims)
 
 
 def compare(models: dict[str, Any], widths: list[int], rescore: int,
@@ -253,8 +248,8 @@ def markdown(results: dict, args: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, path: Path | BinaryIO, title: str) -> None:
-    """nDCG@10 against width, one line per run."""
+def figure(results: dict, args: dict) -> Any:
+    """For ``python -m benchmarks.render``: nDCG@10 against width, one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,11 +264,10 @@ def plot(results: dict, path: Path | BinaryIO, title: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("embedding width (first dimensions, re-normalised)")
     ax.set_ylabel(results["metric"])
-    ax.set_title(title, fontsize=9)
+    ax.set_title(f"score per width ({results['task']})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

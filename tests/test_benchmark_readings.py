@@ -4,22 +4,16 @@ score, the score after a given training time, and the transfer table's ratios.""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
 
 
 @pytest.fixture(autouse=True)
 def benchmarks_importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # quality.py still imports by bare name
     monkeypatch.syspath_prepend(str(ROOT))
-    yield
-    for name in ("curves", "quality", "tiers", "transfer"):
-        sys.modules.pop(name, None)
 
 
 def _log(path: Path, evals: list[tuple[int, float, float]], step_s: float) -> Path:
@@ -104,7 +98,7 @@ def test_quality_keeps_the_alignment_lr_best_on_dev(tmp_path):
     import argparse
 
     from benchmarks.curves import read_curve
-    from quality import Bench
+    from benchmarks.quality import Bench
 
     bench = Bench.__new__(Bench)  # the sweep alone: no corpus, no model
     bench.args = argparse.Namespace(alignment_lr=[1e-2, 3e-2])
@@ -133,8 +127,7 @@ def test_quality_keeps_the_alignment_lr_best_on_dev(tmp_path):
 
 def test_quality_checks_the_task_sources_before_any_training(tmp_path, monkeypatch):
     """Without gensim's files, quality.py stops at once with the pip command to run."""
-    from quality import check_task_data
-
+    from benchmarks.quality import check_task_data
     from pe_core.data import packaged
     from pe_core.errors import MissingFileError
 
