@@ -206,7 +206,6 @@ def score_variants(embedder: Any, variants: dict[str, tuple[str, ...]], pairs: i
                    levels: Sequence[tuple[int, int, bool]]) -> list[dict]:
     """Retrieval with int8 query and document graphs per variant against fp32 (see the
     module docstring's ``--score``)."""
-    from inference import paired_rank, retrieval_scores
     from pe_registry.int8_smooth import smoothed
     from pe_registry.onnx_embedder import make_session
     from pe_registry.onnx_export import MODEL_NAME, export_onnx
@@ -216,6 +215,8 @@ def score_variants(embedder: Any, variants: dict[str, tuple[str, ...]], pairs: i
         run_batches,
         token_batches,
     )
+
+    from benchmarks.inference import paired_rank, retrieval_scores
 
     queries, docs = corpus_pairs(pairs)
     sides = {"query": (QUERY_INSTRUCTION, queries),
