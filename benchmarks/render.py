@@ -96,7 +96,6 @@ def render_page(bench: str, runs: list[tuple[str, dict[str, Any]]],
     own_panels = getattr(module, "plot_panels", None)
     own_marks = getattr(module, "plot_marks", None)
     own_figure = getattr(module, "figure", None)
-    own_plot = getattr(module, "plot", None)
     for name, rec in runs:
         lines += [f"## {name}", "", *provenance(rec), ""]
         text = own_markdown(rec["results"], rec.get("args", {})) if own_markdown else None
@@ -107,23 +106,8 @@ def render_page(bench: str, runs: list[tuple[str, dict[str, Any]]],
                 if title:
                     lines += [f"**{title}**", ""]
                 lines += [*table, ""]
-        if plots and own_plot:  # a plot that is no training curve (score per width)
-            png = io.BytesIO()
-            own_plot(rec["results"], png, f"{bench}: {name}")
-            files[out / "img" / bench / f"{name}.png"] = png.getvalue()
-            lines += [f"![{name}](img/{bench}/{name}.png)", ""]
-        fig = own_figure(rec["results"], rec.get("args", {})) if own_figure and plots else None
-        if fig is not None:
-            import matplotlib.pyplot as plt
-
-            png = io.BytesIO()
-            fig.savefig(png, dpi=120)
-            plt.close(fig)
-            files[out / "img" / bench / f"{name}-figure.png"] = png.getvalue()
-            lines += [f"![{name}](img/{bench}/{name}-figure.png)", ""]
-            continue
         panels = own_panels(rec["results"]) if own_panels else curves(rec["results"])
-        panels = {title: lines for title, lines in panels.items() if lines}
+        panels = {title: runs_ for title, runs_ in panels.items() if runs_}
         if plots and panels:
             from benchmarks.curves import plot_curves
 
