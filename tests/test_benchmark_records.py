@@ -147,3 +147,18 @@ def test_render_draws_curves_and_refuses_what_is_not_a_record(tmp_path):
         f"render: {results / 'other' / 'handmade.json'}: not a benchmark record (no command, "
         "git_commit, dirty, machine, started, seconds, args, results); write results "
         "through benchmarks.harness.run"]
+
+
+def test_a_scripts_own_figure_is_drawn(tmp_path):
+    """quality's bar chart comes from its figure(results, args) hook, beside its curves."""
+    pytest.importorskip("matplotlib")
+    from benchmarks.render import render_all
+
+    src = RESULTS / "quality" / "quality-real-small-smolprompt.json"
+    (tmp_path / "results" / "quality").mkdir(parents=True)
+    (tmp_path / "results" / "quality" / src.name).write_bytes(src.read_bytes())
+    render_all(tmp_path / "results", tmp_path / "site")
+    page = (tmp_path / "site" / "quality.md").read_text()
+    for png in ("quality-real-small-smolprompt.png", "quality-real-small-smolprompt-figure.png"):
+        assert f"(img/quality/{png})" in page
+        assert (tmp_path / "site" / "img" / "quality" / png).read_bytes()[:4] == b"\x89PNG"
