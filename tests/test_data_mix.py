@@ -145,7 +145,7 @@ def test_site_docstrings_read_every_package_but_pe_and_cap_each(tmp_path):
 
 def test_new_sources_have_retrieval_tasks_on_their_own_splits(monkeypatch):
     from pe_core.data import site_cache
-    from pe_core.eval.tasks import get_tasks
+    from pe_core.eval.catalog import get_tasks
 
     pairs = _pairs("site")
     monkeypatch.setattr(site_cache, "load_site_pairs", lambda: pairs)

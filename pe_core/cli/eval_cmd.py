@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     prepare_mteb()  # before anything imports mteb
     import pe_core
+    from pe_core.eval.catalog import get_tasks
     from pe_core.eval.run import WithoutPrompt, evaluate
-    from pe_core.eval.tasks import get_tasks
 
     # every argument checked before the model loads and the tasks run
     validate.batch_size(args.batch_size)

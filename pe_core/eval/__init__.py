@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "get_tasks": "pe_core.eval.tasks",
+    "get_tasks": "pe_core.eval.catalog",
     "LOCAL_TASKS": "pe_core.eval.tasks",
     "REAL_TASKS": "pe_core.eval.tasks",
     "PELeeSTS": "pe_core.eval.tasks",

@@ -147,7 +147,7 @@ def bm25_baseline(
     """
     import mteb
 
-    from pe_core.eval.tasks import get_tasks
+    from pe_core.eval.catalog import get_tasks
 
     result = mteb.evaluate(
         BM25Search(**bm25_kwargs),

@@ -48,8 +48,8 @@ def evaluate(
     import mteb
     from mteb.cache import ResultCache
 
+    from pe_core.eval.catalog import get_tasks
     from pe_core.eval.mteb_encoder import MTEBEncoder, model_meta_for
-    from pe_core.eval.tasks import get_tasks
 
     meta = model_meta_for(model, name=name if "/" in name else f"pe/{name}") if name else None
     encoder = MTEBEncoder(model, batch_size=batch_size, meta=meta)

@@ -244,38 +244,3 @@ LOCAL_TASKS: dict[str, type] = {
 }
 #: Tasks from real text in packages on the index (the files must be downloaded first).
 REAL_TASKS: dict[str, type] = {cls.metadata.name: cls for cls in (PELeeSTS, PEWordNetRetrieval)}
-
-
-def get_tasks(names: Sequence[str] | str, eval_splits: Sequence[str] | None = None) -> list:
-    """Task objects by name: pe's local and real tasks, else tasks installed with mteb.
-
-    Installed mteb tasks download their data when first evaluated (not possible offline).
-
-    Example::
-
-        >>> [t.metadata.name for t in get_tasks(["PELocalDocstringRetrieval"])]
-        ['PELocalDocstringRetrieval']
-    """
-    if isinstance(names, str):
-        names = [names]
-    from pe_core.eval.mix_tasks import MIX_TASKS  # they import this module's helpers
-
-    ours = {**LOCAL_TASKS, **REAL_TASKS, **MIX_TASKS}
-    tasks = []
-    for name in names:
-        if name in ours:
-            task = ours[name]()
-            if eval_splits:
-                task.filter_eval_splits(list(eval_splits))
-        else:
-            import mteb
-
-            try:
-                (task,) = mteb.get_tasks(tasks=[name], eval_splits=eval_splits)
-            except (KeyError, ValueError) as e:
-                raise DataError(
-                    f"unknown task {name!r}: not a local task ({', '.join(ours)}) "
-                    f"and mteb does not know it ({e})"
-                ) from e
-        tasks.append(task)
-    return tasks
