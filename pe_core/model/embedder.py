@@ -15,14 +15,15 @@ from pe_core.errors import DataError
 from pe_core.integrations.st_files import write_st_files
 from pe_core.model.alignment import Alignment, median_token_norm
 from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, EmbedderConfig
-from pe_core.model.encode_driver import Encoder, encode_with_prompt, run_encode, similarity
+from pe_core.model.embedding_api import EmbeddingAPI
+from pe_core.model.encode_driver import Encoder, run_encode
 from pe_core.model.encoder import BackboneEncoder, max_positions
 from pe_core.model.prompting import PromptingLLM
 
 NO_PROMPT = ""  # cache key of "encode without a soft prompt"
 
 
-class PromptEmbedder(nn.Module):
+class PromptEmbedder(EmbeddingAPI, nn.Module):
     """A text embedder: ``encode(texts, instruction=...)`` like sentence-transformers.
 
     The soft prompt depends only on the instruction, so at inference it is computed
@@ -229,25 +230,6 @@ class PromptEmbedder(nn.Module):
             show_progress_bar=show_progress_bar, max_length=max_length,
             truncate_dim=truncate_dim, precision=precision, ranges=ranges,
         )
-
-    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
-        """:meth:`encode` with the prompt named "query" (unless ``kwargs`` picks one)."""
-        return encode_with_prompt(self.encode, texts, "query", kwargs)
-
-    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
-        """:meth:`encode` with the prompt named "document" (unless ``kwargs`` picks one)."""
-        return encode_with_prompt(self.encode, texts, "document", kwargs)
-
-    similarity_fn_name = "cosine"
-
-    @staticmethod
-    def similarity(a: Any, b: Any) -> Any:
-        """Cosine similarity matrix ``(len(a), len(b))`` of two sets of vectors."""
-        return similarity(a, b)
-
-    def get_sentence_embedding_dimension(self) -> int:
-        """The width of :meth:`encode`'s vectors (before ``truncate_dim``)."""
-        return self.dim
 
     # -- persistence -------------------------------------------------------------------
     def save(self, folder: str | Path, save_prompting: bool = True) -> Path:

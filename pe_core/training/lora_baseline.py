@@ -21,7 +21,8 @@ from torch import nn
 from pe_core.errors import ConfigError, MissingFileError
 from pe_core.model.batching import length_groups, pad_rows, tokenize_texts
 from pe_core.model.config import DEFAULT_QUERY_INSTRUCTION
-from pe_core.model.encode_driver import Encoder, encode_with_prompt, run_encode, similarity
+from pe_core.model.embedding_api import EmbeddingAPI
+from pe_core.model.encode_driver import Encoder, run_encode
 from pe_core.model.encoder import max_positions
 from pe_core.model.layout import Layout
 from pe_core.model.pooling import pool
@@ -35,7 +36,7 @@ E5_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
 LORA_CONFIG_NAME = "pe_lora_config.json"
 
 
-class LoraEmbedder(nn.Module):
+class LoraEmbedder(EmbeddingAPI, nn.Module):
     """A backbone (with a peft LoRA adapter, or fully fine-tuned) used as an embedder.
 
     Example::
@@ -108,21 +109,6 @@ class LoraEmbedder(nn.Module):
         conventions of :meth:`PromptEmbedder.encode` (``prompt_name="query"`` is
         :data:`DEFAULT_QUERY_INSTRUCTION`, ``"document"`` no instruction)."""
         return run_encode(self._encoder(), texts, instruction, **kwargs)
-
-    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
-        return encode_with_prompt(self.encode, texts, "query", kwargs)
-
-    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
-        return encode_with_prompt(self.encode, texts, "document", kwargs)
-
-    similarity_fn_name = "cosine"
-
-    @staticmethod
-    def similarity(a: Any, b: Any) -> Any:
-        return similarity(a, b)
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
 
     # -- persistence -----------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

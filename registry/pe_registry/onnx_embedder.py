@@ -23,6 +23,7 @@ import numpy as np
 
 from pe_core.errors import ConfigError, CorruptFileError, MissingFileError
 from pe_core.model.config import CONFIG_NAME, EmbedderConfig
+from pe_core.model.embedding_api import EmbeddingAPI
 from pe_registry.onnx_folder import check_export, graph_path
 
 ONNX_KEY = "onnx"  # pe_config.json section written by the exporter
@@ -97,7 +98,7 @@ def read_onnx_config(folder: str | Path) -> tuple[EmbedderConfig, dict[str, Any]
     return EmbedderConfig.from_dict(data), section
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(EmbeddingAPI):
     """Text embedder over an exported graph; ``encode`` mirrors ``PromptEmbedder.encode``.
 
     Args:
@@ -226,27 +227,6 @@ class OnnxEmbedder:
         from pe_core.model.encode_driver import run_encode
 
         return run_encode(self._encoder(), texts, instruction, **kwargs)
-
-    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
-        from pe_core.model.encode_driver import encode_with_prompt
-
-        return encode_with_prompt(self.encode, texts, "query", kwargs)
-
-    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> Any:
-        from pe_core.model.encode_driver import encode_with_prompt
-
-        return encode_with_prompt(self.encode, texts, "document", kwargs)
-
-    similarity_fn_name = "cosine"
-
-    @staticmethod
-    def similarity(a: Any, b: Any) -> Any:
-        from pe_core.model.encode_driver import similarity
-
-        return similarity(a, b)
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
 
     def _encoder(self) -> Any:
         from pe_core.model.encode_driver import Encoder
