@@ -11,14 +11,6 @@ import sys
 from typing import Any
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
-
-
 def _option_classes() -> tuple[type, ...]:
     from pe_core.model.config import EmbedderConfig
     from pe_core.training.settings import TrainSettings
@@ -29,25 +21,9 @@ def _option_classes() -> tuple[type, ...]:
 def _add_options(p: argparse.ArgumentParser, command: str) -> None:
     """One flag per setting and model option that ``command`` offers, as the fields
     declare them (:mod:`pe_core.options`); a flag left out passes nothing on."""
-    from pe_core.options import cli_fields, flag_type, help_text, is_optional, meta, value_type
+    from pe_core.options import add_flags
 
-    groups: dict[str | None, Any] = {None: p}
-    for cls in _option_classes():
-        for f in cli_fields(cls, command):
-            m = meta(f)
-            group = m["group"]
-            if group not in groups:
-                groups[group] = p.add_argument_group(group)
-            flag = m["flag"] or "--" + f.name.replace("_", "-")
-            kind = value_type(cls, f)
-            kw: dict[str, Any] = {"dest": f.name, "help": help_text(f, command), "default": None}
-            if kind is bool and is_optional(cls, f):
-                kw.update(type=_bool, metavar="on|off")
-            elif kind is bool:
-                kw["action"] = "store_false" if f.default else "store_true"
-            else:
-                kw.update(type=flag_type(cls, f), choices=m["choices"], metavar=m["metavar"])
-            groups[group].add_argument(flag, **kw)
+    add_flags(p, _option_classes(), command)
 
 
 def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
@@ -94,16 +70,10 @@ def register(sub: Any) -> None:
 
 
 def _options(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """The settings and model options given on the command line ('' means None)."""
-    from pe_core.options import cli_fields
+    """The settings and model options given on the command line."""
+    from pe_core.options import flag_values
 
-    out = {}
-    for cls in _option_classes():
-        for f in cli_fields(cls, command):
-            value = getattr(args, f.name)
-            if value is not None:
-                out[f.name] = None if value == "" else value
-    return out
+    return flag_values(args, _option_classes(), command)
 
 
 def _report(result: Any) -> None:
