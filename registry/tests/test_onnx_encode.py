@@ -62,7 +62,8 @@ def test_named_prompts_route_to_the_baked_instruction(pair: Any) -> None:
 
 
 def test_truncate_dim_precision_and_st_names(pair: Any) -> None:
-    from sentence_transformers import quantize_embeddings
+    # pe's one quantizer (tested against sentence-transformers' in the core env, which has it)
+    from pe_core.model.output import quantize
 
     _, onnx = pair
     full = onnx.encode(TEXTS)
@@ -71,7 +72,7 @@ def test_truncate_dim_precision_and_st_names(pair: Any) -> None:
         cut, full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True), atol=1e-6)
     for precision in PRECISIONS:
         np.testing.assert_array_equal(onnx.encode(TEXTS, precision=precision),
-                                      quantize_embeddings(full, precision))
+                                      quantize(full, precision))
     np.testing.assert_array_equal(onnx.encode(TEXTS, normalize=np.bool_(True)), full)
     assert onnx.encode(TEXTS, convert_to_tensor=True).shape == (3, onnx.dim)
     for kw in ({"normalize": False}, {"normalize_embeddings": False}):

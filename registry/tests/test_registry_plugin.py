@@ -69,9 +69,9 @@ def test_pe_cli_runs_registry_commands(tmp_path, manager):
 
 
 def test_pe_core_never_imports_pe_registry():
-    import pe_core
-
     import ast
+
+    import pe_core
 
     def imports_registry(file: Path) -> bool:
         for node in ast.walk(ast.parse(file.read_text())):
