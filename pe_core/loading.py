@@ -167,6 +167,7 @@ def find_alignment(prompting: str | None, model: str) -> Path | None:
         found = resolver.find(ref_id(prompting or DEFAULT_PROMPTING), ref_id(model))
         if found is not None:
             logger.info("using alignment %s found by resolver %s", found, resolver.name)
+            check_manifest_beside(found)  # what resolve_alignment checks for a named one
             return Path(found)
     return None
 

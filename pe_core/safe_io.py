@@ -117,6 +117,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 MANIFEST_NAME = "pe_manifest.json"  # sha256 and size of every file of an artifact
 
 
+def list_files(folder: str | Path) -> list[str]:
+    """Relative POSIX paths of the files under ``folder``, sorted, its manifest excluded."""
+    root = Path(folder)
+    return [path.relative_to(root).as_posix() for path in sorted(root.rglob("*"))
+            if path.is_file() and path.relative_to(root).as_posix() != MANIFEST_NAME]
+
+
+def hash_files(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """``{relpath: {"sha256", "size"}}`` for every file under ``folder`` (the manifest's
+    ``files``; :func:`verify_listed_files` checks it back)."""
+    root = Path(folder)
+    return {rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size}
+            for rel in list_files(root)}
+
+
 def verify_listed_files(root: Path, files: dict[str, Any], where: str) -> None:
     """Each ``{relpath: {"sha256", "size"}}`` entry present under ``root`` with that size
     and hash; :class:`MissingFileError` / :class:`CorruptFileError` otherwise."""

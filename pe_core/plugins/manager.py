@@ -159,8 +159,12 @@ class PluginManager:
 
 
 def _with_folder_resolver() -> ResolverRegistry:
+    from pe_core import zoo  # here, not at the top: the plugin manager loads before models
+
     registry = ResolverRegistry()
     registry.register("folder", resolve_local, None, priority=0)  # plain folders first
+    # the trained models shipped in pe_core; last, so one's own alignment for a pair wins
+    registry.register("zoo", zoo.resolve, zoo.find, priority=1000)
     return registry
 
 

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pe_core.errors import CorruptFileError, MissingFileError
-from pe_core.safe_io import MANIFEST_NAME, sha256_file, verify_listed_files
+from pe_core.safe_io import MANIFEST_NAME, hash_files, list_files, verify_listed_files
 from pe_registry.atomic import write_json_atomic
 
 FORMAT = "pe-manifest/1"
@@ -106,24 +106,9 @@ def safe_relpath(rel: str, where: str = MANIFEST_NAME) -> str:
     return rel
 
 
-def list_files(folder: str | Path) -> list[str]:
-    """Relative POSIX paths of the files under ``folder`` (the manifest excluded)."""
-    root = Path(folder)
-    out = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and rel != MANIFEST_NAME:
-            out.append(rel)
-    return out
-
-
 def build_manifest(folder: str | Path, kind: str) -> Manifest:
     """Hash every file under ``folder``."""
-    root = Path(folder)
-    files = {
-        rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size}
-        for rel in list_files(root)
-    }
+    files = hash_files(folder)
     if not files:
         raise MissingFileError(f"{folder} holds no files")
     return Manifest(kind=kind, files=files)
