@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pe_core.errors import PEError
-from pe_core.zoo.entry import make_entry
+from pe_core.zoo.build import make_entry
 
 
 def main(argv: list[str] | None = None) -> int:

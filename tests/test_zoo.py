@@ -1,0 +1,113 @@
+"""The zoo (issue 37 point 4): trained embedders shipped in ``pe_core/zoo/`` are found by
+(Prompting LLM, backbone model), loaded with their own trained Prompting LLM and no flag,
+and refused with a typed error when a file was changed or lost."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import pe_core
+from pe_core.errors import CorruptFileError, MissingFileError, UntrainedModelError
+from pe_core.model_refs import ref_id
+from pe_core.zoo.__main__ import main as zoo_main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TEXTS = ["a b c", "d e"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_folders, tmp_path_factory):
+    """A saved run whose alignment and Prompting LLM differ from the untrained ones (as a
+    `pe train` run's do), and the vectors it gives."""
+    with pytest.warns(UserWarning, match="no trained alignment"):
+        model = _load(tiny_folders, allow_untrained=True)
+    untrained = model.encode(TEXTS, instruction="find")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.prompting.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.clear_prompt_cache()  # the parameters changed under the cached soft prompt
+    run = model.save(tmp_path_factory.mktemp("run") / "run")
+    trained = model.encode(TEXTS, instruction="find")
+    assert not np.allclose(trained, untrained, atol=1e-3)  # else the test below cannot fail
+    return run, trained
+
+
+@pytest.fixture
+def zoo_dir(trained_run, tmp_path, monkeypatch):
+    root = tmp_path / "zoo"
+    assert zoo_main(["add", str(trained_run[0]), "tiny", "--root", str(root)]) == 0
+    monkeypatch.setenv("PE_ZOO", str(root))
+    return root
+
+
+def _load(folders, **kw):
+    return pe_core.load(backbone="llama", model=str(folders["model"]),
+                        prompting=str(kw.pop("prompting", folders["prompting"])),
+                        device="cpu", **kw)
+
+
+def test_entry_is_found_by_pair_and_loads_trained_without_a_flag(tiny_folders, trained_run,
+                                                                 zoo_dir):
+    from pe_core import zoo
+
+    assert zoo.names() == ["tiny"]
+    assert zoo.find(ref_id(tiny_folders["prompting"]), ref_id(tiny_folders["model"])) == \
+        zoo_dir / "tiny"
+    assert zoo.find(ref_id(tiny_folders["prompting"]), "pe-real:other") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no untrained warning
+        model = _load(tiny_folders)
+    # the entry's own (trained) Prompting LLM, not the untrained one the pair names
+    assert np.allclose(model.encode(TEXTS, instruction="find"), trained_run[1], atol=1e-5)
+    by_name = pe_core.load("pe-zoo:tiny", model=str(tiny_folders["model"]), device="cpu")
+    assert np.allclose(by_name.encode(TEXTS, instruction="find"), trained_run[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("rel", ["alignment.safetensors", "prompting/model.safetensors"])
+def test_a_changed_byte_is_refused(tiny_folders, zoo_dir, rel):
+    path = zoo_dir / "tiny" / rel
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="sha256"):
+        _load(tiny_folders)
+
+
+def test_a_missing_file_is_refused(tiny_folders, zoo_dir):
+    (zoo_dir / "tiny" / "prompting" / "tokenizer.json").unlink()
+    with pytest.raises(MissingFileError, match="tokenizer.json is missing"):
+        _load(tiny_folders)
+    (zoo_dir / "tiny" / "pe_manifest.json").unlink()
+    with pytest.raises(MissingFileError, match="pe_manifest.json is missing"):
+        _load(tiny_folders)
+
+
+def test_no_entry_for_the_pair_keeps_the_untrained_refusal(tiny_folders, zoo_dir, tmp_path):
+    other = tmp_path / "other-prompting"
+    shutil.copytree(tiny_folders["prompting"], other)
+    with pytest.raises(UntrainedModelError, match="pe train"):
+        _load(tiny_folders, prompting=other)
+
+
+def test_add_refuses_an_unfinished_run_and_keeps_the_entry(trained_run, zoo_dir, tmp_path,
+                                                          capsys):
+    run = tmp_path / "half"
+    shutil.copytree(trained_run[0], run)
+    shutil.rmtree(run / "prompting")
+    before = (zoo_dir / "tiny" / "pe_manifest.json").read_bytes()
+    (zoo_dir / "tiny" / "README.md").write_text("# card the lead wrote\n")
+    assert zoo_main(["add", str(run), "tiny", "--root", str(zoo_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prompting/config.json is missing" in err[0]
+    assert (zoo_dir / "tiny" / "pe_manifest.json").read_bytes() == before
+    # a rebuild keeps the card and lists it in the manifest
+    assert zoo_main(["add", str(trained_run[0]), "tiny", "--root", str(zoo_dir)]) == 0
+    assert (zoo_dir / "tiny" / "README.md").read_text() == "# card the lead wrote\n"
+    assert not (zoo_dir / "tiny" / "checkpoints").exists()
+    assert sorted(p.name for p in zoo_dir.iterdir()) == ["tiny"]  # no temp folders left
