@@ -30,7 +30,8 @@ def test_entry_point_is_declared():
 
 def test_hook_pe_register_resolvers(tmp_path, manager, registry):
     resolvers = list(manager.resolvers())
-    assert [r.name for r in resolvers] == ["folder", "registry", "hub"]
+    # pe-core's shipped zoo is tried after every plugin's
+    assert [r.name for r in resolvers] == ["folder", "registry", "hub", "zoo"]
     assert all(r.find is not None for r in resolvers[1:])
     entry = registry.push(write_alignment(tmp_path / "llama"))
     # pe-core's own lookups go through them
