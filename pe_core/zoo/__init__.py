@@ -34,11 +34,13 @@ def root() -> Path:
 
 
 def names() -> list[str]:
-    """The entries: folders of the zoo that hold a ``pe_config.json``."""
+    """The entries: folders of the zoo that hold a ``pe_config.json`` (not the hidden
+    ones ``python -m pe_core.zoo add`` assembles an entry in)."""
     base = root()
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if (p / CONFIG_NAME).is_file())
+    return sorted(p.name for p in base.iterdir()
+                  if not p.name.startswith(".") and (p / CONFIG_NAME).is_file())
 
 
 def entry(name: str) -> Path:

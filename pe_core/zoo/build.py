@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import MissingFileError
+from pe_core.errors import ConfigError, MissingFileError
 from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, CONFIG_NAME
 from pe_core.model.run_prompting import PROMPTING_DIR
 from pe_core.safe_io import MANIFEST_NAME, hash_files
@@ -39,7 +39,8 @@ def make_entry(run: str | Path, name: str, root: str | Path | None = None) -> Pa
             raise MissingFileError(f"{run / rel} is missing: {run} is not a finished "
                                    "`pe train` run (train it, or pass its --out folder)")
     if not name or "/" in name or name.startswith("."):
-        raise MissingFileError(f"zoo entry name {name!r} must be a plain folder name")
+        raise ConfigError(f"zoo entry name {name!r} must be a plain folder name, "
+                          "e.g. gemma3-270m")
     base = Path(root) if root is not None else zoo.root()
     base.mkdir(parents=True, exist_ok=True)
     dst = base / name
