@@ -115,6 +115,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 MANIFEST_NAME = "pe_manifest.json"  # sha256 and size of every file of an artifact
+MANIFEST_FORMAT = "pe-manifest/1"  # its "format" field
 
 
 def list_files(folder: str | Path) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 from pe_core.errors import ConfigError, MissingFileError
 from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, CONFIG_NAME
 from pe_core.model.run_prompting import PROMPTING_DIR
-from pe_core.safe_io import MANIFEST_NAME, hash_files
+from pe_core.safe_io import MANIFEST_FORMAT, MANIFEST_NAME, hash_files
 from pe_core.training.settings import SETTINGS_NAME
 
 CARD_NAME = "README.md"
@@ -58,7 +58,8 @@ def make_entry(run: str | Path, name: str, root: str | Path | None = None) -> Pa
             shutil.copy2(card, tmp / CARD_NAME)
         else:
             (tmp / CARD_NAME).write_text(card_template(name, run), encoding="utf-8")
-        manifest = {"format": "pe-manifest/1", "kind": "zoo", "files": hash_files(tmp)}
+        # the registry's manifest layout, so pe-registry tools read it too
+        manifest = {"format": MANIFEST_FORMAT, "kind": "zoo", "files": hash_files(tmp)}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         old = base / f".{name}.old"
         if dst.exists():

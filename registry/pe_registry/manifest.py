@@ -21,10 +21,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pe_core.errors import CorruptFileError, MissingFileError
-from pe_core.safe_io import MANIFEST_NAME, hash_files, list_files, verify_listed_files
+from pe_core.safe_io import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    hash_files,
+    list_files,
+    verify_listed_files,
+)
 from pe_registry.atomic import write_json_atomic
 
-FORMAT = "pe-manifest/1"
+FORMAT = MANIFEST_FORMAT
 
 
 @dataclass
