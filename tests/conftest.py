@@ -40,3 +40,11 @@ def tiny_folders(tmp_path_factory, llama_spec):
     from pe_core.testing.tiny import save_tiny_folders
 
     return save_tiny_folders(llama_spec, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """A JSONL file of the training tests' pair records (``training_helpers``)."""
+    from training_helpers import pair_records, write_jsonl
+
+    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())

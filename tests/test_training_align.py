@@ -12,19 +12,13 @@ import pytest
 import torch
 from training_helpers import (
     INSTRUCTIONS,
-    pair_records,
     train_tiny,
-    write_jsonl,
 )
 
 import pe_core
 from pe_core.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())
 
 @pytest.fixture(scope="module")
 def qwen_folders(tmp_path_factory):

@@ -13,19 +13,12 @@ import pytest
 import torch
 from training_helpers import (
     INSTRUCTIONS,
-    pair_records,
     train_tiny,
-    write_jsonl,
 )
 
 from pe_core.errors import ConfigError, TrainingDivergedError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())
-
 
 # -- checkpoints, resume, divergence ----------------------------------------------------
 def _losses(run: Path) -> list[float]:

@@ -4,19 +4,10 @@ training.plot). Tiny models, tiny data."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from training_helpers import (
-    pair_records,
-    write_jsonl,
-)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())
 
 @pytest.fixture(scope="module")
 def qwen_folders(tmp_path_factory):

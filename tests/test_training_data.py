@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +17,6 @@ from pe_core.errors import DataError
 from pe_core.training.data import TaskBatches, read_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())
-
 
 # -- data -----------------------------------------------------------------------------
 def test_empty_file_is_a_clear_error(tmp_path):

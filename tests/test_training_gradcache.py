@@ -10,19 +10,12 @@ import numpy as np
 import pytest
 import torch
 from training_helpers import (
-    pair_records,
     tiny_examples,
     tiny_method,
     train_tiny,
-    write_jsonl,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())
-
 
 # -- GradCache --------------------------------------------------------------------------
 @pytest.mark.parametrize("placement", ["suffix", "prefix"])

@@ -4,24 +4,14 @@ Tiny models, tiny data."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from training_helpers import (
-    pair_records,
-    write_jsonl,
-)
 
 import pe_core
 from pe_core.training.data import Example, read_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())
-
 
 # -- LoRA baseline ----------------------------------------------------------------------
 def test_lora_baseline_recipe_output_and_same_eval(pairs, tiny_folders, tmp_path):

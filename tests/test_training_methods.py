@@ -11,19 +11,12 @@ import pytest
 import torch
 from training_helpers import (
     INSTRUCTIONS,
-    pair_records,
     train_tiny,
-    write_jsonl,
 )
 
 import pe_core
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", pair_records())
-
 
 # -- what trains ----------------------------------------------------------------------
 def test_backbone_frozen_no_grad_no_optimizer_state(pairs, tiny_folders, tmp_path):
