@@ -170,6 +170,20 @@ def test_training_jsonl(tmp_path, pairs):
         training_records([])
 
 
+@pytest.mark.parametrize("family", ["wordnet:noun.feeling", "a", "b"])
+def test_a_pair_sharing_the_document_is_never_its_negative(family):
+    # two example sentences of one word sense share their document; the second pair in
+    # family "a" leaves only the shared document in the family, so the fallback is tested
+    shared = "defensiveness: excessive sensitivity to criticism"
+    pairs = [Pair("the fear of being sued magnified defensiveness", shared, family, "train"),
+             Pair("his defensiveness grew", shared, family, "train"),
+             Pair("an unrelated sentence", "other: another sense", "z", "train")]
+    for seed in range(20):
+        rows = training_records(pairs, negatives=1, seed=seed)
+        assert all(r["positive"] not in r["negatives"] for r in rows)
+        assert rows[0]["negatives"] == ["other: another sense"]
+
+
 def test_truncate():
     assert truncate("alpha beta gamma", 11) == "alpha beta"
     assert truncate("short", 100) == "short"

@@ -302,12 +302,16 @@ def training_records(
     for i, p in enumerate(pairs):
         row: dict = {"query": p.query, "positive": p.document}
         if negatives:
-            pool = [j for j in families[_family(p.source)] if j != i]
+            # a pair whose document is this one's (two example sentences of one word
+            # sense) is no negative: the loss would push the query from its own answer
+            pool = [j for j in families[_family(p.source)] if pairs[j].document != p.document]
             chosen = rng.sample(pool, min(negatives, len(pool)))
-            others = len(pairs) - 1 - len(chosen)
+            others = 0
+            if len(chosen) < negatives:  # the family is too small: any other pair
+                others = sum(q.document != p.document for q in pairs) - len(chosen)
             while len(chosen) < negatives and others > 0:
                 j = rng.randrange(len(pairs))
-                if j != i and j not in chosen:
+                if pairs[j].document != p.document and j not in chosen:
                     chosen.append(j)
                     others -= 1
             row["negatives"] = [pairs[j].document for j in chosen]
