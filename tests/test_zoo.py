@@ -166,3 +166,22 @@ def test_quality_scores_each_shipped_entry_as_a_user_loads_it(tiny_folders, trai
     assert (group, label, ref, curve) == ("shipped", "pe zoo: tiny",
                                           ref_id(tiny_folders["model"]), None)
     assert np.allclose(model.encode(TEXTS, instruction="find"), trained_run[1], atol=1e-5)
+
+
+def test_demo_has_a_row_for_each_shipped_model_of_its_plan(tiny_folders, trained_run, zoo_dir):
+    """`pe demo --real` scores the zoo entries trained for its backbones, loaded with no
+    flag; a plan whose models have no entry gets no such row."""
+    from pe_core.demo import TOY, DemoPlan, _shipped_for, _shipped_row
+
+    plan = DemoPlan(("llama", str(tiny_folders["model"])), (), label="real")
+    assert _shipped_for(plan) == ["tiny"] and _shipped_for(TOY) == []
+    seen = []
+
+    def score(model, label):
+        seen.append(model.encode(TEXTS, instruction="find"))
+        return 0.5
+
+    row = _shipped_row("tiny", score)
+    assert (row.model, row.backbone, row.score) == ("PromptEmbedder, shipped (pe-zoo:tiny)",
+                                                    "llama", 0.5)
+    assert np.allclose(seen[0], trained_run[1], atol=1e-5)

@@ -78,6 +78,22 @@ def resolve(ref: str) -> Path | None:
     return entry(name)
 
 
+def ids(name: str) -> tuple[str | None, str | None]:
+    """(Prompting LLM id, backbone model id) entry ``name`` was trained for."""
+    return _ids(root() / name)
+
+
+def load(name: str, **kwargs: object) -> object:
+    """Entry ``name`` loaded as a user loads it: ``pe_core.load(backbone=, model=,
+    prompting=)`` for the pair it was trained for, which the zoo resolver answers with
+    this entry (no flag, no untrained warning). ``kwargs`` go to ``pe_core.load``."""
+    import pe_core
+
+    cfg = json.loads((entry(name) / CONFIG_NAME).read_text(encoding="utf-8"))
+    return pe_core.load(backbone=cfg["backbone"], model=cfg["model_id"],
+                        prompting=cfg["prompting_id"], **kwargs)
+
+
 def _ids(folder: Path) -> tuple[str | None, str | None]:
     try:
         cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
