@@ -299,7 +299,7 @@ def training_records(
     for i, p in enumerate(pairs):
         families.setdefault(_family(p.source), []).append(i)
     rows = []
-    for i, p in enumerate(pairs):
+    for p in pairs:
         row: dict = {"query": p.query, "positive": p.document}
         if negatives:
             # a pair whose document is this one's (two example sentences of one word
