@@ -185,3 +185,38 @@ def test_demo_has_a_row_for_each_shipped_model_of_its_plan(tiny_folders, trained
     assert (row.model, row.backbone, row.score) == ("PromptEmbedder, shipped (pe-zoo:tiny)",
                                                     "llama", 0.5)
     assert np.allclose(seen[0], trained_run[1], atol=1e-5)
+
+
+def test_an_align_run_becomes_an_entry_with_the_source_prompting_llm(tiny_folders, pairs,
+                                                                     tmp_path, monkeypatch,
+                                                                     capsys):
+    """`pe align` output names the source run's prompting/ by path: the entry carries a
+    copy and answers for the pair the source run started from, with the aligned vectors."""
+    from pe_core import zoo
+    from pe_core.plugins import get_backbone
+    from pe_core.testing.tiny import save_tiny_folders
+
+    qwen = save_tiny_folders(get_backbone("qwen"), tmp_path / "qwen")
+    common = dict(steps=1, batch_size=8, progress=False)
+    pe_core.train(str(pairs), backbone="llama", model=str(tiny_folders["model"]),
+                  prompting=str(tiny_folders["prompting"]), out=tmp_path / "src", lr=1e-2,
+                  **common)
+    moved = pe_core.align(tmp_path / "src", str(pairs), backbone="qwen",
+                          model=str(qwen["model"]), out=tmp_path / "moved", **common).model
+    want = moved.encode(TEXTS, instruction="find")
+    assert zoo_main(["add", str(tmp_path / "moved"), "moved", "--root",
+                     str(tmp_path / "zoo")]) == 0
+    monkeypatch.setenv("PE_ZOO", str(tmp_path / "zoo"))
+    assert zoo.ids("moved") == (ref_id(tiny_folders["prompting"]), ref_id(qwen["model"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = pe_core.load(backbone="qwen", model=str(qwen["model"]),
+                           prompting=str(tiny_folders["prompting"]), device="cpu")
+    assert np.allclose(got.encode(TEXTS, instruction="find"), want, atol=1e-5)
+
+    shutil.rmtree(tmp_path / "src" / "prompting")  # the source's Prompting LLM is gone
+    capsys.readouterr()
+    assert zoo_main(["add", str(tmp_path / "moved"), "again", "--root",
+                     str(tmp_path / "zoo")]) == 2
+    assert "source run's trained Prompting LLM" in capsys.readouterr().err
+    assert zoo.names() == ["moved"]  # nothing half-made

@@ -10,7 +10,7 @@ from typing import Any
 
 from pe_core.errors import ConfigError, MissingFileError
 from pe_core.model.config import ALIGNMENT_WEIGHTS_NAME, CONFIG_NAME
-from pe_core.model.run_prompting import PROMPTING_DIR
+from pe_core.model.run_prompting import PROMPTING_DIR, run_method
 from pe_core.safe_io import MANIFEST_FORMAT, MANIFEST_NAME, hash_files
 from pe_core.training.settings import SETTINGS_NAME
 
@@ -34,10 +34,12 @@ def make_entry(run: str | Path, name: str, root: str | Path | None = None) -> Pa
     from pe_core import zoo
 
     run = Path(run)
+    source_prompting, base_prompting_id = _aligned_from(run)
     for rel in NEEDED:
-        if not (run / rel).is_file():
+        if not (run / rel).is_file() and not (source_prompting and rel.startswith(PROMPTING_DIR)):
             raise MissingFileError(f"{run / rel} is missing: {run} is not a finished "
-                                   "`pe train` run (train it, or pass its --out folder)")
+                                   "`pe train` or `pe align` run (train it, or pass its "
+                                   "--out folder)")
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"zoo entry name {name!r} must be a plain folder name, "
                           "e.g. gemma3-270m")
@@ -53,6 +55,13 @@ def make_entry(run: str | Path, name: str, root: str | Path | None = None) -> Pa
                 shutil.copytree(src, tmp / rel)
             elif src.is_file():
                 shutil.copy2(src, tmp / rel)
+        if source_prompting is not None:
+            # a `pe align` run reads the source run's trained Prompting LLM by path: the
+            # entry carries a copy, and answers for the pair that run started from
+            shutil.copytree(source_prompting, tmp / PROMPTING_DIR)
+            cfg = _json(tmp / CONFIG_NAME)
+            cfg["prompting_id"] = base_prompting_id
+            (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         card = dst / CARD_NAME
         if card.is_file():
             shutil.copy2(card, tmp / CARD_NAME)
@@ -70,6 +79,23 @@ def make_entry(run: str | Path, name: str, root: str | Path | None = None) -> Pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
+
+
+def _aligned_from(run: Path) -> tuple[Path | None, str | None]:
+    """For a ``pe align`` run: the source run's ``prompting/`` its config names and the
+    Prompting LLM id that source run was trained from; (None, None) for a ``pe train``
+    run (it has its own ``prompting/``). :class:`MissingFileError` when the source run's
+    Prompting LLM is gone."""
+    if (run / PROMPTING_DIR).is_dir() or run_method(run) != "align":
+        return None, None
+    named = Path(str(_json(run / CONFIG_NAME).get("prompting_id") or ""))
+    source_cfg = _json(named.parent / CONFIG_NAME)
+    if not (named / "config.json").is_file() or not source_cfg.get("prompting_id"):
+        raise MissingFileError(
+            f"{run} is a `pe align` run whose source run's trained Prompting LLM "
+            f"({named}) or that run's {CONFIG_NAME} is gone: the entry needs both"
+        )
+    return named, source_cfg["prompting_id"]
 
 
 def card_template(name: str, run: Path) -> str:
