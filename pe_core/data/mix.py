@@ -54,6 +54,7 @@ from pe_core.errors import CorruptFileError, DataError, MissingFileError, PEErro
 
 MIX_VERSION = 1
 MANIFEST = "manifest.json"
+DEV_SAMPLE = "dev-sample.jsonl"  # what `pe train --dev-data` scores during training
 SITE_INSTRUCTION = ("Given the one-line summary of a Python library function, class or "
                     "module, retrieve its documentation")
 EXCLUDED = ("apt package descriptions (apt lists, apt-cache show)",
@@ -141,7 +142,7 @@ def held_out_train(sources: dict[str, list[Pair]]) -> dict[str, list[Pair]]:
 
 def build_mix(out: str | os.PathLike[str], sources: Sequence[str] | None = None, *,
               negatives: int = 1, max_train: int | None = 20000, max_eval: int | None = None,
-              seed: int = 0) -> dict[str, Any]:
+              dev_per_source: int = 40, seed: int = 0) -> dict[str, Any]:
     """Write the mix to ``out`` (atomically: a temp folder renamed in) and return its
     manifest.
 
@@ -162,7 +163,8 @@ def build_mix(out: str | os.PathLike[str], sources: Sequence[str] | None = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        manifest = _write(tmp, read, train, rng, negatives, max_train, max_eval, seed)
+        manifest = _write(tmp, read, train, rng, negatives, max_train, max_eval,
+                          dev_per_source, seed)
         tmp.chmod(0o755)  # mkdtemp's 0700 is for the build, not for the result
         if out.exists():
             shutil.rmtree(out)
@@ -174,7 +176,7 @@ def build_mix(out: str | os.PathLike[str], sources: Sequence[str] | None = None,
 
 def _write(folder: Path, read: dict[str, list[Pair]], train: dict[str, list[Pair]],
            rng: random.Random, negatives: int, max_train: int | None, max_eval: int | None,
-           seed: int) -> dict[str, Any]:
+           dev_per_source: int, seed: int) -> dict[str, Any]:
     (folder / "test").mkdir(parents=True)
     rows: list[dict] = []
     dev_rows: list[dict] = []
@@ -198,13 +200,31 @@ def _write(folder: Path, read: dict[str, list[Pair]], train: dict[str, list[Pair
     rng.shuffle(rows)  # batches are drawn per task anyway; this only mixes the file
     _jsonl(folder / "train.jsonl", rows)
     _jsonl(folder / "dev.jsonl", dev_rows)
+    _jsonl(folder / DEV_SAMPLE, dev_sample(dev_rows, dev_per_source, seed))
     manifest = {"version": MIX_VERSION, "sources": info, "excluded": list(EXCLUDED),
                 "settings": {"negatives": negatives, "max_train": max_train,
-                             "max_eval": max_eval, "seed": seed},
+                             "max_eval": max_eval, "dev_per_source": dev_per_source,
+                             "seed": seed},
                 "files": {f.relative_to(folder).as_posix(): _sha256(f)
                           for f in sorted(folder.rglob("*.jsonl"))}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def dev_sample(rows: list[dict], per_source: int, seed: int = 0) -> list[dict]:
+    """``per_source`` dev rows of each task (sources in name order, each shuffled by one
+    seeded generator): a dev set small enough to score every few hundred steps of
+    ``pe train --dev-data`` that still weighs every source the same."""
+    by_task: dict[str, list[dict]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], []).append(row)
+    rng = random.Random(seed)
+    out: list[dict] = []
+    for task in sorted(by_task):
+        chosen = list(by_task[task])
+        rng.shuffle(chosen)
+        out += chosen[:per_source]
+    return out
 
 
 def verify_mix(folder: str | os.PathLike[str]) -> dict[str, Any]:
