@@ -220,3 +220,15 @@ def test_an_align_run_becomes_an_entry_with_the_source_prompting_llm(tiny_folder
                      str(tmp_path / "zoo")]) == 2
     assert "source run's trained Prompting LLM" in capsys.readouterr().err
     assert zoo.names() == ["moved"]  # nothing half-made
+
+
+def test_every_shipped_entry_matches_its_manifest(monkeypatch):
+    """The entries in pe_core/zoo as committed (a card edited after `zoo add` fails here,
+    in the default env, before any real checkpoint is needed)."""
+    from pe_core import zoo
+    from pe_core.safe_io import check_manifest_beside
+
+    monkeypatch.delenv("PE_ZOO", raising=False)
+    assert zoo.names()
+    for name in zoo.names():
+        check_manifest_beside(zoo.entry(name))
