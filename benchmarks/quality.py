@@ -501,6 +501,8 @@ def render(bench: Bench, args: argparse.Namespace) -> str:
         lines.append(f"| {r['group']} | {r['model']} | {r['backbone']} | {r['prompting']} | "
                      f"{r['steps']} | {cells} | {mean_all} | {mean_retrieval} | "
                      f"{_ratio(bench, r, tasks[0])} | {r['train_s']:.0f} |")
+    if args.shipped or args.baselines_only:  # nothing trained: no curves to compare
+        return "\n".join(lines)
     lines += ["", "At equal training time (dev nDCG@10 on the runs' dev curves): each "
               "PromptEmbedder run's final score against LoRA's score after the same seconds.",
               "", "| backbone | model | Prompting LLM | train s | dev nDCG@10 | LoRA's by then | "
