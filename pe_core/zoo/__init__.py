@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pe_core.errors import MissingFileError
 from pe_core.model.config import CONFIG_NAME
@@ -83,7 +84,7 @@ def ids(name: str) -> tuple[str | None, str | None]:
     return _ids(root() / name)
 
 
-def load(name: str, **kwargs: object) -> object:
+def load(name: str, **kwargs: Any) -> Any:
     """Entry ``name`` loaded as a user loads it: ``pe_core.load(backbone=, model=,
     prompting=)`` for the pair it was trained for, which the zoo resolver answers with
     this entry (no flag, no untrained warning). ``kwargs`` go to ``pe_core.load``."""
