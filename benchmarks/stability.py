@@ -118,8 +118,8 @@ def run_grid(args: argparse.Namespace, results: dict, path: Path) -> None:
                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for backbone, prompting, seed in cells(args):
         key = cell_key(backbone, prompting, seed, args.variant, size)
-        if key in results["cells"]:
-            continue
+        if key in results["cells"] and "error" not in results["cells"][key]:
+            continue  # finished; a cell that failed (killed for memory, say) runs again
         frozen = frozen_score(results, backbone, dev, args.max_length, path)
         folder = work / key.replace("|", "-")
         command = train_command(args, backbone, prompting, seed, data, dev, folder)
@@ -133,7 +133,8 @@ def run_grid(args: argparse.Namespace, results: dict, path: Path) -> None:
                 "command": " ".join(shlex.quote(c) for c in command), **invocation}
         if proc.returncode != 0:
             last = proc.stderr.strip().splitlines()[-1:]
-            cell["error"] = last or [f"exit {proc.returncode}"]
+            # a run killed by a signal (the kernel's OOM killer) leaves no traceback
+            cell["error"] = [f"exit {proc.returncode}", *last]
         else:
             cell.update(read_run(folder / "log.jsonl", frozen))
         results["cells"][key] = cell

@@ -71,3 +71,36 @@ def test_markdown_counts_collapses(stability):
     assert "0.5000 (last 0.1000)" in text
     assert "| default | smollm2-135m | prompting | 2 | 1 | 0.5000 |" in text
     assert stability.plot_marks({"frozen": {"x": {"last": 0.1, "mean": 0.2}}}) == {"frozen x": 0.2}
+
+
+def test_a_failed_cell_runs_again_and_a_finished_one_does_not(stability, tmp_path,
+                                                               monkeypatch):
+    """A run killed mid-way (the OOM killer: exit -9, no traceback) is kept with its exit
+    code, and the next invocation trains it again instead of reporting the failure."""
+    import subprocess
+
+    args = argparse.Namespace(backbones=["llama:pe-real:smollm2-135m"],
+                              promptings=["pe-default:prompting"], seeds=[0, 1], work=tmp_path,
+                              dev=4, steps=2, batch_size=8, max_length=64, eval_every=1,
+                              variant="default", extra="", threads=1)
+    monkeypatch.setattr(stability, "_data", lambda work, n: (tmp_path / "t", tmp_path / "d"))
+    monkeypatch.setattr(stability, "frozen_score", lambda *a: 0.1)
+    monkeypatch.setattr(stability, "read_run", lambda log, frozen: {"final": 0.5})
+    seen = []
+
+    real_run = subprocess.run
+
+    def run(command, **kw):
+        if "pe_core.cli" not in command:  # git, for the record's commit
+            return real_run(command, **kw)
+        seen.append(command[command.index("--seed") + 1])
+        return subprocess.CompletedProcess(command, -9 if len(seen) == 1 else 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    results = {"cells": {}, "frozen": {}}
+    stability.run_grid(args, results, tmp_path / "cells.json")
+    first, second = (results["cells"][k] for k in sorted(results["cells"]))
+    assert first["error"] == ["exit -9"] and second["final"] == 0.5
+    stability.run_grid(args, results, tmp_path / "cells.json")
+    assert seen == ["0", "1", "0"]  # seed 0 again, seed 1 not
+    assert all("error" not in c for c in results["cells"].values())
