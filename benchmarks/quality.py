@@ -39,7 +39,7 @@ from typing import Any
 from benchmarks import harness
 from benchmarks.curves import read_curve, score_at
 from benchmarks.tiers import TIERS, given, parse_ref, short
-from pe_core.errors import MissingFileError
+from pe_core.errors import MissingExtraError
 
 TOY = dict(steps=150, align_steps=40, lora_lr=[3e-3], eval_every=10, dev=334)
 # LoRA's lr for real LLMs is not the toy one: swept on dev (E5-mistral used 1e-4 at 7B)
@@ -297,7 +297,7 @@ class Bench:
 
         try:
             model = MiniLM()
-        except MissingFileError as exc:
+        except MissingExtraError as exc:
             raise SystemExit(str(exc)) from exc
         self.record("baseline", NAME, "-", None, model, None)
 

